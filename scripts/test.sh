@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need when it is missing,
+# starts the local servers they use, then runs the gate (fmt, clippy, benches
+# compile, tests). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+# Installs the Debian package $2 unless command $1 exists. Runs `apt-get
+# update` only when the package lists do not know the package yet.
+ensure_command() {
+    local cmd=$1 pkg=$2
+    command -v "$cmd" >/dev/null && return
+    command -v apt-get >/dev/null || die "'$cmd' is missing; install the '$pkg' package"
+    step "installing $pkg (for $cmd)"
+    if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+        as_root apt-get update
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"
+}
+
+ensure_command fusermount3 fuse3
+ensure_command git git
+ensure_command tar tar
+ensure_command rsync rsync
+
+[ -c /dev/fuse ] || die "/dev/fuse is missing: load the module (modprobe fuse), or run the container with --device /dev/fuse --cap-add SYS_ADMIN"
+
+# Local servers for the tests. Start each in the background and record its PID
+# in server_pids (e.g. `minio server "$dir" & server_pids+=($!)`), then export
+# the variables the tests read (AWS_ENDPOINT_URL, ...). The trap stops them.
+server_pids=()
+stop_servers() {
+    local pid
+    for pid in "${server_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap stop_servers EXIT
+
+step "mount helper scripts"
+scripts/test-mount-helpers.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build --benches"
+cargo build --benches
+
+step "cargo test $*"
+cargo test "$@"

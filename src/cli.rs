@@ -1,0 +1,404 @@
+//! Command line: parses arguments and runs one command. Talks to the daemon
+//! over the control socket while mounted; opens the node directly otherwise.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::control::{self, ControlError, Request};
+use crate::daemon::{self, MountpointState};
+use crate::event::Event;
+use crate::home::Home;
+use crate::meta::Meta;
+use crate::store::ContentStore;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(120);
+const LOG_PAGE: usize = 10_000;
+
+#[derive(Debug, Parser)]
+#[command(name = "latus", version, about = "Your files, on every computer, encrypted before they leave it.")]
+pub struct Cli {
+    /// The node's state folder (default: $XDG_DATA_HOME/latus or ~/.local/share/latus).
+    #[arg(long, env = "LATUS_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create this node: identity, key, database.
+    Init {
+        /// Cloud URL: dir:PATH (default: a folder in the home) or aws://BUCKET?table=TABLE.
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Friendly node name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Join a volume with an exported key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Mount the latus folder (initialises the node on first use).
+    Mount {
+        mountpoint: PathBuf,
+        /// Serve in this process instead of starting a background daemon.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Flush, unmount and stop the daemon.
+    Unmount { mountpoint: PathBuf },
+    /// The daemon's state, or one path's state.
+    Status {
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The event journal, oldest first.
+    Log {
+        #[arg(long)]
+        json: bool,
+        /// Only events with a journal id greater than N.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
+    match cli.command {
+        Cmd::Init { cloud, name, key_file } => init(&home, cloud, name, key_file.as_deref()),
+        Cmd::Mount { mountpoint, foreground } => mount(&home, &mountpoint, foreground),
+        Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
+        Cmd::Status { path, json } => status(&home, path.as_deref(), json),
+        Cmd::Log { json, since } => log(&home, since, json),
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn init(home: &Home, cloud: Option<String>, name: Option<String>, key_file: Option<&Path>) -> Result<()> {
+    let cfg = home.init(name, cloud, key_file)?;
+    println!("initialised node {} ({}) in {}", cfg.node_name, cfg.node_id, home.root().display());
+    println!("cloud: {}", cfg.cloud);
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
+}
+
+fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
+    let mountpoint = absolute(mountpoint)?;
+    if !home.is_initialised() {
+        let cfg = home.init(None, None, None)?;
+        println!("initialised node {} ({}) in {}", cfg.node_name, cfg.node_id, home.root().display());
+    }
+    if let Ok(v) = control::call(&home.socket_path(), &Request::Status, Duration::from_secs(5)) {
+        bail!(
+            "this node is already mounted at {} (daemon pid {})",
+            v["mountpoint"].as_str().unwrap_or("?"),
+            v["pid"]
+        );
+    }
+    daemon::check_fuse_available()?;
+    let state = daemon::check_mountpoint(&mountpoint)?;
+    if foreground {
+        crate::cli::init_tracing_once();
+        return Ok(daemon::run_foreground(home, &mountpoint)?);
+    }
+    if state == MountpointState::Stale {
+        println!("recovered: found a stale mount at {} (its daemon had stopped); cleaning it", mountpoint.display());
+    }
+    spawn_daemon(home, &mountpoint)
+}
+
+/// Starts `latus mount --foreground` detached and waits until it answers.
+fn spawn_daemon(home: &Home, mountpoint: &Path) -> Result<()> {
+    let log_path = home.log_path();
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let log_start = log.seek(SeekFrom::End(0))?;
+    let exe = std::env::current_exe().context("locate the latus binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home")
+        .arg(home.root())
+        .arg("mount")
+        .arg(mountpoint)
+        .arg("--foreground")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our
+    // terminal and process group so it outlives this command.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start the daemon")?;
+    writeln!(log).ok();
+    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon stopped ({status}) before mounting:\n{}", log_since(&log_path, log_start));
+        }
+        if let Ok(v) = control::call(&home.socket_path(), &Request::Status, Duration::from_secs(5)) {
+            println!("mounted {} (daemon pid {})", mountpoint.display(), v["pid"]);
+            print_recovery(&v["recovered"]);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon did not answer within {}s; see {}",
+                MOUNT_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn print_recovery(r: &serde_json::Value) {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    if n("replayed_records") > 0 {
+        println!(
+            "recovered: replayed {} journal records the previous daemon had not committed",
+            n("replayed_records")
+        );
+    }
+    if n("torn_journal_bytes") > 0 {
+        println!("recovered: dropped a torn journal tail of {} bytes", n("torn_journal_bytes"));
+    }
+    if n("discarded_unclosed_versions") > 0 {
+        println!(
+            "recovered: discarded {} unfinished versions (written but never closed); those files show their last closed version",
+            n("discarded_unclosed_versions")
+        );
+    }
+    if n("announced_files") > 0 {
+        println!("recovered: journaled {} files created but never closed", n("announced_files"));
+    }
+}
+
+fn log_since(path: &Path, offset: u64) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn unmount(home: &Home, mountpoint: &Path) -> Result<()> {
+    let mountpoint = absolute(mountpoint)?;
+    let status = match control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT) {
+        Ok(v) => v,
+        Err(ControlError::NotRunning { .. }) => {
+            if daemon::is_mounted(&mountpoint) {
+                daemon::clean_stale_mount(&mountpoint)?;
+                println!("cleaned a stale mount at {} (no daemon was serving it)", mountpoint.display());
+                return Ok(());
+            }
+            bail!("{} is not mounted by this node (home {})", mountpoint.display(), home.root().display());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let served = status["mountpoint"].as_str().unwrap_or_default();
+    if Path::new(served) != mountpoint {
+        bail!("this node is mounted at {served}, not at {}", mountpoint.display());
+    }
+    let pid = status["pid"].as_u64().context("daemon status without pid")? as u32;
+    control::call(&home.socket_path(), &Request::Unmount, CALL_TIMEOUT)?;
+    let deadline = Instant::now() + UNMOUNT_TIMEOUT;
+    let mut told = false;
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            bail!("the daemon (pid {pid}) is still flushing after {}s; see {}", UNMOUNT_TIMEOUT.as_secs(), home.log_path().display());
+        }
+        if !told && Instant::now() + UNMOUNT_TIMEOUT - deadline > Duration::from_secs(5) {
+            eprintln!("waiting for files still open under {} to be closed...", mountpoint.display());
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// Alive and not a zombie (a daemon whose parent is gone may linger unreaped).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
+    let daemon = control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT).ok();
+    match path {
+        None => {
+            let v = match daemon {
+                Some(v) => v,
+                None => offline_status(home)?,
+            };
+            if json {
+                println!("{v}");
+            } else {
+                print_status(&v);
+            }
+        }
+        Some(p) => {
+            let mountpoint = daemon
+                .as_ref()
+                .and_then(|v| v["mountpoint"].as_str().map(PathBuf::from));
+            let rel = relative_path(p, mountpoint.as_deref())?;
+            let v = match daemon {
+                Some(_) => control::call(&home.socket_path(), &Request::PathStatus { path: rel.clone() }, CALL_TIMEOUT)?,
+                None => {
+                    let node = daemon::open_node(home)?;
+                    let s = node.vfs.path_status(&rel).with_context(|| format!("{rel}"))?;
+                    node.vfs.shutdown()?;
+                    serde_json::to_value(s)?
+                }
+            };
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}: {} ({} bytes)", v["path"].as_str().unwrap_or(&rel), v["state"].as_str().unwrap_or("?"), v["size"]);
+                if !v["last_event"].is_null() {
+                    println!("last event: {}", v["last_event"]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path given on the command line, as a path relative to the latus folder.
+fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
+    let abs = if p.is_absolute() {
+        Some(p.to_path_buf())
+    } else {
+        let cwd = std::env::current_dir().ok();
+        match (mountpoint, cwd) {
+            (Some(m), Some(c)) if c.starts_with(m) => Some(c.join(p)),
+            _ => None,
+        }
+    };
+    let rel = match (abs, mountpoint) {
+        (Some(a), Some(m)) => a
+            .strip_prefix(m)
+            .map(Path::to_path_buf)
+            .with_context(|| format!("{} is not inside the latus folder {}", p.display(), m.display()))?,
+        (Some(a), None) => bail!("{} is absolute but the latus folder is not mounted; give a path relative to the folder", a.display()),
+        (None, _) => p.to_path_buf(),
+    };
+    let s = rel.to_str().context("path is not valid UTF-8")?;
+    Ok(s.trim_start_matches("./").trim_end_matches('/').to_string())
+}
+
+fn offline_status(home: &Home) -> Result<serde_json::Value> {
+    let cfg = home.load_config()?;
+    let node = daemon::open_node(home)?;
+    let counts = node.vfs.counts();
+    node.vfs.shutdown()?;
+    let mut v = serde_json::json!({
+        "pid": null,
+        "mountpoint": null,
+        "node_id": cfg.node_id.to_string(),
+        "node_name": cfg.node_name,
+        "cloud": cfg.cloud,
+    });
+    if let (Some(obj), serde_json::Value::Object(c)) = (v.as_object_mut(), serde_json::to_value(counts)?) {
+        obj.extend(c);
+    }
+    Ok(v)
+}
+
+fn print_status(v: &serde_json::Value) {
+    match v["mountpoint"].as_str() {
+        Some(m) => println!("mounted at {m} (daemon pid {})", v["pid"]),
+        None => println!("not mounted"),
+    }
+    println!("node: {} ({})", v["node_name"].as_str().unwrap_or("?"), v["node_id"].as_str().unwrap_or("?"));
+    println!("cloud: {}", v["cloud"].as_str().unwrap_or("?"));
+    println!(
+        "files: {}  folders: {}  symlinks: {}  events: {}",
+        v["files"], v["directories"], v["symlinks"], v["events"]
+    );
+    if let Some(e) = v["last_error"].as_str() {
+        println!("last error: {e}");
+    }
+}
+
+fn log(home: &Home, since: u64, json: bool) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut since = since;
+    let offline = match control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT) {
+        Ok(_) => None,
+        Err(_) => {
+            home.load_config()?;
+            let store = std::sync::Arc::new(ContentStore::open(home.objects_dir())?);
+            Some(Meta::open(&home.db_path(), &home.wal_path(), store)?.0)
+        }
+    };
+    loop {
+        let page: Vec<Event> = match &offline {
+            Some(meta) => meta.events_since(since, LOG_PAGE)?,
+            None => serde_json::from_value(control::call(
+                &home.socket_path(),
+                &Request::Log { since, limit: LOG_PAGE },
+                CALL_TIMEOUT,
+            )?)?,
+        };
+        for ev in &page {
+            if json {
+                serde_json::to_writer(&mut out, ev)?;
+                writeln!(out)?;
+            } else {
+                let what = match &ev.src_path {
+                    Some(src) => format!("{src} -> {}", ev.file_path),
+                    None => ev.file_path.clone(),
+                };
+                writeln!(out, "{:>6} {:<8} {} ({} bytes)", ev.id, format!("{:?}", ev.event_type).to_lowercase(), what, ev.size)?;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == LOG_PAGE => since = last.id,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+static TRACING: std::sync::Once = std::sync::Once::new();
+
+pub fn init_tracing_once() {
+    TRACING.call_once(init_tracing);
+}

@@ -1,0 +1,118 @@
+//! The control socket: how the CLI talks to a running daemon (the daemon
+//! owns redb; nobody else opens it while it runs). One JSON request per
+//! connection, one JSON response.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    PathStatus { path: String },
+    Log { since: u64, limit: usize },
+    Unmount,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Self {
+        Self {
+            ok: true,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            error: None,
+        }
+    }
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Self {
+            ok: false,
+            data: serde_json::Value::Null,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("no daemon is answering on {path}: {source}")]
+    NotRunning {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("control socket i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad control message: {0}")]
+    Protocol(#[from] serde_json::Error),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Sends one request and waits for the answer.
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<serde_json::Value, ControlError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ControlError::NotRunning {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut reader = BufReader::new(s);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    let resp: Response = serde_json::from_str(&answer)?;
+    if resp.ok {
+        Ok(resp.data)
+    } else {
+        Err(ControlError::Daemon(resp.error.unwrap_or_default()))
+    }
+}
+
+/// Serves requests until the listener is closed; each connection gets a thread.
+pub fn serve<H>(listener: UnixListener, handler: H)
+where
+    H: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    let handler = std::sync::Arc::new(handler);
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let handler = handler.clone();
+        let _ = std::thread::Builder::new()
+            .name("latus-control".into())
+            .spawn(move || {
+                if let Err(e) = serve_one(conn, &*handler) {
+                    tracing::debug!(error = %e, "control connection ended with an error");
+                }
+            });
+    }
+}
+
+fn serve_one(conn: UnixStream, handler: &dyn Fn(Request) -> Response) -> Result<(), ControlError> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => handler(req),
+        Err(e) => Response::err(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&resp)?;
+    out.push(b'\n');
+    let mut w = conn;
+    w.write_all(&out)?;
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The daemon: owns the node's database, serves the mount and the control
+//! socket, and stops cleanly on unmount, SIGTERM or SIGINT.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::control::{self, Request, Response};
+use crate::fuse::FuseAdapter;
+use crate::home::{Config, Home, HomeError};
+use crate::locks::{Mutex, lock};
+use crate::meta::{Meta, MetaError};
+use crate::store::{ContentStore, StoreError};
+use crate::vfs::{RecoveryReport, Vfs, VfsError};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vfs(#[from] VfsError),
+    #[error("mountpoint {0} does not exist (create it first: mkdir -p {0})")]
+    MountpointMissing(String),
+    #[error("mountpoint {0} is not a folder")]
+    MountpointNotDir(String),
+    #[error("mountpoint {0} is not empty; latus mounts only on an empty folder")]
+    MountpointNotEmpty(String),
+    #[error("{0} is already mounted")]
+    AlreadyMounted(String),
+    #[error("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or run where FUSE is available")]
+    NoFuseDevice,
+    #[error("fusermount3 is missing: install FUSE 3 tools (Debian/Ubuntu: sudo apt-get install fuse3; Fedora: sudo dnf install fuse3)")]
+    NoFusermount,
+    #[error("another latus daemon already runs for home {home}{pid}")]
+    HomeBusy { home: String, pid: String },
+    #[error("could not clean the stale mount at {path}: {reason}")]
+    StaleMount { path: String, reason: String },
+    #[error("mount of {path} failed: {source}")]
+    Mount { path: String, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// A node's state, opened: used by the daemon, and by the CLI when no
+/// daemon runs.
+pub struct OpenNode {
+    pub config: Config,
+    pub meta: Arc<Meta>,
+    pub vfs: Arc<Vfs>,
+    pub recovery: RecoveryReport,
+}
+
+pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
+    let config = home.load_config()?;
+    let store = Arc::new(ContentStore::open(home.objects_dir())?);
+    let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
+    let meta = Arc::new(meta);
+    // SAFETY: getuid/getgid cannot fail.
+    let owner = unsafe { (libc::getuid(), libc::getgid()) };
+    let (vfs, recovery) = Vfs::new(
+        meta.clone(),
+        store,
+        loaded,
+        config.node_id,
+        config.ignore.clone(),
+        owner,
+    )?;
+    Ok(OpenNode {
+        config,
+        meta,
+        vfs,
+        recovery,
+    })
+}
+
+/// What is at the mountpoint now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MountpointState {
+    Ready,
+    /// A dead daemon's mount ("Transport endpoint is not connected").
+    Stale,
+}
+
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mountpoint.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn check_mountpoint(mountpoint: &Path) -> Result<MountpointState, DaemonError> {
+    let shown = mountpoint.display().to_string();
+    if is_mounted(mountpoint) {
+        return match fs::metadata(mountpoint) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(MountpointState::Stale),
+            _ => Err(DaemonError::AlreadyMounted(shown)),
+        };
+    }
+    let md = match fs::metadata(mountpoint) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DaemonError::MountpointMissing(shown));
+        }
+        Err(e) => return Err(io(format!("mountpoint {shown}"))(e)),
+    };
+    if !md.is_dir() {
+        return Err(DaemonError::MountpointNotDir(shown));
+    }
+    let mut rd = fs::read_dir(mountpoint).map_err(io(format!("mountpoint {shown}")))?;
+    if rd.next().is_some() {
+        return Err(DaemonError::MountpointNotEmpty(shown));
+    }
+    Ok(MountpointState::Ready)
+}
+
+pub fn check_fuse_available() -> Result<(), DaemonError> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(DaemonError::NoFuseDevice);
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && find_in_path("fusermount3").is_none() {
+        return Err(DaemonError::NoFusermount);
+    }
+    Ok(())
+}
+
+fn find_in_path(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.exists())
+}
+
+/// Detaches a dead daemon's mount.
+pub fn clean_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(|_| {
+        DaemonError::StaleMount {
+            path: mountpoint.display().to_string(),
+            reason: "path holds a NUL".into(),
+        }
+    })?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(DaemonError::StaleMount {
+            path: mountpoint.display().to_string(),
+            reason: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        }),
+        Err(e) => Err(DaemonError::StaleMount {
+            path: mountpoint.display().to_string(),
+            reason: format!("fusermount3: {e}"),
+        }),
+    }
+}
+
+/// Holds the home's daemon lock for the daemon's lifetime.
+struct HomeLock {
+    _file: File,
+}
+
+fn lock_home(home: &Home) -> Result<HomeLock, DaemonError> {
+    let path = home.lock_path();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(path.display().to_string()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = fs::read_to_string(home.pid_path())
+            .map(|p| format!(" (pid {})", p.trim()))
+            .unwrap_or_default();
+        return Err(DaemonError::HomeBusy {
+            home: home.root().display().to_string(),
+            pid,
+        });
+    }
+    Ok(HomeLock { _file: file })
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4)
+}
+
+/// Mounts and serves until unmounted. Blocks.
+pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError> {
+    let _lock = lock_home(home)?;
+    check_fuse_available()?;
+    if check_mountpoint(mountpoint)? == MountpointState::Stale {
+        clean_stale_mount(mountpoint)?;
+        tracing::warn!(mountpoint = %mountpoint.display(), "recovered: cleaned a stale mount left by a stopped daemon");
+        check_mountpoint(mountpoint)?;
+    }
+    let started = Instant::now();
+    let node = open_node(home)?;
+    if !node.recovery.is_clean() {
+        tracing::warn!(report = ?node.recovery, "recovered after an unclean stop");
+    }
+    fs::write(home.pid_path(), format!("{}\n", std::process::id()))
+        .map_err(io(home.pid_path().display().to_string()))?;
+
+    let signals = block_stop_signals();
+    let stop = Arc::new(AtomicBool::new(false));
+    let committer = {
+        let meta = node.meta.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("latus-committer".into())
+            .spawn(move || meta.run_committer(&stop))
+            .map_err(io("spawn committer"))?
+    };
+
+    let mut options = fuser::Config::default();
+    options.mount_options = vec![
+        fuser::MountOption::FSName("latus".into()),
+        fuser::MountOption::Subtype("latus".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+    ];
+    options.n_threads = Some(worker_threads());
+    options.clone_fd = true;
+    let mut session = fuser::Session::new(FuseAdapter::new(node.vfs.clone()), mountpoint, &options)
+        .map_err(|source| DaemonError::Mount {
+            path: mountpoint.display().to_string(),
+            source,
+        })?;
+    let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+
+    let socket = home.socket_path();
+    let _ = fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(io(socket.display().to_string()))?;
+    let ctx = Arc::new(StatusContext {
+        vfs: node.vfs.clone(),
+        config: node.config.clone(),
+        mountpoint: mountpoint.to_path_buf(),
+        started,
+        recovery: node.recovery.clone(),
+    });
+    {
+        let unmounter = unmounter.clone();
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name("latus-control".into())
+            .spawn(move || control::serve(listener, move |req| handle(&ctx, &unmounter, req)))
+            .map_err(io("spawn control"))?;
+    }
+    {
+        let unmounter = unmounter.clone();
+        std::thread::Builder::new()
+            .name("latus-signals".into())
+            .spawn(move || {
+                let mut sig = 0;
+                // SAFETY: waits on the set blocked above; sig is a live local.
+                unsafe { libc::sigwait(&signals, &mut sig) };
+                tracing::info!(signal = sig, "stop signal: unmounting");
+                if let Err(e) = lock(&unmounter).unmount() {
+                    tracing::error!(error = %e, "unmount on signal failed");
+                }
+            })
+            .map_err(io("spawn signal thread"))?;
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), node = %node.config.node_id, pid = std::process::id(), "mounted");
+    let served = session.run();
+    tracing::info!("filesystem session ended; flushing");
+    let _ = fs::remove_file(&socket);
+    let shutdown = node.vfs.shutdown();
+    stop.store(true, Ordering::Release);
+    node.meta.wake_committer();
+    let _ = committer.join();
+    node.meta.commit_pending()?;
+    let _ = fs::remove_file(home.pid_path());
+    served.map_err(|source| DaemonError::Mount {
+        path: mountpoint.display().to_string(),
+        source,
+    })?;
+    shutdown?;
+    tracing::info!("unmounted cleanly");
+    Ok(())
+}
+
+struct StatusContext {
+    vfs: Arc<Vfs>,
+    config: Config,
+    mountpoint: PathBuf,
+    started: Instant,
+    recovery: RecoveryReport,
+}
+
+#[derive(serde::Serialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub mountpoint: String,
+    pub node_id: String,
+    pub node_name: String,
+    pub cloud: String,
+    #[serde(flatten)]
+    pub counts: crate::vfs::Counts,
+    pub uptime_secs: u64,
+    pub recovered: RecoveryReport,
+}
+
+fn handle(ctx: &StatusContext, unmounter: &Mutex<fuser::SessionUnmounter>, req: Request) -> Response {
+    match req {
+        Request::Status => Response::ok(DaemonStatus {
+            pid: std::process::id(),
+            mountpoint: ctx.mountpoint.display().to_string(),
+            node_id: ctx.config.node_id.to_string(),
+            node_name: ctx.config.node_name.clone(),
+            cloud: ctx.config.cloud.clone(),
+            counts: ctx.vfs.counts(),
+            uptime_secs: ctx.started.elapsed().as_secs(),
+            recovered: ctx.recovery.clone(),
+        }),
+        Request::PathStatus { path } => match ctx.vfs.path_status(&path) {
+            Ok(s) => Response::ok(s),
+            Err(e) => Response::err(format!("{path}: {e}")),
+        },
+        Request::Log { since, limit } => {
+            let meta = ctx.vfs.meta();
+            match meta.commit_pending().and_then(|()| meta.events_since(since, limit)) {
+                Ok(evs) => Response::ok(evs),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::Unmount => match lock(unmounter).unmount() {
+            Ok(()) => Response::ok("unmounting"),
+            Err(e) => Response::err(format!("unmount failed: {e}")),
+        },
+    }
+}
+
+/// Appends a line to the daemon log (used by the CLI before the daemon's
+/// own logging starts).
+pub fn append_log_line(home: &Home, line: &str) {
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(home.log_path()) {
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -1,0 +1,67 @@
+//! The event record: one immutable change, journaled locally and (later)
+//! published to the volume's event log.
+//!
+//! Field names are a contract (`latus log --json` prints them as they are).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// How a change was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detection {
+    /// A call through the mounted filesystem.
+    Filesystem,
+    /// Import of content that existed before the node joined.
+    InitialImport,
+    /// Replay of another node's event.
+    RemoteApply,
+    /// A restore of an old version.
+    Restore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Create,
+    Modify,
+    Delete,
+    Move,
+    Mkdir,
+    Rmdir,
+    Symlink,
+    Setattr,
+}
+
+/// One change. `mivui` stays `None` until the cloud assigns the sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Local journal sequence (this node only; the cloud order is `mivui`).
+    pub id: u64,
+    pub originator: Uuid,
+    pub mivui: Option<u64>,
+    pub detection: Detection,
+    pub event_type: EventType,
+    /// SHA-512 hex of the content; `None` while it is still being hashed,
+    /// and for events that carry no content.
+    pub file_hash: Option<String>,
+    /// Relative to the latus folder, `/`-separated.
+    pub file_path: String,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime: i64,
+    pub size: u64,
+    pub src_path: Option<String>,
+    pub mode: u32,
+    /// Symlink target, for `symlink` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// Local content object holding this version (not part of the cloud record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+impl EventType {
+    pub fn carries_content(self) -> bool {
+        matches!(self, EventType::Create | EventType::Modify)
+    }
+}

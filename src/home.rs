@@ -1,0 +1,290 @@
+//! The node's state folder: its identity, key, database, journal and local
+//! content. Two homes on one machine are two independent nodes.
+//!
+//! Layout (all paths relative to the home):
+//! - `config.json`  node id and name, cloud URL, ignore patterns
+//! - `node.key`     32 random bytes, mode 0600, never sent anywhere
+//! - `latus.redb`   metadata database (see `meta`)
+//! - `journal.wal`  write-ahead journal in front of the database
+//! - `store/objects/` local content, one file per version
+//! - `cloud/`       the embedded `dir:` cloud, unless `--cloud` names another
+//! - `daemon.pid`, `daemon.log`, `daemon.sock`, `daemon.lock` while mounted
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::ignore::IgnoreRules;
+
+pub const KEY_LEN: usize = 32;
+
+#[derive(Debug, Error)]
+pub enum HomeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a latus home (no config.json); run `latus init` first")]
+    NotInitialised { path: PathBuf },
+    #[error("{path} is already initialised as node {node_id}")]
+    AlreadyInitialised { path: PathBuf, node_id: Uuid },
+    #[error("config {path} is unreadable: {source}")]
+    BadConfig {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("key file {path}: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("could not read random bytes from the OS: {0}")]
+    Random(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
+    move |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub format_version: u32,
+    pub node_id: Uuid,
+    pub node_name: String,
+    /// `dir:PATH` (embedded default) or `aws://BUCKET?table=...`.
+    pub cloud: String,
+    #[serde(default = "IgnoreRules::defaults")]
+    pub ignore: IgnoreRules,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `$XDG_DATA_HOME/latus`, else `~/.local/share/latus`.
+    pub fn default_root() -> PathBuf {
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("latus");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+        PathBuf::from(home).join(".local/share/latus")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("node.key")
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("latus.redb")
+    }
+    pub fn wal_path(&self) -> PathBuf {
+        self.root.join("journal.wal")
+    }
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("store").join("objects")
+    }
+    pub fn pid_path(&self) -> PathBuf {
+        self.root.join("daemon.pid")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("daemon.log")
+    }
+    pub fn socket_path(&self) -> PathBuf {
+        self.root.join("daemon.sock")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+    pub fn default_cloud(&self) -> String {
+        format!("dir:{}", self.root.join("cloud").display())
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.config_path().exists()
+    }
+
+    pub fn load_config(&self) -> Result<Config, HomeError> {
+        let path = self.config_path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HomeError::NotInitialised {
+                    path: self.root.clone(),
+                });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| HomeError::BadConfig { path, source })
+    }
+
+    /// Creates the node: identity, key, folders. The database is created by
+    /// the first `Meta::open`.
+    pub fn init(
+        &self,
+        name: Option<String>,
+        cloud: Option<String>,
+        key_file: Option<&Path>,
+    ) -> Result<Config, HomeError> {
+        if let Ok(existing) = self.load_config() {
+            return Err(HomeError::AlreadyInitialised {
+                path: self.root.clone(),
+                node_id: existing.node_id,
+            });
+        }
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        restrict_to_owner(&self.root)?;
+        let objects = self.objects_dir();
+        fs::create_dir_all(&objects).map_err(io_err(&objects))?;
+
+        let key = match key_file {
+            Some(path) => read_key_file(path)?,
+            None => random_key()?,
+        };
+        write_private(&self.key_path(), &key)?;
+
+        let cloud = cloud.unwrap_or_else(|| self.default_cloud());
+        if let Some(dir) = cloud.strip_prefix("dir:") {
+            fs::create_dir_all(dir).map_err(io_err(Path::new(dir)))?;
+        }
+        let config = Config {
+            format_version: 1,
+            node_id: Uuid::new_v4(),
+            node_name: name.unwrap_or_else(default_node_name),
+            cloud,
+            ignore: IgnoreRules::defaults(),
+            created: unix_now_secs(),
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("config serialises");
+        // Written last and atomically: a home with config.json is complete.
+        let tmp = self.root.join("config.json.tmp");
+        write_private(&tmp, &json)?;
+        fs::rename(&tmp, self.config_path()).map_err(io_err(&tmp))?;
+        Ok(config)
+    }
+}
+
+fn restrict_to_owner(dir: &Path) -> Result<(), HomeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+fn random_key() -> Result<Vec<u8>, HomeError> {
+    let mut key = vec![0u8; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| HomeError::Random(e.to_string()))?;
+    Ok(key)
+}
+
+/// Accepts the exported JSON key file (`{"key": "<hex>", ...}`) or 32 raw bytes.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, HomeError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bad = |reason: &str| HomeError::BadKey {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if bytes.len() == KEY_LEN {
+        return Ok(bytes);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("neither JSON nor 32 raw bytes"))?;
+    let hex = v
+        .get("key")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| bad("no \"key\" field"))?;
+    let key = decode_hex(hex).ok_or_else(|| bad("\"key\" is not hex"))?;
+    if key.len() != KEY_LEN {
+        return Err(bad("\"key\" is not 32 bytes"));
+    }
+    Ok(key)
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn default_node_name() -> String {
+    fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}
+
+pub fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_creates_a_private_node_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let cfg = home.init(Some("n1".into()), None, None).unwrap();
+        assert_eq!(cfg.node_name, "n1");
+        assert_eq!(fs::read(home.key_path()).unwrap().len(), KEY_LEN);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(home.key_path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(home.load_config().unwrap().node_id, cfg.node_id);
+        assert!(matches!(
+            home.init(None, None, None),
+            Err(HomeError::AlreadyInitialised { .. })
+        ));
+    }
+
+    #[test]
+    fn key_file_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let kf = dir.path().join("k.json");
+        fs::write(&kf, r#"{"key":"abcd"}"#).unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let e = home.init(None, None, Some(&kf)).unwrap_err();
+        assert!(e.to_string().contains("not 32 bytes"), "{e}");
+        let good = format!(r#"{{"key":"{}"}}"#, "ab".repeat(32));
+        fs::write(&kf, good).unwrap();
+        home.init(None, None, Some(&kf)).unwrap();
+        assert_eq!(fs::read(home.key_path()).unwrap(), vec![0xab; 32]);
+    }
+}

@@ -1,0 +1,18 @@
+//! latus: a personal cloud storage client whose folder is a mounted filesystem.
+//!
+//! Layers, top to bottom (arrows point down only):
+//! `cli` → `control` → `daemon` → `fuse` (thin adapter) → `vfs` (POSIX core,
+//! emits events) → `meta` (redb + write-ahead journal) and `store` (local
+//! content objects).
+
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod event;
+pub mod fuse;
+pub mod home;
+pub mod ignore;
+pub mod locks;
+pub mod meta;
+pub mod store;
+pub mod vfs;

@@ -1,0 +1,454 @@
+//! Everything that must survive a crash: the tree, file attributes and the
+//! event journal, in one redb database per node, fronted by a write-ahead
+//! journal (`wal`).
+//!
+//! Tables (keys → values; values are JSON of the `record` types):
+//! - `inodes`: ino (u64) → `InodeRow`
+//! - `events`: local event id (u64) → `Event`
+//! - `state`:  name (&str) → u64; `wal_applied` is the last journal sequence
+//!   whose effect is in the database.
+//!
+//! Durability: `append` puts records in the journal with one `write` (they
+//! survive kill -9 of the process at once); the committer applies them to
+//! redb with durable commits every `COMMIT_INTERVAL` (then they survive a
+//! power cut too); `sync_journal` makes them power-cut durable at once.
+//! Object files a committed change made garbage are unlinked only after that
+//! change is durable in redb, so a power cut never leaves a row naming a
+//! removed object.
+//!
+//! Version changes: 1 — first format.
+
+mod record;
+mod wal;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use thiserror::Error;
+
+use crate::event::Event;
+use crate::locks::{Condvar, Mutex, lock};
+use crate::store::{ContentStore, ObjectId};
+
+pub use record::{Ino, InodeRow, Kind, Nanos, ROOT_INO, Record};
+use wal::{Wal, WalEntry};
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+const WAL_APPLIED: &str = "wal_applied";
+
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// The journal is emptied once everything in it is committed and it is
+/// larger than this.
+const WAL_CLEAR_THRESHOLD: u64 = 16 << 20;
+
+#[derive(Debug, Error)]
+pub enum MetaError {
+    #[error("database {path}: {source}")]
+    Database {
+        path: String,
+        source: Box<redb::Error>,
+    },
+    #[error("journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database row {table}/{key} is unreadable: {source}")]
+    Corrupt {
+        table: &'static str,
+        key: u64,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the metadata committer stopped after an error: {0}")]
+    CommitterFailed(String),
+}
+
+impl MetaError {
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            MetaError::Journal { source, .. } => source.raw_os_error(),
+            MetaError::Store(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// What `Meta::open` found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    /// Journal records that were not yet in the database (the previous run
+    /// ended without a final commit: a crash or kill -9).
+    pub replayed_records: usize,
+    /// Bytes of a torn journal tail that were dropped (power cut).
+    pub torn_bytes: u64,
+}
+
+pub struct Loaded {
+    pub inodes: Vec<InodeRow>,
+    pub max_event_id: u64,
+    pub event_count: u64,
+    pub recovery: Recovery,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: Vec<WalEntry>,
+    /// Objects to unlink once the record with this sequence is durable.
+    unlinks: Vec<(u64, ObjectId)>,
+    next_seq: u64,
+    committed_seq: u64,
+    last_error: Option<String>,
+}
+
+pub struct Meta {
+    db: Database,
+    db_path: String,
+    wal: Mutex<Wal>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    commit_lock: Mutex<()>,
+    store: Arc<ContentStore>,
+}
+
+fn db_err(path: &str) -> impl Fn(redb::Error) -> MetaError + '_ {
+    move |e| MetaError::Database {
+        path: path.to_string(),
+        source: Box::new(e),
+    }
+}
+
+impl Meta {
+    /// Opens (creating if needed) the database and journal, replays what the
+    /// journal holds beyond the database, and loads the tree.
+    pub fn open(
+        db_path: &Path,
+        wal_path: &Path,
+        store: Arc<ContentStore>,
+    ) -> Result<(Self, Loaded), MetaError> {
+        let path = db_path.display().to_string();
+        let e = db_err(&path);
+        let db = Database::create(db_path).map_err(|x| e(x.into()))?;
+        let wal = Wal::open(wal_path).map_err(|source| MetaError::Journal {
+            path: wal_path.display().to_string(),
+            source,
+        })?;
+        let mut meta = Self {
+            db,
+            db_path: path.clone(),
+            wal: Mutex::new(wal),
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            commit_lock: Mutex::new(()),
+            store,
+        };
+        let recovery = meta.replay()?;
+        let loaded = meta.load(recovery)?;
+        Ok((meta, loaded))
+    }
+
+    fn replay(&mut self) -> Result<Recovery, MetaError> {
+        let wal = self.wal.get_mut().expect("fresh lock");
+        let contents = wal.read_all().map_err(|source| MetaError::Journal {
+            path: wal.path().display().to_string(),
+            source,
+        })?;
+        let applied = self.applied_seq()?;
+        let todo: Vec<WalEntry> = contents
+            .entries
+            .into_iter()
+            .filter(|e| e.seq > applied)
+            .collect();
+        let recovery = Recovery {
+            replayed_records: todo.len(),
+            torn_bytes: contents.torn_bytes,
+        };
+        let last = todo.last().map(|e| e.seq).unwrap_or(applied);
+        if !todo.is_empty() {
+            self.write_batch(&todo, last)?;
+        }
+        let wal = self.wal.get_mut().expect("fresh lock");
+        wal.clear().map_err(|source| MetaError::Journal {
+            path: wal.path().display().to_string(),
+            source,
+        })?;
+        let q = self.queue.get_mut().expect("fresh lock");
+        q.next_seq = last + 1;
+        q.committed_seq = last;
+        Ok(recovery)
+    }
+
+    fn applied_seq(&self) -> Result<u64, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        match rtx.open_table(STATE) {
+            Ok(t) => Ok(t
+                .get(WAL_APPLIED)
+                .map_err(|x| e(x.into()))?
+                .map(|v| v.value())
+                .unwrap_or(0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(x) => Err(e(x.into())),
+        }
+    }
+
+    fn load(&self, recovery: Recovery) -> Result<Loaded, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let mut inodes = Vec::new();
+        match rtx.open_table(INODES) {
+            Ok(t) => {
+                for item in t.iter().map_err(|x| e(x.into()))? {
+                    let (k, v) = item.map_err(|x| e(x.into()))?;
+                    let row: InodeRow =
+                        serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {
+                            table: "inodes",
+                            key: k.value(),
+                            source,
+                        })?;
+                    inodes.push(row);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(x) => return Err(e(x.into())),
+        }
+        let (max_event_id, event_count) = match rtx.open_table(EVENTS) {
+            Ok(t) => {
+                let last = t.last().map_err(|x| e(x.into()))?.map(|(k, _)| k.value());
+                (last.unwrap_or(0), t.len().map_err(|x| e(x.into()))?)
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
+            Err(x) => return Err(e(x.into())),
+        };
+        Ok(Loaded {
+            inodes,
+            max_event_id,
+            event_count,
+            recovery,
+        })
+    }
+
+    fn write_batch(&self, entries: &[WalEntry], last_seq: u64) -> Result<(), MetaError> {
+        let e = db_err(&self.db_path);
+        let mut tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(|x| e(x.into()))?;
+        {
+            let mut inodes = tx.open_table(INODES).map_err(|x| e(x.into()))?;
+            let mut events = tx.open_table(EVENTS).map_err(|x| e(x.into()))?;
+            let mut state = tx.open_table(STATE).map_err(|x| e(x.into()))?;
+            for entry in entries {
+                match &entry.rec {
+                    Record::PutInode(row) => {
+                        let v = serde_json::to_vec(row).expect("rows serialise");
+                        inodes
+                            .insert(row.ino, v.as_slice())
+                            .map_err(|x| e(x.into()))?;
+                    }
+                    Record::DelInode(ino) => {
+                        inodes.remove(*ino).map_err(|x| e(x.into()))?;
+                    }
+                    Record::PutEvent(ev) => {
+                        let v = serde_json::to_vec(ev).expect("events serialise");
+                        events.insert(ev.id, v.as_slice()).map_err(|x| e(x.into()))?;
+                    }
+                }
+            }
+            state
+                .insert(WAL_APPLIED, last_seq)
+                .map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    /// Journals records; once this returns they survive kill -9.
+    pub fn append(&self, records: &[Record]) -> Result<(), MetaError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut wal = lock(&self.wal);
+        let mut q = lock(&self.queue);
+        let first = q.next_seq;
+        let entries: Vec<WalEntry> = records
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| WalEntry {
+                seq: first + i as u64,
+                rec: rec.clone(),
+            })
+            .collect();
+        wal.append(&entries).map_err(|source| MetaError::Journal {
+            path: wal.path().display().to_string(),
+            source,
+        })?;
+        q.next_seq += entries.len() as u64;
+        q.entries.extend(entries);
+        Ok(())
+    }
+
+    /// Unlinks `object` once everything journaled so far is durable.
+    pub fn unlink_when_durable(&self, object: ObjectId) {
+        let mut q = lock(&self.queue);
+        let seq = q.next_seq - 1;
+        q.unlinks.push((seq, object));
+    }
+
+    /// Makes everything journaled so far survive a power cut.
+    pub fn sync_journal(&self) -> Result<(), MetaError> {
+        let wal = lock(&self.wal);
+        wal.sync().map_err(|source| MetaError::Journal {
+            path: wal.path().display().to_string(),
+            source,
+        })
+    }
+
+    /// Moves journaled records into the database with one durable commit.
+    pub fn commit_pending(&self) -> Result<(), MetaError> {
+        let _one_committer = lock(&self.commit_lock);
+        let batch = std::mem::take(&mut lock(&self.queue).entries);
+        if let Some(last) = batch.last().map(|e| e.seq) {
+            // Object contents must be on disk before rows that name them.
+            let result = self
+                .store
+                .sync_all()
+                .map_err(MetaError::from)
+                .and_then(|()| self.write_batch(&batch, last));
+            let mut q = lock(&self.queue);
+            if let Err(err) = result {
+                q.last_error = Some(err.to_string());
+                let newer = std::mem::take(&mut q.entries);
+                q.entries = batch;
+                q.entries.extend(newer);
+                return Err(err);
+            }
+            q.committed_seq = last;
+            q.last_error = None;
+        }
+        let due: Vec<ObjectId> = {
+            let mut q = lock(&self.queue);
+            let committed = q.committed_seq;
+            let (due, later) = std::mem::take(&mut q.unlinks)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= committed);
+            q.unlinks = later;
+            due.into_iter().map(|(_, id)| id).collect()
+        };
+        for id in due {
+            if let Err(err) = self.store.remove(&id) {
+                tracing::warn!(object = %id, error = %err, "could not remove a superseded object");
+            }
+        }
+        self.clear_journal_if_committed();
+        Ok(())
+    }
+
+    fn clear_journal_if_committed(&self) {
+        let mut wal = lock(&self.wal);
+        let q = lock(&self.queue);
+        if q.entries.is_empty() && wal.len() > WAL_CLEAR_THRESHOLD {
+            if let Err(err) = wal.clear() {
+                tracing::warn!(error = %err, "could not empty the journal");
+            }
+        }
+    }
+
+    /// Runs until `stop` is set, committing every `COMMIT_INTERVAL`.
+    pub fn run_committer(&self, stop: &std::sync::atomic::AtomicBool) {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::Acquire) {
+            {
+                let q = lock(&self.queue);
+                let _ = self
+                    .wake
+                    .wait_timeout(q, COMMIT_INTERVAL)
+                    .expect("lock poisoned");
+            }
+            if let Err(err) = self.commit_pending() {
+                tracing::error!(error = %err, "metadata commit failed; will retry (journal keeps every change)");
+            }
+        }
+    }
+
+    pub fn wake_committer(&self) {
+        self.wake.notify_all();
+    }
+
+    /// Records journaled but not yet in the database, and the last commit error.
+    pub fn backlog(&self) -> (usize, Option<String>) {
+        let q = lock(&self.queue);
+        (q.entries.len(), q.last_error.clone())
+    }
+
+    /// Content events whose hash was never filled in (the daemon stopped
+    /// before its hasher got to them).
+    pub fn events_missing_hash(&self) -> Result<Vec<Event>, MetaError> {
+        let mut out = Vec::new();
+        let mut since = 0;
+        loop {
+            let page = self.events_since(since, 4096)?;
+            let Some(last) = page.last() else { break };
+            since = last.id;
+            out.extend(
+                page.into_iter()
+                    .filter(|e| e.event_type.carries_content() && e.file_hash.is_none()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The newest event for `path`, searching from the end.
+    pub fn last_event_for(&self, path: &str) -> Result<Option<Event>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = match rtx.open_table(EVENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(x) => return Err(e(x.into())),
+        };
+        for item in t.iter().map_err(|x| e(x.into()))?.rev() {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let ev: Event =
+                serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {
+                    table: "events",
+                    key: k.value(),
+                    source,
+                })?;
+            if ev.file_path == path || ev.src_path.as_deref() == Some(path) {
+                return Ok(Some(ev));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Events with `id > since`, oldest first, as committed in the database.
+    /// Call `commit_pending` first to include journaled ones.
+    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = match rtx.open_table(EVENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(x) => return Err(e(x.into())),
+        };
+        let mut out = Vec::new();
+        for item in t.range(since.saturating_add(1)..).map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let ev: Event =
+                serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {
+                    table: "events",
+                    key: k.value(),
+                    source,
+                })?;
+            out.push(ev);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

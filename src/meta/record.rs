@@ -1,0 +1,65 @@
+//! Rows of the metadata database and the journal records that change them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Nanoseconds since the Unix epoch (negative before it).
+pub type Nanos = i64;
+
+/// One file, folder or symlink. Every inode has exactly one parent and name
+/// (no hard links), so a path is a walk up the parents, and renaming a folder
+/// rewrites one row whatever it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeRow {
+    pub ino: Ino,
+    pub parent: Ino,
+    pub name: String,
+    pub kind: Kind,
+    /// Permission bits only (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Nanos,
+    pub mtime: Nanos,
+    pub ctime: Nanos,
+    /// The committed content object (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// SHA-512 hex of the committed content, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Symlink target bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// An event has made this inode known at its current path; changes to
+    /// unannounced inodes (ignored names, files not yet closed) emit none.
+    #[serde(default)]
+    pub announced: bool,
+}
+
+/// One journal record. Applying a record twice has the same effect as once,
+/// so replay after a crash needs no bookkeeping beyond the applied sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    PutInode(InodeRow),
+    DelInode(Ino),
+    PutEvent(Event),
+}

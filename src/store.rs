@@ -1,0 +1,216 @@
+//! Local content: one file per version ("object"), named by a random id.
+//!
+//! Invariants: an object named in a committed inode row is never written
+//! again (writes go to a fresh staging object, which becomes the committed
+//! version at close); objects no committed row names are garbage and are
+//! removed at mount.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("content store {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl StoreError {
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+        }
+    }
+}
+
+pub type ObjectId = String;
+
+#[derive(Debug)]
+pub struct ContentStore {
+    dir: PathBuf,
+}
+
+impl ContentStore {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn err(&self, id: &str) -> impl FnOnce(io::Error) -> StoreError + '_ {
+        let path = self.path(id);
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// A fresh, empty object for a version being written.
+    pub fn create(&self) -> Result<(ObjectId, File), StoreError> {
+        let id = new_object_id();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.path(&id))
+            .map_err(self.err(&id))?;
+        Ok((id, file))
+    }
+
+    /// A fresh object holding the first `len` bytes of `src` (copy-on-write
+    /// of a committed version before its first modification).
+    pub fn create_copy(&self, src: &File, len: u64) -> Result<(ObjectId, File), StoreError> {
+        let (id, dst) = self.create()?;
+        copy_range(src, &dst, len).map_err(self.err(&id))?;
+        dst.set_len(len).map_err(self.err(&id))?;
+        Ok((id, dst))
+    }
+
+    pub fn open_object(&self, id: &str) -> Result<File, StoreError> {
+        OpenOptions::new()
+            .read(true)
+            .open(self.path(id))
+            .map_err(self.err(id))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(id)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes every object not in `keep`; returns how many were removed.
+    pub fn collect_garbage(&self, keep: &HashSet<ObjectId>) -> Result<usize, StoreError> {
+        let rd = fs::read_dir(&self.dir).map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut removed = 0;
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                self.remove(&name)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flushes every written object of this filesystem to stable storage.
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.dir).map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        if rc != 0 {
+            return Err(StoreError::Io {
+                path: self.dir.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the directory entries of newly created objects durable.
+    pub fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+}
+
+/// Copies in the kernel where it can (copy_file_range), else through a buffer.
+fn copy_range(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut off_in: i64 = 0;
+    let mut off_out: i64 = 0;
+    while (off_in as u64) < len {
+        let want = (len - off_in as u64).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call and
+        // the offset pointers point to live locals.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+            ) {
+                return copy_buffered(src, dst, off_in as u64, len);
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break; // source shorter than len: the rest stays a hole
+        }
+    }
+    Ok(())
+}
+
+fn copy_buffered(src: &File, dst: &File, mut off: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while off < len {
+        let want = ((len - off) as usize).min(buf.len());
+        let n = src.read_at(&mut buf[..want], off)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all_at(&buf[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+fn new_object_id() -> ObjectId {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_is_exact_and_gc_keeps_only_named_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let (a, fa) = store.create().unwrap();
+        fa.write_all_at(b"hello world", 0).unwrap();
+        let (b, fb) = store.create_copy(&fa, 5).unwrap();
+        let mut out = vec![0; 16];
+        let n = fb.read_at(&mut out, 0).unwrap();
+        assert_eq!(&out[..n], b"hello");
+        let keep: HashSet<_> = [b.clone()].into();
+        assert_eq!(store.collect_garbage(&keep).unwrap(), 1);
+        assert!(!store.path(&a).exists());
+        assert!(store.path(&b).exists());
+    }
+}

@@ -1,0 +1,1388 @@
+//! The platform-neutral filesystem core: inodes, handles, POSIX semantics,
+//! and the events every visible change produces. The FUSE adapter only
+//! translates to and from these calls; tests drive them without a mount.
+//!
+//! Invariants:
+//! - Every change is journaled (`Meta::append`) before memory reflects it.
+//! - A committed version is immutable: writes go to a staging object that
+//!   becomes the committed version at close (flush), fsync, or when a
+//!   truncate without a writer handle completes. A crash discards staging,
+//!   so a half-written version is never visible.
+//! - An inode is `announced` iff an event made it known at its current path;
+//!   ignored names and files not yet closed produce no events.
+
+mod error;
+mod hasher;
+mod tree;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use uuid::Uuid;
+
+use crate::event::{Detection, Event, EventType};
+use crate::ignore::IgnoreRules;
+use crate::locks::{Mutex, lock};
+use crate::meta::{Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Recovery};
+use crate::store::ContentStore;
+
+pub use error::{Result, VfsError};
+pub use hasher::{sha512_empty, sha512_of};
+use hasher::{HashDone, HashJob};
+use tree::{Node, Staging, Tree};
+
+/// Versions up to this size are hashed inline at commit.
+const INLINE_HASH_LIMIT: u64 = 1 << 20;
+const MAX_NAME: usize = 255;
+const MAX_XATTR_VALUE: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub atime: Nanos,
+    pub mtime: Nanos,
+    pub ctime: Nanos,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TimeSet {
+    Now,
+    At(Nanos),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: u64,
+    /// The kernel may keep its page cache for this file.
+    pub keep_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Open flags the core cares about.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub append: bool,
+}
+
+impl OpenMode {
+    pub fn from_flags(flags: i32) -> Self {
+        let acc = flags & libc::O_ACCMODE;
+        Self {
+            write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+            append: flags & libc::O_APPEND != 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Counts {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub open_files: u64,
+    pub events: u64,
+    pub hashing: u64,
+    pub journal_backlog: usize,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathStatus {
+    pub path: String,
+    pub kind: Kind,
+    /// `local` / `pending` / `cloud` / `local-only`.
+    pub state: &'static str,
+    pub size: u64,
+    pub mtime: Nanos,
+    pub mode: u32,
+    pub file_hash: Option<String>,
+    pub last_event: Option<Event>,
+}
+
+/// What mounting found and repaired after an unclean stop.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RecoveryReport {
+    pub replayed_records: usize,
+    pub torn_journal_bytes: u64,
+    /// Unfinished versions (written but never closed) that were discarded.
+    pub discarded_unclosed_versions: usize,
+    /// Files created but never closed before the crash, now journaled.
+    pub announced_files: usize,
+    pub rehashed: usize,
+}
+
+impl RecoveryReport {
+    pub fn is_clean(&self) -> bool {
+        self.replayed_records == 0
+            && self.torn_journal_bytes == 0
+            && self.discarded_unclosed_versions == 0
+            && self.announced_files == 0
+    }
+}
+
+enum HandleKind {
+    File(OpenMode),
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+struct Handle {
+    ino: Ino,
+    kind: HandleKind,
+}
+
+struct State {
+    tree: Tree,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    next_event: u64,
+    event_count: u64,
+    hashing: u64,
+}
+
+pub struct Vfs {
+    state: Mutex<State>,
+    meta: Arc<Meta>,
+    store: Arc<ContentStore>,
+    node_id: Uuid,
+    ignore: IgnoreRules,
+    hasher: Mutex<Option<Sender<HashJob>>>,
+    hasher_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub fn now_nanos() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(name: &OsStr) -> Result<&str> {
+    let s = name.to_str().ok_or(VfsError::NameNotUtf8)?;
+    if s.len() > MAX_NAME {
+        return Err(VfsError::NameTooLong);
+    }
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
+        return Err(VfsError::Invalid("bad file name"));
+    }
+    Ok(s)
+}
+
+fn attr_of(n: &Node) -> Attr {
+    let (mtime, ctime) = n
+        .staging
+        .as_ref()
+        .map_or((n.row.mtime, n.row.ctime), |s| (s.mtime, s.ctime));
+    Attr {
+        ino: n.row.ino,
+        kind: n.row.kind,
+        size: n.size(),
+        atime: n.row.atime,
+        mtime,
+        ctime,
+        perm: (n.row.mode & 0o7777) as u16,
+        nlink: match (n.row.kind, n.linked) {
+            (Kind::Dir, _) => 2 + n.subdirs,
+            (_, true) => 1,
+            (_, false) => 0,
+        },
+        uid: n.row.uid,
+        gid: n.row.gid,
+    }
+}
+
+impl Vfs {
+    /// Builds the core over an opened database, collects garbage objects and
+    /// repairs what an unclean stop left behind.
+    pub fn new(
+        meta: Arc<Meta>,
+        store: Arc<ContentStore>,
+        loaded: Loaded,
+        node_id: Uuid,
+        ignore: IgnoreRules,
+        owner: (u32, u32),
+    ) -> Result<(Arc<Self>, RecoveryReport)> {
+        let Loaded {
+            inodes,
+            max_event_id,
+            event_count,
+            recovery: Recovery {
+                replayed_records,
+                torn_bytes,
+            },
+        } = loaded;
+        let tree = Tree::from_rows(inodes);
+        let vfs = Arc::new(Self {
+            state: Mutex::new(State {
+                tree,
+                handles: HashMap::new(),
+                next_fh: 1,
+                next_event: max_event_id + 1,
+                event_count,
+                hashing: 0,
+            }),
+            meta,
+            store,
+            node_id,
+            ignore,
+            hasher: Mutex::new(None),
+            hasher_thread: Mutex::new(None),
+        });
+        let weak: Weak<Vfs> = Arc::downgrade(&vfs);
+        let (tx, thread) = hasher::spawn(move |done| {
+            if let Some(vfs) = weak.upgrade() {
+                vfs.finish_hash(done);
+            }
+        });
+        *lock(&vfs.hasher) = Some(tx);
+        *lock(&vfs.hasher_thread) = Some(thread);
+
+        let mut report = RecoveryReport {
+            replayed_records,
+            torn_journal_bytes: torn_bytes,
+            ..Default::default()
+        };
+        vfs.ensure_root(owner)?;
+        report.discarded_unclosed_versions = vfs.collect_garbage()?;
+        report.announced_files = vfs.announce_unclosed()?;
+        report.rehashed = vfs.requeue_hashes()?;
+        Ok((vfs, report))
+    }
+
+    fn ensure_root(&self, (uid, gid): (u32, u32)) -> Result<()> {
+        let mut st = lock(&self.state);
+        if st.tree.get(ROOT_INO).is_some() {
+            return Ok(());
+        }
+        let now = now_nanos();
+        let root = InodeRow {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            name: String::new(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            object: None,
+            hash: None,
+            target: None,
+            xattrs: Default::default(),
+            announced: true,
+        };
+        self.journal(&mut st, vec![Record::PutInode(root)])
+    }
+
+    fn collect_garbage(&self) -> Result<usize> {
+        let st = lock(&self.state);
+        let keep: HashSet<String> = st
+            .tree
+            .nodes
+            .values()
+            .filter_map(|n| n.row.object.clone())
+            .collect();
+        Ok(self.store.collect_garbage(&keep)?)
+    }
+
+    /// Files created before a crash but never closed have no event yet.
+    fn announce_unclosed(&self) -> Result<usize> {
+        let mut st = lock(&self.state);
+        let todo: Vec<Ino> = st
+            .tree
+            .nodes
+            .values()
+            .filter(|n| n.row.kind == Kind::File && !n.row.announced)
+            .map(|n| n.row.ino)
+            .collect();
+        let mut announced = 0;
+        for ino in todo {
+            if st.tree.visible_path(ino, &self.ignore).is_some() {
+                self.commit(&mut st, ino)?;
+                announced += 1;
+            }
+        }
+        Ok(announced)
+    }
+
+    fn requeue_hashes(&self) -> Result<usize> {
+        let missing = self.meta.events_missing_hash()?;
+        let mut jobs = Vec::new();
+        {
+            let st = lock(&self.state);
+            for ev in missing {
+                let Some(object) = ev.object.clone() else {
+                    continue;
+                };
+                let Ok(file) = self.store.open_object(&object) else {
+                    continue; // superseded and removed: the hash is unknowable now
+                };
+                let ino = st
+                    .tree
+                    .nodes
+                    .values()
+                    .find(|n| n.row.object.as_deref() == Some(&object))
+                    .map_or(0, |n| n.row.ino);
+                jobs.push(HashJob {
+                    ino,
+                    object,
+                    file: Arc::new(file),
+                    size: ev.size,
+                    event: Some(ev),
+                });
+            }
+        }
+        let n = jobs.len();
+        for j in jobs {
+            self.send_hash_job(j);
+        }
+        Ok(n)
+    }
+
+    fn send_hash_job(&self, job: HashJob) {
+        if let Some(tx) = lock(&self.hasher).as_ref() {
+            lock(&self.state).hashing += 1;
+            if tx.send(job).is_err() {
+                lock(&self.state).hashing -= 1;
+            }
+        }
+    }
+
+    fn finish_hash(&self, done: HashDone) {
+        let HashDone { job, hash } = done;
+        let mut st = lock(&self.state);
+        st.hashing -= 1;
+        let hash = match hash {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(object = %job.object, error = %e, "could not hash a committed version");
+                return;
+            }
+        };
+        let mut records = Vec::new();
+        if let Some(n) = st.tree.get(job.ino)
+            && n.row.object.as_deref() == Some(&job.object)
+            && n.row.hash.is_none()
+        {
+            let mut row = n.row.clone();
+            row.hash = Some(hash.clone());
+            records.push(Record::PutInode(row));
+        }
+        if let Some(mut ev) = job.event {
+            ev.file_hash = Some(hash);
+            records.push(Record::PutEvent(ev));
+        }
+        if let Err(e) = self.journal(&mut st, records) {
+            tracing::error!(error = %e, "could not journal a content hash");
+        }
+    }
+
+    /// Stops background work and commits everything to the database.
+    pub fn shutdown(&self) -> Result<()> {
+        let committed: Vec<Ino> = {
+            let st = lock(&self.state);
+            st.tree
+                .nodes
+                .values()
+                .filter(|n| n.staging.is_some())
+                .map(|n| n.row.ino)
+                .collect()
+        };
+        {
+            let mut st = lock(&self.state);
+            for ino in committed {
+                self.commit(&mut st, ino)?;
+            }
+        }
+        lock(&self.hasher).take();
+        if let Some(t) = lock(&self.hasher_thread).take() {
+            let _ = t.join();
+        }
+        self.meta.commit_pending()?;
+        Ok(())
+    }
+
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    fn journal(&self, st: &mut State, records: Vec<Record>) -> Result<()> {
+        self.meta.append(&records)?;
+        for r in &records {
+            st.tree.apply(r);
+        }
+        Ok(())
+    }
+
+    fn new_event(
+        &self,
+        st: &mut State,
+        event_type: EventType,
+        file_path: String,
+        row: &InodeRow,
+        src_path: Option<String>,
+    ) -> Event {
+        let id = st.next_event;
+        st.next_event += 1;
+        st.event_count += 1;
+        let content = event_type.carries_content() || event_type == EventType::Move;
+        Event {
+            id,
+            originator: self.node_id,
+            mivui: None,
+            detection: Detection::Filesystem,
+            event_type,
+            file_hash: if content { row.hash.clone() } else { None },
+            file_path,
+            mtime: row.mtime,
+            size: match event_type {
+                EventType::Delete | EventType::Rmdir | EventType::Mkdir => 0,
+                _ => row.size,
+            },
+            src_path,
+            mode: row.mode,
+            link_target: row
+                .target
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(t).into_owned()),
+            object: if event_type.carries_content() {
+                row.object.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    // ----- lookups and attributes -----
+
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        let name = check_name(name)?;
+        let st = lock(&self.state);
+        let p = st.tree.get(parent).ok_or(VfsError::NotFound)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let ino = *p.children.get(name).ok_or(VfsError::NotFound)?;
+        Ok(attr_of(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let st = lock(&self.state);
+        Ok(attr_of(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+    }
+
+    pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<u64>) -> Result<Attr> {
+        let mut st = lock(&self.state);
+        let now = now_nanos();
+        let resolve = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(v) => v,
+        };
+        let in_writer = fh
+            .and_then(|fh| st.handles.get(&fh))
+            .is_some_and(|h| matches!(h.kind, HandleKind::File(m) if m.write));
+        let node = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+        if let Some(size) = set.size {
+            if node.is_dir() {
+                return Err(VfsError::IsDir);
+            }
+            if node.row.kind != Kind::File {
+                return Err(VfsError::Invalid("truncate of a non-file"));
+            }
+            ensure_staging(&self.store, node, Some(size))?;
+            let s = node.staging.as_mut().expect("staging ensured");
+            s.file.set_len(size)?;
+            s.size = size;
+            s.mtime = now;
+            s.ctime = now;
+        }
+        let mut row = node.row.clone();
+        let mut changed_meta = false;
+        if let Some(m) = set.mode {
+            row.mode = m & 0o7777;
+            changed_meta = true;
+        }
+        if let Some(u) = set.uid {
+            row.uid = u;
+            changed_meta = true;
+        }
+        if let Some(g) = set.gid {
+            row.gid = g;
+            changed_meta = true;
+        }
+        if let Some(t) = set.atime {
+            row.atime = resolve(t);
+        }
+        if let Some(t) = set.mtime {
+            let v = resolve(t);
+            match node.staging.as_mut() {
+                Some(s) => s.mtime = v,
+                None => {
+                    row.mtime = v;
+                    changed_meta = true;
+                }
+            }
+        }
+        if changed_meta {
+            row.ctime = now;
+        }
+        let dirty = node.staging.is_some();
+        if row != node.row {
+            let mut records = Vec::new();
+            if changed_meta
+                && row.announced
+                && !dirty
+                && let Some(path) = st.tree.visible_path(ino, &self.ignore)
+            {
+                let ev = self.new_event(&mut st, EventType::Setattr, path, &row, None);
+                records.push(Record::PutEvent(ev));
+            }
+            records.insert(0, Record::PutInode(row));
+            self.journal(&mut st, records)?;
+        }
+        if set.size.is_some() && !in_writer {
+            self.commit(&mut st, ino)?;
+        }
+        Ok(attr_of(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+    }
+
+    // ----- creating and removing -----
+
+    fn new_row(&self, st: &mut State, parent: Ino, name: &str, kind: Kind, mode: u32, caller: Caller) -> Result<InodeRow> {
+        let p = st.tree.get(parent).ok_or(VfsError::NotFound)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        if !p.linked {
+            return Err(VfsError::NotFound);
+        }
+        if p.children.contains_key(name) {
+            return Err(VfsError::Exists);
+        }
+        // BSD group semantics when the folder is setgid.
+        let setgid_parent = p.row.mode & libc::S_ISGID != 0;
+        let gid = if setgid_parent { p.row.gid } else { caller.gid };
+        let mut mode = mode & 0o7777;
+        if kind == Kind::Dir && setgid_parent {
+            mode |= libc::S_ISGID;
+        }
+        let now = now_nanos();
+        let ino = st.tree.alloc_ino();
+        Ok(InodeRow {
+            ino,
+            parent,
+            name: name.to_string(),
+            kind,
+            mode,
+            uid: caller.uid,
+            gid,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            object: None,
+            hash: None,
+            target: None,
+            xattrs: Default::default(),
+            announced: false,
+        })
+    }
+
+    fn touch_dir(st: &mut State, dir: Ino, records: &mut Vec<Record>) {
+        if let Some(p) = st.tree.get(dir) {
+            let mut row = p.row.clone();
+            let now = now_nanos();
+            row.mtime = now;
+            row.ctime = now;
+            records.push(Record::PutInode(row));
+        }
+    }
+
+    /// Creates and opens a regular file. Its `create` event comes at close.
+    pub fn create(&self, parent: Ino, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> Result<(Attr, Opened)> {
+        let name = check_name(name)?;
+        let mut st = lock(&self.state);
+        let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
+        let ino = row.ino;
+        let mut records = vec![Record::PutInode(row)];
+        Self::touch_dir(&mut st, parent, &mut records);
+        self.journal(&mut st, records)?;
+        let opened = Self::open_handle(&mut st, ino, OpenMode::from_flags(flags))?;
+        Ok((attr_of(st.tree.get(ino).expect("just created")), opened))
+    }
+
+    /// mknod: regular files only; devices, FIFOs and sockets cannot be synced.
+    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(VfsError::NotPermitted("only regular files, folders and symlinks can be synced"));
+        }
+        let name = check_name(name)?;
+        let mut st = lock(&self.state);
+        let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
+        let ino = row.ino;
+        let mut records = vec![Record::PutInode(row)];
+        Self::touch_dir(&mut st, parent, &mut records);
+        self.journal(&mut st, records)?;
+        self.commit(&mut st, ino)?;
+        Ok(attr_of(st.tree.get(ino).expect("just created")))
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {
+        let name = check_name(name)?;
+        let mut st = lock(&self.state);
+        let mut row = self.new_row(&mut st, parent, name, Kind::Dir, mode, caller)?;
+        let visible = st.tree.child_visible(parent, name, &self.ignore);
+        row.announced = visible.is_some();
+        let ino = row.ino;
+        let mut records = vec![Record::PutInode(row.clone())];
+        if let Some(path) = visible {
+            let ev = self.new_event(&mut st, EventType::Mkdir, path, &row, None);
+            records.push(Record::PutEvent(ev));
+        }
+        Self::touch_dir(&mut st, parent, &mut records);
+        self.journal(&mut st, records)?;
+        Ok(attr_of(st.tree.get(ino).expect("just created")))
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], caller: Caller) -> Result<Attr> {
+        let name = check_name(name)?;
+        if target.is_empty() || target.len() > 4096 {
+            return Err(VfsError::Invalid("symlink target length"));
+        }
+        let mut st = lock(&self.state);
+        let mut row = self.new_row(&mut st, parent, name, Kind::Symlink, 0o777, caller)?;
+        row.target = Some(target.to_vec());
+        row.size = target.len() as u64;
+        let visible = st.tree.child_visible(parent, name, &self.ignore);
+        row.announced = visible.is_some();
+        let ino = row.ino;
+        let mut records = vec![Record::PutInode(row.clone())];
+        if let Some(path) = visible {
+            let ev = self.new_event(&mut st, EventType::Symlink, path, &row, None);
+            records.push(Record::PutEvent(ev));
+        }
+        Self::touch_dir(&mut st, parent, &mut records);
+        self.journal(&mut st, records)?;
+        Ok(attr_of(st.tree.get(ino).expect("just created")))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        n.row.target.clone().ok_or(VfsError::Invalid("not a symlink"))
+    }
+
+    pub fn link(&self) -> Result<Attr> {
+        Err(VfsError::NotPermitted("hard links are not supported"))
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
+        let name = check_name(name)?;
+        let mut st = lock(&self.state);
+        let p = st.tree.get(parent).ok_or(VfsError::NotFound)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let ino = *p.children.get(name).ok_or(VfsError::NotFound)?;
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        match (dir, n.is_dir()) {
+            (true, false) => return Err(VfsError::NotDir),
+            (false, true) => return Err(VfsError::IsDir),
+            (true, true) if !n.children.is_empty() => return Err(VfsError::NotEmpty),
+            _ => {}
+        }
+        let mut records = vec![Record::DelInode(ino)];
+        if n.row.announced
+            && let Some(path) = st.tree.visible_path(ino, &self.ignore)
+        {
+            let row = n.row.clone();
+            let ty = if dir { EventType::Rmdir } else { EventType::Delete };
+            let ev = self.new_event(&mut st, ty, path, &row, None);
+            records.push(Record::PutEvent(ev));
+        }
+        Self::touch_dir(&mut st, parent, &mut records);
+        self.drop_inode(&mut st, ino, records)
+    }
+
+    /// Journals `records` (which delete `ino`) and frees its content unless
+    /// it is still open; then the last release frees it.
+    fn drop_inode(&self, st: &mut State, ino: Ino, records: Vec<Record>) -> Result<()> {
+        let (open, object, staging) = {
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            (n.open > 0, n.row.object.clone(), n.staging.as_ref().map(|s| s.object.clone()))
+        };
+        self.journal(st, records)?;
+        if !open {
+            self.free_content(object, staging);
+        }
+        Ok(())
+    }
+
+    fn free_content(&self, committed: Option<String>, staging: Option<String>) {
+        if let Some(o) = committed {
+            self.meta.unlink_when_durable(o);
+        }
+        if let Some(s) = staging
+            && let Err(e) = self.store.remove(&s)
+        {
+            tracing::warn!(error = %e, "could not remove an unfinished version");
+        }
+    }
+
+    pub fn rename(&self, parent: Ino, name: &OsStr, newparent: Ino, newname: &OsStr, flags: u32) -> Result<()> {
+        let name = check_name(name)?;
+        let newname = check_name(newname)?;
+        if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(VfsError::Invalid("RENAME_EXCHANGE and RENAME_WHITEOUT are not supported"));
+        }
+        let mut st = lock(&self.state);
+        let src_dir = st.tree.get(parent).ok_or(VfsError::NotFound)?;
+        let ino = *src_dir.children.get(name).ok_or(VfsError::NotFound)?;
+        let dst_dir = st.tree.get(newparent).ok_or(VfsError::NotFound)?;
+        if !dst_dir.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let target = dst_dir.children.get(newname).copied();
+        if target == Some(ino) {
+            return Ok(());
+        }
+        let moving = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        let moving_dir = moving.is_dir();
+        if moving_dir && st.tree.is_ancestor(ino, newparent) {
+            return Err(VfsError::Invalid("cannot move a folder into itself"));
+        }
+        if let Some(t) = target {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(VfsError::Exists);
+            }
+            let t = st.tree.get(t).ok_or(VfsError::NotFound)?;
+            match (moving_dir, t.is_dir()) {
+                (true, false) => return Err(VfsError::NotDir),
+                (false, true) => return Err(VfsError::IsDir),
+                (true, true) if !t.children.is_empty() => return Err(VfsError::NotEmpty),
+                _ => {}
+            }
+        }
+
+        let src_path = st.tree.visible_path(ino, &self.ignore);
+        let was_announced = moving.row.announced;
+        let dirty = moving.staging.is_some();
+        let dst_path = st.tree.child_visible(newparent, newname, &self.ignore);
+        let target_announced = target
+            .and_then(|t| st.tree.get(t))
+            .is_some_and(|t| t.row.announced);
+
+        let mut records = Vec::new();
+        if let Some(t) = target {
+            records.push(Record::DelInode(t));
+        }
+        let mut row = moving.row.clone();
+        row.parent = newparent;
+        row.name = newname.to_string();
+        row.ctime = now_nanos();
+        let mut events = Vec::new();
+        let file_ready = row.kind != Kind::File || !dirty;
+        match (was_announced.then_some(src_path).flatten(), &dst_path) {
+            (Some(src), Some(dst)) => {
+                events.push((EventType::Move, dst.clone(), Some(src), ino));
+            }
+            (Some(src), None) => {
+                // Moved out of sight (to an ignored name): gone for other nodes.
+                row.announced = false;
+                let mut gone = st.tree.descendants(ino);
+                gone.reverse();
+                let base_len = st.tree.path(ino).map_or(0, |p| p.len());
+                for d in gone {
+                    let dn = st.tree.get(d).expect("descendant exists");
+                    if dn.row.announced {
+                        let rel = st.tree.path(d).unwrap_or_default();
+                        let p = format!("{src}{}", &rel[base_len.min(rel.len())..]);
+                        let ty = if dn.is_dir() { EventType::Rmdir } else { EventType::Delete };
+                        let mut r = dn.row.clone();
+                        events.push((ty, p, None, d));
+                        r.announced = false;
+                        records.push(Record::PutInode(r));
+                    }
+                }
+                let ty = if moving_dir { EventType::Rmdir } else { EventType::Delete };
+                events.push((ty, src, None, ino));
+            }
+            (None, Some(dst)) => {
+                if file_ready {
+                    row.announced = true;
+                    let ty = match row.kind {
+                        Kind::Dir => EventType::Mkdir,
+                        Kind::Symlink => EventType::Symlink,
+                        Kind::File if target_announced => EventType::Modify,
+                        Kind::File => EventType::Create,
+                    };
+                    events.push((ty, dst.clone(), None, ino));
+                    for d in st.tree.descendants(ino) {
+                        let dn = st.tree.get(d).expect("descendant exists");
+                        if dn.row.kind == Kind::File && dn.staging.is_some() {
+                            continue; // announced when closed
+                        }
+                        let rel = st.tree.path(d).unwrap_or_default();
+                        let base = st.tree.path(ino).unwrap_or_default();
+                        let p = format!("{dst}{}", &rel[base.len().min(rel.len())..]);
+                        let ty = match dn.row.kind {
+                            Kind::Dir => EventType::Mkdir,
+                            Kind::Symlink => EventType::Symlink,
+                            Kind::File => EventType::Create,
+                        };
+                        let mut r = dn.row.clone();
+                        r.announced = true;
+                        records.push(Record::PutInode(r));
+                        events.push((ty, p, None, d));
+                    }
+                } else if target_announced {
+                    let t = target.expect("target exists");
+                    let trow = st.tree.get(t).expect("target exists").row.clone();
+                    let ev = self.new_event(&mut st, EventType::Delete, dst.clone(), &trow, None);
+                    records.push(Record::PutEvent(ev));
+                }
+            }
+            (None, None) => {}
+        }
+        records.push(Record::PutInode(row.clone()));
+        for (ty, path, src, which) in events {
+            let r = if which == ino {
+                row.clone()
+            } else {
+                st.tree.get(which).expect("exists").row.clone()
+            };
+            let ev = self.new_event(&mut st, ty, path, &r, src);
+            records.push(Record::PutEvent(ev));
+        }
+        Self::touch_dir(&mut st, parent, &mut records);
+        if newparent != parent {
+            Self::touch_dir(&mut st, newparent, &mut records);
+        }
+        match target {
+            Some(t) => self.drop_inode(&mut st, t, records),
+            None => self.journal(&mut st, records),
+        }
+    }
+
+    // ----- file handles and content -----
+
+    fn open_handle(st: &mut State, ino: Ino, mode: OpenMode) -> Result<Opened> {
+        let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+        n.open += 1;
+        if mode.write {
+            n.writers += 1;
+        }
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(
+            fh,
+            Handle {
+                ino,
+                kind: HandleKind::File(mode),
+            },
+        );
+        Ok(Opened { fh, keep_cache: true })
+    }
+
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+        let mut st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        match n.row.kind {
+            Kind::Dir => return Err(VfsError::IsDir),
+            Kind::Symlink => return Err(VfsError::Invalid("open of a symlink")),
+            Kind::File => {}
+        }
+        Self::open_handle(&mut st, ino, OpenMode::from_flags(flags))
+    }
+
+    fn file_mode(st: &State, fh: u64, ino: Ino) -> Result<OpenMode> {
+        match st.handles.get(&fh) {
+            Some(Handle {
+                ino: i,
+                kind: HandleKind::File(m),
+            }) if *i == ino => Ok(*m),
+            _ => Err(VfsError::BadHandle(fh)),
+        }
+    }
+
+    pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (file, len) = {
+            let mut st = lock(&self.state);
+            Self::file_mode(&st, fh, ino)?;
+            let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+            let len = n.size();
+            (current_file(&self.store, n)?, len)
+        };
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        let want = (size as u64).min(len - offset) as usize;
+        let mut buf = vec![0u8; want];
+        let Some(file) = file else {
+            return Ok(buf);
+        };
+        let mut done = 0;
+        while done < want {
+            let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break; // a hole at the end reads as zeros
+            }
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut st = lock(&self.state);
+        let mode = Self::file_mode(&st, fh, ino)?;
+        if !mode.write {
+            return Err(VfsError::BadHandle(fh));
+        }
+        let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+        ensure_staging(&self.store, n, None)?;
+        let s = n.staging.as_mut().expect("staging ensured");
+        let off = if mode.append { s.size } else { offset };
+        s.file.write_all_at(data, off)?;
+        s.size = s.size.max(off + data.len() as u64);
+        let now = now_nanos();
+        s.mtime = now;
+        s.ctime = now;
+        Ok(data.len() as u32)
+    }
+
+    /// close(2): a writer's close commits what it wrote. A close that wrote
+    /// nothing (a dup'ed descriptor, `touch`) leaves the event to release,
+    /// so a file gets one `create` carrying its content, not an empty one
+    /// first.
+    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        let mut st = lock(&self.state);
+        let mode = Self::file_mode(&st, fh, ino)?;
+        let staged = st.tree.get(ino).is_some_and(|n| n.staging.is_some());
+        if mode.write && staged {
+            self.commit(&mut st, ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, ino: Ino, fh: u64) -> Result<()> {
+        let file = {
+            let mut st = lock(&self.state);
+            Self::file_mode(&st, fh, ino)?;
+            self.commit(&mut st, ino)?;
+            let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+            current_file(&self.store, n)?
+        };
+        if let Some(f) = file {
+            f.sync_data()?;
+        }
+        self.store.sync_dir()?;
+        self.meta.sync_journal()?;
+        Ok(())
+    }
+
+    pub fn release(&self, ino: Ino, fh: u64) -> Result<()> {
+        let mut st = lock(&self.state);
+        let mode = Self::file_mode(&st, fh, ino)?;
+        st.handles.remove(&fh);
+        let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+        n.open -= 1;
+        if mode.write {
+            n.writers -= 1;
+        }
+        let (linked, open, writers) = (n.linked, n.open, n.writers);
+        if !linked {
+            if open == 0 {
+                let n = st.tree.nodes.remove(&ino).expect("orphan exists");
+                self.free_content(n.row.object, n.staging.map(|s| s.object));
+            }
+            return Ok(());
+        }
+        if mode.write && writers == 0 {
+            self.commit(&mut st, ino)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the staged version (if any) the committed one and emits its
+    /// event; announces a clean file that has none yet.
+    fn commit(&self, st: &mut State, ino: Ino) -> Result<()> {
+        let Some(n) = st.tree.get(ino) else {
+            return Ok(());
+        };
+        if !n.linked || n.row.kind != Kind::File || (n.staging.is_none() && n.row.announced) {
+            return Ok(());
+        }
+        let visible = st.tree.visible_path(ino, &self.ignore);
+        if n.staging.is_none() && visible.is_none() {
+            return Ok(());
+        }
+        let n = st.tree.get_mut(ino).expect("checked");
+        let mut row = n.row.clone();
+        let mut old_object = None;
+        let mut new_file = None;
+        if let Some(s) = &n.staging {
+            old_object = row.object.replace(s.object.clone());
+            row.size = s.size;
+            row.mtime = s.mtime;
+            row.ctime = s.ctime;
+            row.hash = None;
+            new_file = Some(s.file.clone());
+        }
+        let mut hash_job = None;
+        if row.hash.is_none() {
+            if row.object.is_none() || row.size == 0 {
+                row.hash = Some(sha512_empty());
+            } else {
+                let file = match &new_file {
+                    Some(f) => f.clone(),
+                    None => current_file(&self.store, n)?.expect("object exists"),
+                };
+                if row.size <= INLINE_HASH_LIMIT {
+                    row.hash = Some(sha512_of(&file, row.size)?);
+                } else {
+                    hash_job = Some(file);
+                }
+            }
+        }
+        let was_announced = row.announced;
+        row.announced = visible.is_some();
+        let mut records = vec![Record::PutInode(row.clone())];
+        let mut event = None;
+        if let Some(path) = visible {
+            let ty = if was_announced { EventType::Modify } else { EventType::Create };
+            let ev = self.new_event(st, ty, path, &row, None);
+            event = Some(ev.clone());
+            records.push(Record::PutEvent(ev));
+        }
+        self.journal(st, records)?;
+        let n = st.tree.get_mut(ino).expect("exists");
+        if let Some(f) = new_file {
+            n.staging = None;
+            n.content = Some(f);
+        }
+        if let Some(old) = old_object {
+            self.meta.unlink_when_durable(old);
+        }
+        if let Some(file) = hash_job {
+            let job = HashJob {
+                ino,
+                object: row.object.clone().expect("has content"),
+                file,
+                size: row.size,
+                event,
+            };
+            st.hashing += 1;
+            if let Some(tx) = lock(&self.hasher).as_ref()
+                && tx.send(job).is_err()
+            {
+                st.hashing -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- folders -----
+
+    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+        let mut st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        if !n.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        let mut entries = Vec::with_capacity(n.children.len() + 2);
+        entries.push(DirEntry {
+            ino,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        entries.push(DirEntry {
+            ino: n.row.parent,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        for (name, &child) in &n.children {
+            if let Some(c) = st.tree.get(child) {
+                entries.push(DirEntry {
+                    ino: child,
+                    kind: c.row.kind,
+                    name: name.clone(),
+                });
+            }
+        }
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(
+            fh,
+            Handle {
+                ino,
+                kind: HandleKind::Dir(Arc::new(entries)),
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Entries from `offset` on (the snapshot taken at opendir); `add`
+    /// returns true when the reply buffer is full. Offsets are index + 1.
+    pub fn readdir(&self, fh: u64, offset: u64, mut add: impl FnMut(&DirEntry, u64) -> bool) -> Result<()> {
+        let entries = {
+            let st = lock(&self.state);
+            match st.handles.get(&fh) {
+                Some(Handle {
+                    kind: HandleKind::Dir(e),
+                    ..
+                }) => e.clone(),
+                _ => return Err(VfsError::BadHandle(fh)),
+            }
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if add(e, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn releasedir(&self, fh: u64) -> Result<()> {
+        lock(&self.state).handles.remove(&fh);
+        Ok(())
+    }
+
+    // ----- extended attributes (user.* only) -----
+
+    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let name = name.to_str().ok_or(VfsError::NameNotUtf8)?;
+        if !name.starts_with("user.") {
+            return Err(VfsError::Unsupported("only user.* extended attributes"));
+        }
+        if value.len() > MAX_XATTR_VALUE {
+            return Err(VfsError::Invalid("extended attribute value too large"));
+        }
+        let mut st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        let exists = n.row.xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(VfsError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(VfsError::NoAttr);
+        }
+        let mut row = n.row.clone();
+        row.xattrs.insert(name.to_string(), value.to_vec());
+        row.ctime = now_nanos();
+        self.journal(&mut st, vec![Record::PutInode(row)])
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+        let name = name.to_str().ok_or(VfsError::NoAttr)?;
+        let st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        n.row.xattrs.get(name).cloned().ok_or(VfsError::NoAttr)
+    }
+
+    /// NUL-terminated names, as listxattr(2) returns them.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        let mut out = Vec::new();
+        for k in n.row.xattrs.keys() {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
+        let name = name.to_str().ok_or(VfsError::NoAttr)?;
+        let mut st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        if !n.row.xattrs.contains_key(name) {
+            return Err(VfsError::NoAttr);
+        }
+        let mut row = n.row.clone();
+        row.xattrs.remove(name);
+        row.ctime = now_nanos();
+        self.journal(&mut st, vec![Record::PutInode(row)])
+    }
+
+    /// Space is that of the disk holding the content store.
+    pub fn statfs(&self) -> Result<StatFs> {
+        let path = std::ffi::CString::new(self.store.dir().as_os_str().as_encoded_bytes())
+            .map_err(|_| VfsError::Invalid("store path"))?;
+        // SAFETY: statvfs writes into a zeroed struct we own; path is NUL-terminated.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let files = lock(&self.state).tree.nodes.len() as u64;
+        Ok(StatFs {
+            blocks: s.f_blocks * s.f_frsize / 4096,
+            bfree: s.f_bfree * s.f_frsize / 4096,
+            bavail: s.f_bavail * s.f_frsize / 4096,
+            files: files + s.f_ffree,
+            ffree: s.f_ffree,
+            bsize: 4096,
+            namelen: MAX_NAME as u32,
+        })
+    }
+
+    // ----- status -----
+
+    pub fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        let (mut files, mut dirs, mut links, mut open) = (0u64, 0u64, 0u64, 0u64);
+        for n in st.tree.nodes.values() {
+            if n.open > 0 {
+                open += 1;
+            }
+            if !n.linked {
+                continue;
+            }
+            match n.row.kind {
+                Kind::File => files += 1,
+                Kind::Dir => dirs += 1,
+                Kind::Symlink => links += 1,
+            }
+        }
+        let (journal_backlog, last_error) = self.meta.backlog();
+        Counts {
+            files,
+            directories: dirs.saturating_sub(1), // the root is not a folder of the user's
+            symlinks: links,
+            open_files: open,
+            events: st.event_count,
+            hashing: st.hashing,
+            journal_backlog,
+            last_error,
+        }
+    }
+
+    pub fn resolve(&self, path: &str) -> Result<Ino> {
+        let st = lock(&self.state);
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            ino = *n.children.get(part).ok_or(VfsError::NotFound)?;
+        }
+        Ok(ino)
+    }
+
+    pub fn path_status(&self, path: &str) -> Result<PathStatus> {
+        let ino = self.resolve(path)?;
+        let (status_path, row, size, visible) = {
+            let st = lock(&self.state);
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            let p = st.tree.path(ino).unwrap_or_default();
+            let visible = st.tree.visible_path(ino, &self.ignore).is_some();
+            (p, n.row.clone(), n.size(), visible)
+        };
+        self.meta.commit_pending()?;
+        let last_event = self.meta.last_event_for(&status_path)?;
+        Ok(PathStatus {
+            state: if visible { "pending" } else { "local-only" },
+            path: status_path,
+            kind: row.kind,
+            size,
+            mtime: row.mtime,
+            mode: row.mode,
+            file_hash: row.hash,
+            last_event,
+        })
+    }
+}
+
+/// The file a reader sees now: the staging version if one is being written,
+/// else the committed object (opened on first use), else none (empty).
+fn current_file(store: &ContentStore, n: &mut Node) -> Result<Option<Arc<File>>> {
+    if let Some(s) = &n.staging {
+        return Ok(Some(s.file.clone()));
+    }
+    if n.content.is_none()
+        && let Some(o) = &n.row.object
+    {
+        n.content = Some(Arc::new(store.open_object(o)?));
+    }
+    Ok(n.content.clone())
+}
+
+/// Copy-on-write: the first modification of a committed version works on a
+/// private copy (only the first `truncate_to` bytes when truncating).
+fn ensure_staging(store: &ContentStore, n: &mut Node, truncate_to: Option<u64>) -> Result<()> {
+    if n.staging.is_some() {
+        return Ok(());
+    }
+    let keep = truncate_to.unwrap_or(n.row.size).min(n.row.size);
+    let (object, file) = match (&n.row.object, keep) {
+        (Some(_), k) if k > 0 => {
+            let src = current_file(store, n)?.expect("object exists");
+            store.create_copy(&src, keep)?
+        }
+        _ => store.create()?,
+    };
+    n.staging = Some(Staging {
+        object,
+        file: Arc::new(file),
+        size: keep,
+        mtime: n.row.mtime,
+        ctime: n.row.ctime,
+    });
+    Ok(())
+}

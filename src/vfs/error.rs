@@ -1,0 +1,76 @@
+//! The one error type at the filesystem boundary, and the only place where
+//! errnos are chosen.
+
+use thiserror::Error;
+
+use crate::meta::MetaError;
+use crate::store::StoreError;
+
+#[derive(Debug, Error)]
+pub enum VfsError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("not a folder")]
+    NotDir,
+    #[error("is a folder")]
+    IsDir,
+    #[error("folder is not empty")]
+    NotEmpty,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("names must be valid UTF-8 (they are synced to other platforms)")]
+    NameNotUtf8,
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("unknown file handle {0}")]
+    BadHandle(u64),
+    #[error("no such extended attribute")]
+    NoAttr,
+    #[error("extended attribute buffer too small")]
+    BufferTooSmall,
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("content i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = VfsError> = std::result::Result<T, E>;
+
+impl VfsError {
+    /// The errno a program sees. Local disk errors keep their own errno
+    /// (ENOSPC, EDQUOT, EIO...) so a full disk reads as a full disk.
+    pub fn errno(&self) -> i32 {
+        match self {
+            VfsError::NotFound => libc::ENOENT,
+            VfsError::Exists => libc::EEXIST,
+            VfsError::NotDir => libc::ENOTDIR,
+            VfsError::IsDir => libc::EISDIR,
+            VfsError::NotEmpty => libc::ENOTEMPTY,
+            VfsError::Invalid(_) => libc::EINVAL,
+            VfsError::NameNotUtf8 => libc::EILSEQ,
+            VfsError::NameTooLong => libc::ENAMETOOLONG,
+            VfsError::NotPermitted(_) => libc::EPERM,
+            VfsError::BadHandle(_) => libc::EBADF,
+            VfsError::NoAttr => libc::ENODATA,
+            VfsError::BufferTooSmall => libc::ERANGE,
+            VfsError::Unsupported(_) => libc::EOPNOTSUPP,
+            VfsError::Meta(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            VfsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            VfsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// Errors a program causes (and gets told about) need no log line;
+    /// the rest are this node's trouble and are logged at the boundary.
+    pub fn is_expected(&self) -> bool {
+        !matches!(self, VfsError::Meta(_) | VfsError::Store(_) | VfsError::Io(_))
+    }
+}

@@ -1,0 +1,21 @@
+//! Kernel-mount integration tests: each test mounts its own latus node with
+//! the real `latus` binary and drives it through ordinary system calls and
+//! programs. They need /dev/fuse and fusermount3.
+//!
+//! One test binary (this crate root plus submodules) keeps builds cheap.
+
+#[path = "fuse_tests/harness.rs"]
+mod harness;
+
+#[path = "fuse_tests/cli.rs"]
+mod cli;
+#[path = "fuse_tests/differential.rs"]
+mod differential;
+#[path = "fuse_tests/durability.rs"]
+mod durability;
+#[path = "fuse_tests/events.rs"]
+mod events;
+#[path = "fuse_tests/posix.rs"]
+mod posix;
+#[path = "fuse_tests/programs.rs"]
+mod programs;
