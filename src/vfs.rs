@@ -1386,3 +1386,6 @@ fn ensure_staging(store: &ContentStore, n: &mut Node, truncate_to: Option<u64>) 
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

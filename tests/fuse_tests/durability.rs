@@ -60,6 +60,21 @@ fn write_and_close(p: &Path, data: &[u8]) -> io::Result<()> {
     check(unsafe { libc::close(f.into_raw_fd()) })
 }
 
+/// How `got` differs from `want`, briefly.
+fn describe(got: &[u8], want: &[u8]) -> String {
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    let last = got.iter().zip(want).rposition(|(a, b)| a != b);
+    format!(
+        "found {} bytes, expected {}; differing bytes within the common length: {}",
+        got.len(),
+        want.len(),
+        match (first, last) {
+            (Some(a), Some(b)) => format!("{a}..={b}"),
+            _ => "none".into(),
+        }
+    )
+}
+
 #[derive(Default)]
 struct Ledger {
     /// Last version whose close returned, per file.
@@ -313,13 +328,17 @@ fn unclosed_writes_show_last_closed_version_after_kill9() {
     m.kill9();
     drop((a, b, c));
     m.mount();
+    let got = fs::read(m.p("patched")).unwrap();
     assert!(
-        fs::read(m.p("patched")).unwrap() == v1a,
-        "patched-but-unclosed file must show its last closed version"
+        got == v1a,
+        "patched-but-unclosed file must show its last closed version; {}",
+        describe(&got, &v1a)
     );
+    let got = fs::read(m.p("rewritten")).unwrap();
     assert!(
-        fs::read(m.p("rewritten")).unwrap() == v1b,
-        "truncated-and-rewritten-but-unclosed file must show its last closed version"
+        got == v1b,
+        "truncated-and-rewritten-but-unclosed file must show its last closed version; {}",
+        describe(&got, &v1b)
     );
     match fs::read(m.p("never_closed")) {
         Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),

@@ -668,11 +668,11 @@ fn chmod_chown_utimens_kept_across_remount() {
         }
         let l = attrs(&m.p("l"));
         assert_eq!((l.1, l.2), (7, 8), "{when}: symlink owner (lchown)");
-        assert_eq!(fs::read(m.p("f")).unwrap(), b"data", "{when}: content");
     };
     check_all("before remount");
     m.remount();
     check_all("after remount");
+    assert_eq!(fs::read(m.p("f")).unwrap(), b"data", "content");
 
     // chmod does not touch the content; chmod 000 as root still readable.
     fs::set_permissions(m.p("f"), fs::Permissions::from_mode(0o000)).unwrap();
@@ -1068,13 +1068,13 @@ fn folder_with_100k_entries() {
     assert_eq!(fs::metadata(d.join("f050000")).unwrap().len(), 0);
     assert_eq!(errno(fs::metadata(d.join("f100000"))), libc::ENOENT);
     fs::remove_file(d.join("f077777")).unwrap();
+    eprintln!("100k entries: created in {created:?}, listed in {listed:?}");
+    let t = Instant::now();
     m.remount();
+    eprintln!("100k entries: remounted in {:?}", t.elapsed());
     let t = Instant::now();
     check_listing(N - 1, Some(77_777));
-    eprintln!(
-        "100k entries: created in {created:?}, listed in {listed:?}, listed after remount in {:?}",
-        t.elapsed()
-    );
+    eprintln!("100k entries: listed after remount in {:?}", t.elapsed());
 }
 
 #[test]
@@ -1140,7 +1140,7 @@ fn concurrent_readers_and_writers() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 400, "appended records");
     for l in &lines {
-        assert_eq!(l.len(), 59, "torn record {l:?}");
+        assert_eq!(l.len(), 58, "torn record {l:?}");
     }
     for t in 0..6u64 {
         assert_eq!(fs::read_dir(m.p(&format!("w{t}"))).unwrap().count(), 20);
