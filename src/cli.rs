@@ -24,7 +24,11 @@ const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 const LOG_PAGE: usize = 10_000;
 
 #[derive(Debug, Parser)]
-#[command(name = "latus", version, about = "Your files, on every computer, encrypted before they leave it.")]
+#[command(
+    name = "latus",
+    version,
+    about = "Your files, on every computer, encrypted before they leave it."
+)]
 pub struct Cli {
     /// The node's state folder (default: $XDG_DATA_HOME/latus or ~/.local/share/latus).
     #[arg(long, env = "LATUS_HOME", global = true)]
@@ -75,8 +79,15 @@ pub enum Cmd {
 pub fn run(cli: Cli) -> Result<()> {
     let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
     match cli.command {
-        Cmd::Init { cloud, name, key_file } => init(&home, cloud, name, key_file.as_deref()),
-        Cmd::Mount { mountpoint, foreground } => mount(&home, &mountpoint, foreground),
+        Cmd::Init {
+            cloud,
+            name,
+            key_file,
+        } => init(&home, cloud, name, key_file.as_deref()),
+        Cmd::Mount {
+            mountpoint,
+            foreground,
+        } => mount(&home, &mountpoint, foreground),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
         Cmd::Log { json, since } => log(&home, since, json),
@@ -93,9 +104,19 @@ pub fn init_tracing() {
         .init();
 }
 
-fn init(home: &Home, cloud: Option<String>, name: Option<String>, key_file: Option<&Path>) -> Result<()> {
+fn init(
+    home: &Home,
+    cloud: Option<String>,
+    name: Option<String>,
+    key_file: Option<&Path>,
+) -> Result<()> {
     let cfg = home.init(name, cloud, key_file)?;
-    println!("initialised node {} ({}) in {}", cfg.node_name, cfg.node_id, home.root().display());
+    println!(
+        "initialised node {} ({}) in {}",
+        cfg.node_name,
+        cfg.node_id,
+        home.root().display()
+    );
     println!("cloud: {}", cfg.cloud);
     Ok(())
 }
@@ -108,9 +129,18 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
         let cfg = home.init(None, None, None)?;
-        println!("initialised node {} ({}) in {}", cfg.node_name, cfg.node_id, home.root().display());
+        println!(
+            "initialised node {} ({}) in {}",
+            cfg.node_name,
+            cfg.node_id,
+            home.root().display()
+        );
     }
-    if let Ok(v) = control::call(&home.socket_path(), &Request::Status, Duration::from_secs(5)) {
+    if let Ok(v) = control::call(
+        &home.socket_path(),
+        &Request::Status,
+        Duration::from_secs(5),
+    ) {
         bail!(
             "this node is already mounted at {} (daemon pid {})",
             v["mountpoint"].as_str().unwrap_or("?"),
@@ -124,7 +154,10 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
         return Ok(daemon::run_foreground(home, &mountpoint)?);
     }
     if state == MountpointState::Stale {
-        println!("recovered: found a stale mount at {} (its daemon had stopped); cleaning it", mountpoint.display());
+        println!(
+            "recovered: found a stale mount at {} (its daemon had stopped); cleaning it",
+            mountpoint.display()
+        );
     }
     spawn_daemon(home, &mountpoint)
 }
@@ -161,9 +194,16 @@ fn spawn_daemon(home: &Home, mountpoint: &Path) -> Result<()> {
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
-            bail!("the daemon stopped ({status}) before mounting:\n{}", log_since(&log_path, log_start));
+            bail!(
+                "the daemon stopped ({status}) before mounting:\n{}",
+                log_since(&log_path, log_start)
+            );
         }
-        if let Ok(v) = control::call(&home.socket_path(), &Request::Status, Duration::from_secs(5)) {
+        if let Ok(v) = control::call(
+            &home.socket_path(),
+            &Request::Status,
+            Duration::from_secs(5),
+        ) {
             println!("mounted {} (daemon pid {})", mountpoint.display(), v["pid"]);
             print_recovery(&v["recovered"]);
             return Ok(());
@@ -188,7 +228,10 @@ fn print_recovery(r: &serde_json::Value) {
         );
     }
     if n("torn_journal_bytes") > 0 {
-        println!("recovered: dropped a torn journal tail of {} bytes", n("torn_journal_bytes"));
+        println!(
+            "recovered: dropped a torn journal tail of {} bytes",
+            n("torn_journal_bytes")
+        );
     }
     if n("discarded_unclosed_versions") > 0 {
         println!(
@@ -197,7 +240,10 @@ fn print_recovery(r: &serde_json::Value) {
         );
     }
     if n("announced_files") > 0 {
-        println!("recovered: journaled {} files created but never closed", n("announced_files"));
+        println!(
+            "recovered: journaled {} files created but never closed",
+            n("announced_files")
+        );
     }
 }
 
@@ -218,27 +264,46 @@ fn unmount(home: &Home, mountpoint: &Path) -> Result<()> {
         Err(ControlError::NotRunning { .. }) => {
             if daemon::is_mounted(&mountpoint) {
                 daemon::clean_stale_mount(&mountpoint)?;
-                println!("cleaned a stale mount at {} (no daemon was serving it)", mountpoint.display());
+                println!(
+                    "cleaned a stale mount at {} (no daemon was serving it)",
+                    mountpoint.display()
+                );
                 return Ok(());
             }
-            bail!("{} is not mounted by this node (home {})", mountpoint.display(), home.root().display());
+            bail!(
+                "{} is not mounted by this node (home {})",
+                mountpoint.display(),
+                home.root().display()
+            );
         }
         Err(e) => return Err(e.into()),
     };
     let served = status["mountpoint"].as_str().unwrap_or_default();
     if Path::new(served) != mountpoint {
-        bail!("this node is mounted at {served}, not at {}", mountpoint.display());
+        bail!(
+            "this node is mounted at {served}, not at {}",
+            mountpoint.display()
+        );
     }
-    let pid = status["pid"].as_u64().context("daemon status without pid")? as u32;
+    let pid = status["pid"]
+        .as_u64()
+        .context("daemon status without pid")? as u32;
     control::call(&home.socket_path(), &Request::Unmount, CALL_TIMEOUT)?;
     let deadline = Instant::now() + UNMOUNT_TIMEOUT;
     let mut told = false;
     while process_alive(pid) {
         if Instant::now() > deadline {
-            bail!("the daemon (pid {pid}) is still flushing after {}s; see {}", UNMOUNT_TIMEOUT.as_secs(), home.log_path().display());
+            bail!(
+                "the daemon (pid {pid}) is still flushing after {}s; see {}",
+                UNMOUNT_TIMEOUT.as_secs(),
+                home.log_path().display()
+            );
         }
         if !told && Instant::now() + UNMOUNT_TIMEOUT - deadline > Duration::from_secs(5) {
-            eprintln!("waiting for files still open under {} to be closed...", mountpoint.display());
+            eprintln!(
+                "waiting for files still open under {} to be closed...",
+                mountpoint.display()
+            );
             told = true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -278,10 +343,14 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
                 .and_then(|v| v["mountpoint"].as_str().map(PathBuf::from));
             let rel = relative_path(p, mountpoint.as_deref())?;
             let v = match daemon {
-                Some(_) => control::call(&home.socket_path(), &Request::PathStatus { path: rel.clone() }, CALL_TIMEOUT)?,
+                Some(_) => control::call(
+                    &home.socket_path(),
+                    &Request::PathStatus { path: rel.clone() },
+                    CALL_TIMEOUT,
+                )?,
                 None => {
                     let node = daemon::open_node(home)?;
-                    let s = node.vfs.path_status(&rel).with_context(|| format!("{rel}"))?;
+                    let s = node.vfs.path_status(&rel).with_context(|| rel.clone())?;
                     node.vfs.shutdown()?;
                     serde_json::to_value(s)?
                 }
@@ -289,7 +358,12 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
-                println!("{}: {} ({} bytes)", v["path"].as_str().unwrap_or(&rel), v["state"].as_str().unwrap_or("?"), v["size"]);
+                println!(
+                    "{}: {} ({} bytes)",
+                    v["path"].as_str().unwrap_or(&rel),
+                    v["state"].as_str().unwrap_or("?"),
+                    v["size"]
+                );
                 if !v["last_event"].is_null() {
                     println!("last event: {}", v["last_event"]);
                 }
@@ -311,11 +385,17 @@ fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
         }
     };
     let rel = match (abs, mountpoint) {
-        (Some(a), Some(m)) => a
-            .strip_prefix(m)
-            .map(Path::to_path_buf)
-            .with_context(|| format!("{} is not inside the latus folder {}", p.display(), m.display()))?,
-        (Some(a), None) => bail!("{} is absolute but the latus folder is not mounted; give a path relative to the folder", a.display()),
+        (Some(a), Some(m)) => a.strip_prefix(m).map(Path::to_path_buf).with_context(|| {
+            format!(
+                "{} is not inside the latus folder {}",
+                p.display(),
+                m.display()
+            )
+        })?,
+        (Some(a), None) => bail!(
+            "{} is absolute but the latus folder is not mounted; give a path relative to the folder",
+            a.display()
+        ),
         (None, _) => p.to_path_buf(),
     };
     let s = rel.to_str().context("path is not valid UTF-8")?;
@@ -334,7 +414,9 @@ fn offline_status(home: &Home) -> Result<serde_json::Value> {
         "node_name": cfg.node_name,
         "cloud": cfg.cloud,
     });
-    if let (Some(obj), serde_json::Value::Object(c)) = (v.as_object_mut(), serde_json::to_value(counts)?) {
+    if let (Some(obj), serde_json::Value::Object(c)) =
+        (v.as_object_mut(), serde_json::to_value(counts)?)
+    {
         obj.extend(c);
     }
     Ok(v)
@@ -345,7 +427,11 @@ fn print_status(v: &serde_json::Value) {
         Some(m) => println!("mounted at {m} (daemon pid {})", v["pid"]),
         None => println!("not mounted"),
     }
-    println!("node: {} ({})", v["node_name"].as_str().unwrap_or("?"), v["node_id"].as_str().unwrap_or("?"));
+    println!(
+        "node: {} ({})",
+        v["node_name"].as_str().unwrap_or("?"),
+        v["node_id"].as_str().unwrap_or("?")
+    );
     println!("cloud: {}", v["cloud"].as_str().unwrap_or("?"));
     println!(
         "files: {}  folders: {}  symlinks: {}  events: {}",
@@ -372,7 +458,10 @@ fn log(home: &Home, since: u64, json: bool) -> Result<()> {
             Some(meta) => meta.events_since(since, LOG_PAGE)?,
             None => serde_json::from_value(control::call(
                 &home.socket_path(),
-                &Request::Log { since, limit: LOG_PAGE },
+                &Request::Log {
+                    since,
+                    limit: LOG_PAGE,
+                },
                 CALL_TIMEOUT,
             )?)?,
         };
@@ -385,7 +474,14 @@ fn log(home: &Home, since: u64, json: bool) -> Result<()> {
                     Some(src) => format!("{src} -> {}", ev.file_path),
                     None => ev.file_path.clone(),
                 };
-                writeln!(out, "{:>6} {:<8} {} ({} bytes)", ev.id, format!("{:?}", ev.event_type).to_lowercase(), what, ev.size)?;
+                writeln!(
+                    out,
+                    "{:>6} {:<8} {} ({} bytes)",
+                    ev.id,
+                    format!("{:?}", ev.event_type).to_lowercase(),
+                    what,
+                    ev.size
+                )?;
             }
         }
         match page.last() {

@@ -61,7 +61,11 @@ pub enum ControlError {
 }
 
 /// Sends one request and waits for the answer.
-pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<serde_json::Value, ControlError> {
+pub fn call(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
     let mut s = UnixStream::connect(socket).map_err(|source| ControlError::NotRunning {
         path: socket.display().to_string(),
         source,

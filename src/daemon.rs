@@ -6,8 +6,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use thiserror::Error;
@@ -38,18 +38,28 @@ pub enum DaemonError {
     MountpointNotEmpty(String),
     #[error("{0} is already mounted")]
     AlreadyMounted(String),
-    #[error("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or run where FUSE is available")]
+    #[error(
+        "/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or run where FUSE is available"
+    )]
     NoFuseDevice,
-    #[error("fusermount3 is missing: install FUSE 3 tools (Debian/Ubuntu: sudo apt-get install fuse3; Fedora: sudo dnf install fuse3)")]
+    #[error(
+        "fusermount3 is missing: install FUSE 3 tools (Debian/Ubuntu: sudo apt-get install fuse3; Fedora: sudo dnf install fuse3)"
+    )]
     NoFusermount,
     #[error("another latus daemon already runs for home {home}{pid}")]
     HomeBusy { home: String, pid: String },
     #[error("could not clean the stale mount at {path}: {reason}")]
     StaleMount { path: String, reason: String },
     #[error("mount of {path} failed: {source}")]
-    Mount { path: String, source: std::io::Error },
+    Mount {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -241,7 +251,9 @@ fn block_stop_signals() -> libc::sigset_t {
 }
 
 fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4)
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4)
 }
 
 /// Mounts and serves until unmounted. Blocks.
@@ -361,7 +373,11 @@ pub struct DaemonStatus {
     pub recovered: RecoveryReport,
 }
 
-fn handle(ctx: &StatusContext, unmounter: &Mutex<fuser::SessionUnmounter>, req: Request) -> Response {
+fn handle(
+    ctx: &StatusContext,
+    unmounter: &Mutex<fuser::SessionUnmounter>,
+    req: Request,
+) -> Response {
     match req {
         Request::Status => Response::ok(DaemonStatus {
             pid: std::process::id(),
@@ -379,7 +395,10 @@ fn handle(ctx: &StatusContext, unmounter: &Mutex<fuser::SessionUnmounter>, req: 
         },
         Request::Log { since, limit } => {
             let meta = ctx.vfs.meta();
-            match meta.commit_pending().and_then(|()| meta.events_since(since, limit)) {
+            match meta
+                .commit_pending()
+                .and_then(|()| meta.events_since(since, limit))
+            {
                 Ok(evs) => Response::ok(evs),
                 Err(e) => Response::err(e),
             }
@@ -394,7 +413,11 @@ fn handle(ctx: &StatusContext, unmounter: &Mutex<fuser::SessionUnmounter>, req: 
 /// Appends a line to the daemon log (used by the CLI before the daemon's
 /// own logging starts).
 pub fn append_log_line(home: &Home, line: &str) {
-    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(home.log_path()) {
+    if let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log_path())
+    {
         let _ = writeln!(f, "{line}");
     }
 }

@@ -111,8 +111,14 @@ fn open_flags(keep_cache: bool) -> FopenFlags {
 
 macro_rules! span {
     ($op:literal, $req:expr, $ino:expr) => {
-        tracing::debug_span!("fuse", op = $op, req = u64::from($req.unique()), ino = $ino, pid = $req.pid())
-            .entered()
+        tracing::debug_span!(
+            "fuse",
+            op = $op,
+            req = u64::from($req.unique()),
+            ino = $ino,
+            pid = $req.pid()
+        )
+        .entered()
     };
 }
 
@@ -200,7 +206,15 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let _s = span!("mkdir", req, parent.0);
         match self.vfs.mkdir(parent.0, name, mode, caller(req)) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
@@ -224,12 +238,21 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let _s = span!("symlink", req, parent.0);
-        match self
-            .vfs
-            .symlink(parent.0, link_name, target.as_os_str().as_encoded_bytes(), caller(req))
-        {
+        match self.vfs.symlink(
+            parent.0,
+            link_name,
+            target.as_os_str().as_encoded_bytes(),
+            caller(req),
+        ) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("symlink", parent.0, e)),
         }
@@ -246,13 +269,23 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _s = span!("rename", req, parent.0);
-        match self.vfs.rename(parent.0, name, newparent.0, newname, flags.bits()) {
+        match self
+            .vfs
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rename", parent.0, e)),
         }
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let _s = span!("link", req, ino.0);
         match self.vfs.link() {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
@@ -305,7 +338,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         let _s = span!("flush", req, ino.0);
         match self.vfs.flush(ino.0, fh.0) {
             Ok(()) => reply.ok(),
@@ -330,7 +370,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let _s = span!("fsync", req, ino.0);
         match self.vfs.fsync(ino.0, fh.0) {
             Ok(()) => reply.ok(),
@@ -346,7 +393,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let _s = span!("readdir", req, ino.0);
         let r = self.vfs.readdir(fh.0, offset, |e, next| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
@@ -357,7 +411,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn releasedir(&self, req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         let _s = span!("releasedir", req, ino.0);
         match self.vfs.releasedir(fh.0) {
             Ok(()) => reply.ok(),
@@ -365,7 +426,14 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let _s = span!("fsyncdir", req, ino.0);
         match self.vfs.meta().sync_journal() {
             Ok(()) => reply.ok(),
@@ -376,7 +444,9 @@ impl Filesystem for FuseAdapter {
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let _s = span!("statfs", req, ino.0);
         match self.vfs.statfs() {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+            ),
             Err(e) => reply.error(errno("statfs", ino.0, e)),
         }
     }
@@ -448,7 +518,9 @@ impl Filesystem for FuseAdapter {
 fn reply_xattr(r: Result<Vec<u8>, VfsError>, size: u32, reply: ReplyXattr, ino: u64) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(errno("xattr", ino, VfsError::BufferTooSmall)),
+        Ok(v) if v.len() > size as usize => {
+            reply.error(errno("xattr", ino, VfsError::BufferTooSmall))
+        }
         Ok(v) => reply.data(&v),
         Err(e) => reply.error(errno("xattr", ino, e)),
     }

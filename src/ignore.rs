@@ -6,8 +6,18 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const DEFAULT_PATTERNS: &[&str] = &[
-    "*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", ".DS_Store", "Thumbs.db", "desktop.ini", "*.tmp",
-    ".~lock.*#", "~$*",
+    "*.swp",
+    "*.swx",
+    "*.swo",
+    "*~",
+    ".#*",
+    "#*#",
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    "*.tmp",
+    ".~lock.*#",
+    "~$*",
 ];
 
 #[derive(Debug, Error)]
@@ -73,7 +83,14 @@ mod tests {
     #[test]
     fn defaults_match_editor_and_os_litter() {
         let r = IgnoreRules::defaults();
-        for n in [".a.txt.swp", "a.txt~", ".#a.txt", ".DS_Store", "Thumbs.db", "x.tmp"] {
+        for n in [
+            ".a.txt.swp",
+            "a.txt~",
+            ".#a.txt",
+            ".DS_Store",
+            "Thumbs.db",
+            "x.tmp",
+        ] {
             assert!(r.name_is_ignored(n), "{n}");
         }
         for n in ["a.txt", "swp", "notes.md", "tmp"] {

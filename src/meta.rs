@@ -255,7 +255,9 @@ impl Meta {
                     }
                     Record::PutEvent(ev) => {
                         let v = serde_json::to_vec(ev).expect("events serialise");
-                        events.insert(ev.id, v.as_slice()).map_err(|x| e(x.into()))?;
+                        events
+                            .insert(ev.id, v.as_slice())
+                            .map_err(|x| e(x.into()))?;
                     }
                 }
             }
@@ -350,10 +352,11 @@ impl Meta {
     fn clear_journal_if_committed(&self) {
         let mut wal = lock(&self.wal);
         let q = lock(&self.queue);
-        if q.entries.is_empty() && wal.len() > WAL_CLEAR_THRESHOLD {
-            if let Err(err) = wal.clear() {
-                tracing::warn!(error = %err, "could not empty the journal");
-            }
+        if q.entries.is_empty()
+            && wal.len() > WAL_CLEAR_THRESHOLD
+            && let Err(err) = wal.clear()
+        {
+            tracing::warn!(error = %err, "could not empty the journal");
         }
     }
 
@@ -436,7 +439,10 @@ impl Meta {
             Err(x) => return Err(e(x.into())),
         };
         let mut out = Vec::new();
-        for item in t.range(since.saturating_add(1)..).map_err(|x| e(x.into()))? {
+        for item in t
+            .range(since.saturating_add(1)..)
+            .map_err(|x| e(x.into()))?
+        {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             let ev: Event =
                 serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {

@@ -161,7 +161,10 @@ fn copy_range(src: &File, dst: &File, len: u64) -> io::Result<()> {
             let e = io::Error::last_os_error();
             if matches!(
                 e.raw_os_error(),
-                Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                Some(libc::EXDEV)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EOPNOTSUPP)
+                    | Some(libc::EINVAL)
             ) {
                 return copy_buffered(src, dst, off_in as u64, len);
             }

@@ -32,8 +32,8 @@ use crate::meta::{Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Re
 use crate::store::ContentStore;
 
 pub use error::{Result, VfsError};
-pub use hasher::{sha512_empty, sha512_of};
 use hasher::{HashDone, HashJob};
+pub use hasher::{sha512_empty, sha512_of};
 use tree::{Node, Staging, Tree};
 
 /// Versions up to this size are hashed inline at commit.
@@ -251,10 +251,11 @@ impl Vfs {
             inodes,
             max_event_id,
             event_count,
-            recovery: Recovery {
-                replayed_records,
-                torn_bytes,
-            },
+            recovery:
+                Recovery {
+                    replayed_records,
+                    torn_bytes,
+                },
         } = loaded;
         let tree = Tree::from_rows(inodes);
         let vfs = Arc::new(Self {
@@ -599,7 +600,15 @@ impl Vfs {
 
     // ----- creating and removing -----
 
-    fn new_row(&self, st: &mut State, parent: Ino, name: &str, kind: Kind, mode: u32, caller: Caller) -> Result<InodeRow> {
+    fn new_row(
+        &self,
+        st: &mut State,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<InodeRow> {
         let p = st.tree.get(parent).ok_or(VfsError::NotFound)?;
         if !p.is_dir() {
             return Err(VfsError::NotDir);
@@ -650,7 +659,14 @@ impl Vfs {
     }
 
     /// Creates and opens a regular file. Its `create` event comes at close.
-    pub fn create(&self, parent: Ino, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> Result<(Attr, Opened)> {
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, Opened)> {
         let name = check_name(name)?;
         let mut st = lock(&self.state);
         let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
@@ -665,7 +681,9 @@ impl Vfs {
     /// mknod: regular files only; devices, FIFOs and sockets cannot be synced.
     pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(VfsError::NotPermitted("only regular files, folders and symlinks can be synced"));
+            return Err(VfsError::NotPermitted(
+                "only regular files, folders and symlinks can be synced",
+            ));
         }
         let name = check_name(name)?;
         let mut st = lock(&self.state);
@@ -695,7 +713,13 @@ impl Vfs {
         Ok(attr_of(st.tree.get(ino).expect("just created")))
     }
 
-    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &[u8], caller: Caller) -> Result<Attr> {
+    pub fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Attr> {
         let name = check_name(name)?;
         if target.is_empty() || target.len() > 4096 {
             return Err(VfsError::Invalid("symlink target length"));
@@ -720,7 +744,10 @@ impl Vfs {
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
-        n.row.target.clone().ok_or(VfsError::Invalid("not a symlink"))
+        n.row
+            .target
+            .clone()
+            .ok_or(VfsError::Invalid("not a symlink"))
     }
 
     pub fn link(&self) -> Result<Attr> {
@@ -755,7 +782,11 @@ impl Vfs {
             && let Some(path) = st.tree.visible_path(ino, &self.ignore)
         {
             let row = n.row.clone();
-            let ty = if dir { EventType::Rmdir } else { EventType::Delete };
+            let ty = if dir {
+                EventType::Rmdir
+            } else {
+                EventType::Delete
+            };
             let ev = self.new_event(&mut st, ty, path, &row, None);
             records.push(Record::PutEvent(ev));
         }
@@ -768,7 +799,11 @@ impl Vfs {
     fn drop_inode(&self, st: &mut State, ino: Ino, records: Vec<Record>) -> Result<()> {
         let (open, object, staging) = {
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
-            (n.open > 0, n.row.object.clone(), n.staging.as_ref().map(|s| s.object.clone()))
+            (
+                n.open > 0,
+                n.row.object.clone(),
+                n.staging.as_ref().map(|s| s.object.clone()),
+            )
         };
         self.journal(st, records)?;
         if !open {
@@ -788,11 +823,20 @@ impl Vfs {
         }
     }
 
-    pub fn rename(&self, parent: Ino, name: &OsStr, newparent: Ino, newname: &OsStr, flags: u32) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        newparent: Ino,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         let name = check_name(name)?;
         let newname = check_name(newname)?;
         if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
-            return Err(VfsError::Invalid("RENAME_EXCHANGE and RENAME_WHITEOUT are not supported"));
+            return Err(VfsError::Invalid(
+                "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported",
+            ));
         }
         let mut st = lock(&self.state);
         let src_dir = st.tree.get(parent).ok_or(VfsError::NotFound)?;
@@ -856,14 +900,22 @@ impl Vfs {
                     if dn.row.announced {
                         let rel = st.tree.path(d).unwrap_or_default();
                         let p = format!("{src}{}", &rel[base_len.min(rel.len())..]);
-                        let ty = if dn.is_dir() { EventType::Rmdir } else { EventType::Delete };
+                        let ty = if dn.is_dir() {
+                            EventType::Rmdir
+                        } else {
+                            EventType::Delete
+                        };
                         let mut r = dn.row.clone();
                         events.push((ty, p, None, d));
                         r.announced = false;
                         records.push(Record::PutInode(r));
                     }
                 }
-                let ty = if moving_dir { EventType::Rmdir } else { EventType::Delete };
+                let ty = if moving_dir {
+                    EventType::Rmdir
+                } else {
+                    EventType::Delete
+                };
                 events.push((ty, src, None, ino));
             }
             (None, Some(dst)) => {
@@ -940,7 +992,10 @@ impl Vfs {
                 kind: HandleKind::File(mode),
             },
         );
-        Ok(Opened { fh, keep_cache: true })
+        Ok(Opened {
+            fh,
+            keep_cache: true,
+        })
     }
 
     pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
@@ -1108,7 +1163,11 @@ impl Vfs {
         let mut records = vec![Record::PutInode(row.clone())];
         let mut event = None;
         if let Some(path) = visible {
-            let ty = if was_announced { EventType::Modify } else { EventType::Create };
+            let ty = if was_announced {
+                EventType::Modify
+            } else {
+                EventType::Create
+            };
             let ev = self.new_event(st, ty, path, &row, None);
             event = Some(ev.clone());
             records.push(Record::PutEvent(ev));
@@ -1182,7 +1241,12 @@ impl Vfs {
 
     /// Entries from `offset` on (the snapshot taken at opendir); `add`
     /// returns true when the reply buffer is full. Offsets are index + 1.
-    pub fn readdir(&self, fh: u64, offset: u64, mut add: impl FnMut(&DirEntry, u64) -> bool) -> Result<()> {
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> Result<()> {
         let entries = {
             let st = lock(&self.state);
             match st.handles.get(&fh) {

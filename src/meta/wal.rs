@@ -143,7 +143,10 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{']).unwrap();
         let c = Wal::open(&p).unwrap().read_all().unwrap();
-        assert_eq!(c.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            c.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(c.torn_bytes, 9);
     }
 

@@ -71,6 +71,9 @@ impl VfsError {
     /// Errors a program causes (and gets told about) need no log line;
     /// the rest are this node's trouble and are logged at the boundary.
     pub fn is_expected(&self) -> bool {
-        !matches!(self, VfsError::Meta(_) | VfsError::Store(_) | VfsError::Io(_))
+        !matches!(
+            self,
+            VfsError::Meta(_) | VfsError::Store(_) | VfsError::Io(_)
+        )
     }
 }

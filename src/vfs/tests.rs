@@ -11,7 +11,11 @@ use super::*;
 use crate::home::Home;
 use crate::meta::Meta;
 
-const ME: Caller = Caller { uid: 0, gid: 0, pid: 1 };
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -25,7 +29,11 @@ impl Node {
         let home = Home::new(dir.path().join("home"));
         home.init(Some("t".into()), None, None).unwrap();
         let vfs = open(&home).0;
-        Self { _dir: dir, home, vfs }
+        Self {
+            _dir: dir,
+            home,
+            vfs,
+        }
     }
 
     /// kill -9: nothing is flushed, the process state is gone.
@@ -69,7 +77,15 @@ fn open(home: &Home) -> (Arc<Vfs>, RecoveryReport) {
     let cfg = home.load_config().unwrap();
     let store = Arc::new(ContentStore::open(home.objects_dir()).unwrap());
     let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone()).unwrap();
-    Vfs::new(Arc::new(meta), store, loaded, cfg.node_id, cfg.ignore, (0, 0)).unwrap()
+    Vfs::new(
+        Arc::new(meta),
+        store,
+        loaded,
+        cfg.node_id,
+        cfg.ignore,
+        (0, 0),
+    )
+    .unwrap()
 }
 
 /// A placeholder while the real instance is swapped out.
@@ -81,13 +97,18 @@ fn open_blank() -> Arc<Vfs> {
 }
 
 fn types(evs: &[Event]) -> Vec<(EventType, String)> {
-    evs.iter().map(|e| (e.event_type, e.file_path.clone())).collect()
+    evs.iter()
+        .map(|e| (e.event_type, e.file_path.clone()))
+        .collect()
 }
 
 #[test]
 fn one_create_per_close_with_the_content_hash() {
     let n = Node::new();
-    let (a, o) = n.vfs.create(ROOT_INO, OsStr::new("a.txt"), 0o644, libc::O_WRONLY, ME).unwrap();
+    let (a, o) = n
+        .vfs
+        .create(ROOT_INO, OsStr::new("a.txt"), 0o644, libc::O_WRONLY, ME)
+        .unwrap();
     for i in 0..10u64 {
         n.vfs.write(a.ino, o.fh, i * 3, b"abc").unwrap();
     }
@@ -96,7 +117,10 @@ fn one_create_per_close_with_the_content_hash() {
     let evs = n.events();
     assert_eq!(types(&evs), [(EventType::Create, "a.txt".to_string())]);
     assert_eq!(evs[0].size, 30);
-    assert_eq!(evs[0].file_hash.as_deref(), Some(sha2_hex(&b"abc".repeat(10)).as_str()));
+    assert_eq!(
+        evs[0].file_hash.as_deref(),
+        Some(sha2_hex(&b"abc".repeat(10)).as_str())
+    );
 }
 
 fn sha2_hex(b: &[u8]) -> String {
@@ -107,7 +131,10 @@ fn sha2_hex(b: &[u8]) -> String {
 #[test]
 fn a_close_that_wrote_nothing_adds_no_empty_version() {
     let n = Node::new();
-    let (a, o) = n.vfs.create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, ME).unwrap();
+    let (a, o) = n
+        .vfs
+        .create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, ME)
+        .unwrap();
     n.vfs.flush(a.ino, o.fh).unwrap(); // a dup'ed descriptor closing
     n.vfs.write(a.ino, o.fh, 0, b"x").unwrap();
     n.vfs.flush(a.ino, o.fh).unwrap();
@@ -121,12 +148,21 @@ fn editor_save_over_an_ignored_temp_is_a_modify() {
     n.write_file(ROOT_INO, "doc.txt", b"v1");
     n.write_file(ROOT_INO, ".doc.txt.swp", b"v2");
     n.vfs
-        .rename(ROOT_INO, OsStr::new(".doc.txt.swp"), ROOT_INO, OsStr::new("doc.txt"), 0)
+        .rename(
+            ROOT_INO,
+            OsStr::new(".doc.txt.swp"),
+            ROOT_INO,
+            OsStr::new("doc.txt"),
+            0,
+        )
         .unwrap();
     let evs = n.events();
     assert_eq!(
         types(&evs),
-        [(EventType::Create, "doc.txt".into()), (EventType::Modify, "doc.txt".into())]
+        [
+            (EventType::Create, "doc.txt".into()),
+            (EventType::Modify, "doc.txt".into())
+        ]
     );
     let ino = n.vfs.lookup(ROOT_INO, OsStr::new("doc.txt")).unwrap().ino;
     assert_eq!(n.read_all(ino), b"v2");
@@ -135,16 +171,25 @@ fn editor_save_over_an_ignored_temp_is_a_modify() {
 #[test]
 fn folder_rename_is_one_move() {
     let n = Node::new();
-    let d = n.vfs.mkdir(ROOT_INO, OsStr::new("d"), 0o755, ME).unwrap().ino;
+    let d = n
+        .vfs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755, ME)
+        .unwrap()
+        .ino;
     for i in 0..50 {
         n.write_file(d, &format!("f{i}"), b"x");
     }
     let before = n.events().len();
-    n.vfs.rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0).unwrap();
+    n.vfs
+        .rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0)
+        .unwrap();
     let evs = n.events();
     assert_eq!(evs.len(), before + 1);
     let mv = evs.last().unwrap();
-    assert_eq!((mv.event_type, mv.file_path.as_str(), mv.src_path.as_deref()), (EventType::Move, "e", Some("d")));
+    assert_eq!(
+        (mv.event_type, mv.file_path.as_str(), mv.src_path.as_deref()),
+        (EventType::Move, "e", Some("d"))
+    );
     assert_eq!(n.vfs.path_status("e/f7").unwrap().size, 1);
 }
 
@@ -154,7 +199,10 @@ fn unlinked_open_file_stays_readable_until_release() {
     let ino = n.write_file(ROOT_INO, "f", b"keep me");
     let o = n.vfs.open(ino, libc::O_RDONLY).unwrap();
     n.vfs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
-    assert!(matches!(n.vfs.lookup(ROOT_INO, OsStr::new("f")), Err(VfsError::NotFound)));
+    assert!(matches!(
+        n.vfs.lookup(ROOT_INO, OsStr::new("f")),
+        Err(VfsError::NotFound)
+    ));
     assert_eq!(n.vfs.read(ino, o.fh, 0, 100).unwrap(), b"keep me");
     n.vfs.release(ino, o.fh).unwrap();
     assert!(n.vfs.getattr(ino).is_err());
@@ -163,21 +211,41 @@ fn unlinked_open_file_stays_readable_until_release() {
 #[test]
 fn posix_errors() {
     let n = Node::new();
-    let d = n.vfs.mkdir(ROOT_INO, OsStr::new("d"), 0o755, ME).unwrap().ino;
+    let d = n
+        .vfs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755, ME)
+        .unwrap()
+        .ino;
     n.write_file(d, "f", b"x");
     let e = |r: Result<()>| r.unwrap_err().errno();
     assert_eq!(e(n.vfs.rmdir(ROOT_INO, OsStr::new("d"))), libc::ENOTEMPTY);
     assert_eq!(e(n.vfs.unlink(ROOT_INO, OsStr::new("d"))), libc::EISDIR);
     assert_eq!(e(n.vfs.rmdir(d, OsStr::new("f"))), libc::ENOTDIR);
-    assert_eq!(e(n.vfs.rename(ROOT_INO, OsStr::new("d"), d, OsStr::new("x"), 0)), libc::EINVAL);
+    assert_eq!(
+        e(n.vfs
+            .rename(ROOT_INO, OsStr::new("d"), d, OsStr::new("x"), 0)),
+        libc::EINVAL
+    );
     n.write_file(ROOT_INO, "g", b"y");
     assert_eq!(
-        e(n.vfs.rename(ROOT_INO, OsStr::new("g"), d, OsStr::new("f"), libc::RENAME_NOREPLACE)),
+        e(n.vfs.rename(
+            ROOT_INO,
+            OsStr::new("g"),
+            d,
+            OsStr::new("f"),
+            libc::RENAME_NOREPLACE
+        )),
         libc::EEXIST
     );
     assert_eq!(n.vfs.link().unwrap_err().errno(), libc::EPERM);
     let long = "x".repeat(256);
-    assert_eq!(n.vfs.mkdir(ROOT_INO, OsStr::new(&long), 0o755, ME).unwrap_err().errno(), libc::ENAMETOOLONG);
+    assert_eq!(
+        n.vfs
+            .mkdir(ROOT_INO, OsStr::new(&long), 0o755, ME)
+            .unwrap_err()
+            .errno(),
+        libc::ENAMETOOLONG
+    );
 }
 
 #[test]
@@ -198,7 +266,9 @@ fn crash_keeps_closed_versions_and_drops_unclosed_ones() {
 #[test]
 fn crash_before_close_of_a_new_file_journals_its_creation() {
     let mut n = Node::new();
-    n.vfs.create(ROOT_INO, OsStr::new("new"), 0o600, libc::O_WRONLY, ME).unwrap();
+    n.vfs
+        .create(ROOT_INO, OsStr::new("new"), 0o600, libc::O_WRONLY, ME)
+        .unwrap();
     let report = n.crash();
     assert_eq!(report.announced_files, 1);
     assert_eq!(types(&n.events()), [(EventType::Create, "new".to_string())]);
@@ -223,11 +293,27 @@ fn large_versions_are_hashed_in_the_background() {
 /// Operations of the reference test; indexes wrap around the name space.
 #[derive(Debug, Clone)]
 enum Op {
-    Write { file: u8, offset: u16, len: u16, byte: u8 },
-    WriteNoClose { file: u8, byte: u8 },
-    Truncate { file: u8, len: u16 },
-    Rename { from: u8, to: u8 },
-    Unlink { file: u8 },
+    Write {
+        file: u8,
+        offset: u16,
+        len: u16,
+        byte: u8,
+    },
+    WriteNoClose {
+        file: u8,
+        byte: u8,
+    },
+    Truncate {
+        file: u8,
+        len: u16,
+    },
+    Rename {
+        from: u8,
+        to: u8,
+    },
+    Unlink {
+        file: u8,
+    },
     Crash,
 }
 

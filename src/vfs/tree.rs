@@ -204,12 +204,13 @@ impl Tree {
                 self.nodes.insert(ino, Node::new(row));
             }
         }
-        if moved && ino != ROOT_INO {
-            if let Some(p) = self.nodes.get_mut(&parent) {
-                p.children.insert(name, ino);
-                if is_dir {
-                    p.subdirs += 1;
-                }
+        if moved
+            && ino != ROOT_INO
+            && let Some(p) = self.nodes.get_mut(&parent)
+        {
+            p.children.insert(name, ino);
+            if is_dir {
+                p.subdirs += 1;
             }
         }
     }
