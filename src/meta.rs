@@ -21,6 +21,7 @@
 mod record;
 mod wal;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 const WAL_APPLIED: &str = "wal_applied";
 
-pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Up to this many new content objects in a batch are synced one by one;
+/// beyond it one `syncfs` is cheaper.
+const PER_OBJECT_SYNC_LIMIT: usize = 64;
 /// The journal is emptied once everything in it is committed and it is
 /// larger than this.
 const WAL_CLEAR_THRESHOLD: u64 = 16 << 20;
@@ -316,9 +320,7 @@ impl Meta {
         if let Some(last) = batch.last().map(|e| e.seq) {
             // Object contents must be on disk before rows that name them.
             let result = self
-                .store
-                .sync_all()
-                .map_err(MetaError::from)
+                .sync_objects_named_in(&batch)
                 .and_then(|()| self.write_batch(&batch, last));
             let mut q = lock(&self.queue);
             if let Err(err) = result {
@@ -346,6 +348,24 @@ impl Meta {
             }
         }
         self.clear_journal_if_committed();
+        Ok(())
+    }
+
+    /// Object contents must reach the disk before rows that name them.
+    fn sync_objects_named_in(&self, batch: &[WalEntry]) -> Result<(), MetaError> {
+        let objects: HashSet<&str> = batch
+            .iter()
+            .filter_map(|e| match &e.rec {
+                Record::PutInode(row) => row.object.as_deref(),
+                _ => None,
+            })
+            .collect();
+        if objects.len() > PER_OBJECT_SYNC_LIMIT {
+            return Ok(self.store.sync_all()?);
+        }
+        for o in objects {
+            self.store.sync_object(o)?;
+        }
         Ok(())
     }
 

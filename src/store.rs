@@ -37,10 +37,10 @@ pub struct ContentStore {
 impl ContentStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        for shard in 0..=255u8 {
+            let d = dir.join(format!("{shard:02x}"));
+            fs::create_dir_all(&d).map_err(|source| StoreError::Io { path: d, source })?;
+        }
         Ok(Self { dir })
     }
 
@@ -48,8 +48,11 @@ impl ContentStore {
         &self.dir
     }
 
+    /// Objects are spread over 256 subfolders by the first byte of their
+    /// id: ext4 places each folder's inodes near it, and one huge folder
+    /// makes inode allocation scan the same crowded block group.
     pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+        self.dir.join(id.get(..2).unwrap_or("00")).join(id)
     }
 
     fn err(&self, id: &str) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -95,16 +98,16 @@ impl ContentStore {
 
     /// Removes every object not in `keep`; returns how many were removed.
     pub fn collect_garbage(&self, keep: &HashSet<ObjectId>) -> Result<usize, StoreError> {
-        let rd = fs::read_dir(&self.dir).map_err(|source| StoreError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
         let mut removed = 0;
-        for entry in rd.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                self.remove(&name)?;
-                removed += 1;
+        for shard in 0..=255u8 {
+            let d = self.dir.join(format!("{shard:02x}"));
+            let rd = fs::read_dir(&d).map_err(|source| StoreError::Io { path: d, source })?;
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    self.remove(&name)?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
@@ -127,12 +130,28 @@ impl ContentStore {
         Ok(())
     }
 
-    /// Makes the directory entries of newly created objects durable.
-    pub fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
+    /// Makes an object's content and directory entry durable. A missing
+    /// object (removed since) needs nothing.
+    pub fn sync_object(&self, id: &str) -> Result<(), StoreError> {
+        match File::open(self.path(id)) {
+            Ok(f) => f.sync_data().map_err(self.err(id))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err(id)(e)),
+        }
+        self.sync_dir_of(id)
+    }
+
+    /// Makes the directory entry of an object durable.
+    pub fn sync_dir_of(&self, id: &str) -> Result<(), StoreError> {
+        let shard = self
+            .path(id)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        File::open(&shard)
             .and_then(|d| d.sync_all())
             .map_err(|source| StoreError::Io {
-                path: self.dir.clone(),
+                path: shard,
                 source,
             })
     }

@@ -1079,17 +1079,19 @@ impl Vfs {
     }
 
     pub fn fsync(&self, ino: Ino, fh: u64) -> Result<()> {
-        let file = {
+        let (file, object) = {
             let mut st = lock(&self.state);
             Self::file_mode(&st, fh, ino)?;
             self.commit(&mut st, ino)?;
             let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
-            current_file(&self.store, n)?
+            (current_file(&self.store, n)?, n.row.object.clone())
         };
         if let Some(f) = file {
             f.sync_data()?;
         }
-        self.store.sync_dir()?;
+        if let Some(o) = object {
+            self.store.sync_dir_of(&o)?;
+        }
         self.meta.sync_journal()?;
         Ok(())
     }

@@ -8,6 +8,8 @@
 //! all cases; the trees are emptied between cases. Every shrunk failure is
 //! kept below as a `regression_*` test.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::IntoRawFd;
@@ -391,7 +393,24 @@ fn clear(root: &Path) {
 }
 
 /// Runs one case on the mount and on `reference`, both emptied first.
-fn run_case(m: &Mounted, reference: &Path, case: &Case) -> Result<(), TestCaseError> {
+/// Outcomes seen per action kind and result, to show what a run covered.
+type Stats = RefCell<BTreeMap<String, u32>>;
+
+fn outcome_key(a: &Action, r: &Result<(), i32>) -> String {
+    let kind = format!("{a:?}");
+    let kind = kind.split([' ', '{']).next().unwrap_or("?").to_string();
+    match r {
+        Ok(()) => format!("{kind} Ok"),
+        Err(e) => format!("{kind} {}", io::Error::from_raw_os_error(*e)),
+    }
+}
+
+fn run_case(
+    m: &Mounted,
+    reference: &Path,
+    case: &Case,
+    stats: &Stats,
+) -> Result<(), TestCaseError> {
     clear(&m.mnt);
     clear(reference);
     let seed_ops = [
@@ -417,6 +436,10 @@ fn run_case(m: &Mounted, reference: &Path, case: &Case) -> Result<(), TestCaseEr
             Some(op) => resolve(op, &tree(reference)),
         };
         let expected = apply(reference, &action);
+        *stats
+            .borrow_mut()
+            .entry(outcome_key(&action, &expected))
+            .or_default() += 1;
         let actual = apply(&m.mnt, &action);
         history.push(format!("  {i}: {action:?} -> {}", show_result(&expected)));
         prop_assert_eq!(
@@ -466,7 +489,7 @@ fn reference() -> Reference {
 fn run_fixed(case: Case) {
     let m = Mounted::new();
     let r = reference();
-    if let Err(e) = run_case(&m, &r.root, &case) {
+    if let Err(e) = run_case(&m, &r.root, &case, &Stats::default()) {
         panic!("{e}");
     }
 }
@@ -480,7 +503,17 @@ fn differential_against_plain_folder() {
     config.max_shrink_iters = 300;
     config.max_shrink_time = 120_000;
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&case(), |c| run_case(&m, &r.root, &c));
+    let stats = Stats::default();
+    let result = runner.run(&case(), |c| run_case(&m, &r.root, &c, &stats));
+    let covered: Vec<String> = stats
+        .borrow()
+        .iter()
+        .map(|(k, n)| format!("  {k}: {n}"))
+        .collect();
+    eprintln!(
+        "differential outcomes (plain folder side):\n{}",
+        covered.join("\n")
+    );
     if let Err(e) = result {
         panic!("differential test failed; keep the minimal case as a regression_* test:\n{e}");
     }

@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Event, KIB, MIB, Meta, Mounted, Node, assert_trees_eq, check, cpath, pattern, sha512_hex, tree,
-    tree_meta,
+    Event, KIB, MIB, Meta, Mounted, Node, assert_trees_eq, check, cpath, no_spawns, pattern,
+    sha512_hex, tree, tree_meta,
 };
 
 /// Version `version` of crash-test file `file`: a header naming both, then
@@ -50,6 +50,7 @@ fn identify(data: &[u8]) -> Option<(String, u32)> {
 /// open(O_CREAT|O_TRUNC) + write + close, with the close result checked
 /// (dropping a `File` would ignore it).
 fn write_and_close(p: &Path, data: &[u8]) -> io::Result<()> {
+    let _quiet = no_spawns();
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -263,6 +264,7 @@ fn fsync_without_close_survives_kill9() {
     fs::write(m.p("existing"), &existing).unwrap();
 
     let new_data = pattern(2, 3 * MIB + 17);
+    let quiet = no_spawns();
     let mut f = File::create(m.p("synced_new")).unwrap();
     f.write_all(&new_data).unwrap();
     f.sync_all().unwrap();
@@ -277,6 +279,7 @@ fn fsync_without_close_survives_kill9() {
     expected[50_000..50_007].copy_from_slice(b"PATCHED");
 
     m.kill9();
+    drop(quiet);
     drop((f, g));
     m.mount();
     assert_eq!(
@@ -303,42 +306,29 @@ fn closed_file_survives_immediate_kill9() {
 }
 
 #[test]
-fn unclosed_writes_show_last_closed_version_after_kill9() {
+fn unclosed_in_place_writes_show_last_closed_version_after_kill9() {
     let m = Mounted::new();
-    let v1a = pattern(10, 200_000);
-    let v1b = pattern(11, 150_000);
-    fs::write(m.p("patched"), &v1a).unwrap();
-    fs::write(m.p("rewritten"), &v1b).unwrap();
+    let v1 = pattern(10, 200_000);
+    fs::write(m.p("patched"), &v1).unwrap();
 
+    let quiet = no_spawns();
     // In place over part of the file, never closed nor synced.
     let a = OpenOptions::new().write(true).open(m.p("patched")).unwrap();
     a.write_all_at(&pattern(12, 120_000), 30_000).unwrap();
-    // O_TRUNC and a new, longer content, never closed nor synced.
-    let mut b = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(m.p("rewritten"))
-        .unwrap();
-    b.write_all(&pattern(13, 400_000)).unwrap();
     // A new file, never closed.
     let mut c = File::create(m.p("never_closed")).unwrap();
     c.write_all(&pattern(14, 70_000)).unwrap();
     thread::sleep(Duration::from_millis(300));
-
     m.kill9();
-    drop((a, b, c));
+    drop(quiet);
+    drop((a, c));
+
     m.mount();
     let got = fs::read(m.p("patched")).unwrap();
     assert!(
-        got == v1a,
+        got == v1,
         "patched-but-unclosed file must show its last closed version; {}",
-        describe(&got, &v1a)
-    );
-    let got = fs::read(m.p("rewritten")).unwrap();
-    assert!(
-        got == v1b,
-        "truncated-and-rewritten-but-unclosed file must show its last closed version; {}",
-        describe(&got, &v1b)
+        describe(&got, &v1)
     );
     match fs::read(m.p("never_closed")) {
         Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
@@ -348,6 +338,59 @@ fn unclosed_writes_show_last_closed_version_after_kill9() {
             d.len()
         ),
     }
+}
+
+#[test]
+fn unclosed_o_trunc_rewrite_shows_last_closed_version_after_kill9() {
+    let m = Mounted::new();
+    let v1 = pattern(11, 150_000);
+    fs::write(m.p("rewritten"), &v1).unwrap();
+
+    let quiet = no_spawns();
+    // open(O_TRUNC) and a new, longer content, never closed nor synced.
+    let mut b = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p("rewritten"))
+        .unwrap();
+    b.write_all(&pattern(13, 400_000)).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    m.kill9();
+    drop(quiet);
+    drop(b);
+
+    m.mount();
+    let got = fs::read(m.p("rewritten")).unwrap();
+    assert!(
+        got == v1,
+        "truncated-and-rewritten-but-unclosed file must show its last closed version; {}",
+        describe(&got, &v1)
+    );
+}
+
+/// A spawned process closes its inherited copy of the writer's descriptor
+/// (FUSE FLUSH); that must not make the half-written content a version.
+#[test]
+fn spawn_while_writing_then_kill9_shows_last_closed_version() {
+    let m = Mounted::new();
+    let v1 = pattern(15, 100_000);
+    fs::write(m.p("doc"), &v1).unwrap();
+    let f = OpenOptions::new().write(true).open(m.p("doc")).unwrap();
+    f.write_all_at(b"HALF-WRITTEN", 1000).unwrap();
+    crate::harness::run_cmd(
+        &mut std::process::Command::new("true"),
+        Duration::from_secs(10),
+    )
+    .expect_ok();
+    m.kill9();
+    drop(f);
+    m.mount();
+    let got = fs::read(m.p("doc")).unwrap();
+    assert!(
+        got == v1,
+        "after a spawn while writing and kill -9, the file must show its last closed version; {}",
+        describe(&got, &v1)
+    );
 }
 
 #[test]

@@ -3,14 +3,22 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Event, KIB, MIB, Mounted, pattern, sha512_hex};
+use crate::harness::{Event, KIB, MIB, Mounted, no_spawns, pattern, sha512_hex};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// `fs::write` with no process spawned meanwhile by another test thread (a
+/// spawn flushes every open file; see `harness::no_spawns`).
+fn write(p: impl AsRef<Path>, data: impl AsRef<[u8]>) {
+    let _quiet = no_spawns();
+    fs::write(p, data).unwrap();
+}
 
 /// Events after `since` once `done` holds, re-read after a short pause so
 /// that late duplicates would show up too.
@@ -55,7 +63,7 @@ fn event_records_have_all_fields() {
         .as_str()
         .expect("status node_id")
         .to_string();
-    fs::write(m.p("hello.txt"), b"hello").unwrap();
+    write(m.p("hello.txt"), b"hello");
     fs::create_dir(m.p("dir")).unwrap();
     fs::rename(m.p("hello.txt"), m.p("dir/hello.txt")).unwrap();
     settled(&m, 0, |evs| evs.iter().any(|e| e.event_type == "move"));
@@ -147,6 +155,7 @@ fn event_records_have_all_fields() {
 fn one_create_per_close_after_many_writes() {
     let m = Mounted::new();
     let base = m.last_id();
+    let quiet = no_spawns();
     let mut f = File::create(m.p("many_writes.bin")).unwrap();
     let mut expected = Vec::new();
     for i in 0..200u64 {
@@ -159,6 +168,7 @@ fn one_create_per_close_after_many_writes() {
     f.write_all(b"MIDDLE").unwrap();
     expected[1000..1006].copy_from_slice(b"MIDDLE");
     drop(f);
+    drop(quiet);
     let hash = sha512_hex(&expected);
 
     let evs = settled(&m, base, |evs| {
@@ -199,7 +209,7 @@ fn one_create_per_close_after_many_writes() {
 #[test]
 fn modify_on_rewrite_and_nothing_on_read() {
     let m = Mounted::new();
-    fs::write(m.p("f"), b"one").unwrap();
+    write(m.p("f"), b"one");
     let base = settled(&m, 0, |evs| evs.iter().any(|e| e.file_path == "f"))
         .last()
         .unwrap()
@@ -222,10 +232,12 @@ fn modify_on_rewrite_and_nothing_on_read() {
     );
 
     // A rewrite in place: one modify.
+    let quiet = no_spawns();
     let f = OpenOptions::new().write(true).open(m.p("f")).unwrap();
     f.write_all_at(b"O", 0).unwrap();
     f.write_all_at(b"N", 1).unwrap();
     drop(f);
+    drop(quiet);
     let hash = sha512_hex(b"ONe");
     let evs = settled(&m, base, |evs| {
         evs.iter().any(|e| e.file_hash.as_deref() == Some(&hash))
@@ -242,7 +254,7 @@ fn modify_on_rewrite_and_nothing_on_read() {
 
     // O_TRUNC rewrite of an existing file is a modify, not a create.
     let base = evs[0].id;
-    fs::write(m.p("f"), b"completely new").unwrap();
+    write(m.p("f"), b"completely new");
     let evs = settled(&m, base, |evs| !evs.is_empty());
     assert_eq!(evs.len(), 1, "{}", show(&evs));
     assert_eq!(evs[0].event_type, "modify");
@@ -253,7 +265,7 @@ fn modify_on_rewrite_and_nothing_on_read() {
 fn delete_event() {
     let m = Mounted::new();
     fs::create_dir(m.p("sub")).unwrap();
-    fs::write(m.p("sub/doomed"), b"x").unwrap();
+    write(m.p("sub/doomed"), b"x");
     let base = settled(&m, 0, |evs| evs.iter().any(|e| e.file_path == "sub/doomed"))
         .last()
         .unwrap()
@@ -272,8 +284,8 @@ fn delete_event() {
 fn move_events_carry_src_path() {
     let m = Mounted::new();
     fs::create_dir(m.p("sub")).unwrap();
-    fs::write(m.p("a"), b"aaa").unwrap();
-    fs::write(m.p("target"), b"old target").unwrap();
+    write(m.p("a"), b"aaa");
+    write(m.p("target"), b"old target");
     let base = settled(&m, 0, |evs| evs.iter().any(|e| e.file_path == "target"))
         .last()
         .unwrap()
@@ -310,13 +322,12 @@ fn folder_rename_is_one_move_event() {
     let m = Mounted::new();
     fs::create_dir_all(m.p("photos/2024/summer")).unwrap();
     for i in 0..20 {
-        fs::write(
+        write(
             m.p(&format!("photos/2024/summer/img{i}.jpg")),
             pattern(i, 1000),
-        )
-        .unwrap();
+        );
     }
-    fs::write(m.p("photos/readme"), b"r").unwrap();
+    write(m.p("photos/readme"), b"r");
     let base = settled(&m, 0, |evs| {
         evs.iter().any(|e| e.file_path == "photos/readme")
     })
@@ -338,7 +349,15 @@ fn folder_rename_is_one_move_event() {
 
     // Later changes inside use the new path.
     let base = evs[0].id;
-    fs::write(m.p("pictures/2024/summer/img0.jpg"), b"edited").unwrap();
+    {
+        // In place (no O_TRUNC), so this checks the path, not truncation.
+        let _quiet = no_spawns();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(m.p("pictures/2024/summer/img0.jpg"))
+            .unwrap();
+        f.write_all_at(b"edited", 0).unwrap();
+    }
     let evs = settled(&m, base, |evs| !evs.is_empty());
     assert_eq!(evs.len(), 1, "{}", show(&evs));
     assert_eq!(
@@ -354,7 +373,7 @@ fn mkdir_rmdir_symlink_setattr_events() {
     fs::create_dir(m.p("d")).unwrap();
     fs::create_dir(m.p("d/e")).unwrap();
     symlink("../x", m.p("d/link")).unwrap();
-    fs::write(m.p("file"), b"f").unwrap();
+    write(m.p("file"), b"f");
     fs::set_permissions(m.p("file"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_dir(m.p("d/e")).unwrap();
     let evs = settled(&m, base, |evs| evs.iter().any(|e| e.event_type == "rmdir"));
@@ -407,7 +426,7 @@ fn ignored_names_work_but_make_no_events() {
     for (i, name) in IGNORED.iter().enumerate() {
         let p = m.p(name);
         let data = pattern(i as u64, 10_000 + i);
-        fs::write(&p, &data).unwrap();
+        write(&p, &data);
         assert_eq!(fs::read(&p).unwrap(), data, "{name} works normally");
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"more").unwrap();
@@ -420,7 +439,7 @@ fn ignored_names_work_but_make_no_events() {
     fs::create_dir(m.p("dir.tmp")).unwrap();
     fs::remove_dir(m.p("dir.tmp")).unwrap();
     // A marker after them: once its event is in, theirs would be too.
-    fs::write(m.p("marker"), b"m").unwrap();
+    write(m.p("marker"), b"m");
     let evs = settled(&m, base, |evs| evs.iter().any(|e| e.file_path == "marker"));
     let leaked: Vec<_> = evs
         .iter()
@@ -446,7 +465,7 @@ fn ignored_names_work_but_make_no_events() {
 #[test]
 fn editor_save_through_ignored_temp_is_a_modify_of_the_target() {
     let m = Mounted::new();
-    fs::write(m.p("doc.txt"), b"version 1").unwrap();
+    write(m.p("doc.txt"), b"version 1");
     let base = settled(&m, 0, |evs| evs.iter().any(|e| e.file_path == "doc.txt"))
         .last()
         .unwrap()
@@ -489,7 +508,7 @@ fn file_hash_is_sha512_of_content() {
         ("large", pattern(3, 12 * MIB + 5)),
     ];
     for (name, data) in &files {
-        fs::write(m.p(name), data).unwrap();
+        write(m.p(name), data);
     }
     let want: Vec<(String, String)> = files
         .iter()
@@ -519,9 +538,11 @@ fn file_hash_is_sha512_of_content() {
 
     // After a modify, the new event carries the new hash.
     let base = evs.last().unwrap().id;
-    let f = OpenOptions::new().write(true).open(m.p("large")).unwrap();
-    f.write_all_at(b"changed", 7 * MIB as u64).unwrap();
-    drop(f);
+    {
+        let _quiet = no_spawns();
+        let f = OpenOptions::new().write(true).open(m.p("large")).unwrap();
+        f.write_all_at(b"changed", 7 * MIB as u64).unwrap();
+    }
     let mut data = files[2].1.clone();
     data[7 * MIB..7 * MIB + 7].copy_from_slice(b"changed");
     let h = sha512_hex(&data);
@@ -541,12 +562,12 @@ fn file_hash_is_sha512_of_content() {
 fn log_since_returns_later_events_only() {
     let m = Mounted::new();
     for i in 0..3 {
-        fs::write(m.p(&format!("f{i}")), b"x").unwrap();
+        write(m.p(&format!("f{i}")), b"x");
     }
     let all = settled(&m, 0, |evs| evs.len() >= 3);
     let n = all.last().unwrap().id;
-    fs::write(m.p("later1"), b"1").unwrap();
-    fs::write(m.p("later2"), b"2").unwrap();
+    write(m.p("later1"), b"1");
+    write(m.p("later2"), b"2");
     let later = settled(&m, n, |evs| evs.len() >= 2);
     assert!(
         later.iter().all(|e| e.id > n),
@@ -569,7 +590,7 @@ fn log_since_returns_later_events_only() {
 #[test]
 fn log_works_while_unmounted() {
     let m = Mounted::new();
-    fs::write(m.p("a"), b"a").unwrap();
+    write(m.p("a"), b"a");
     fs::rename(m.p("a"), m.p("b")).unwrap();
     fs::remove_file(m.p("b")).unwrap();
     let mounted = settled(&m, 0, |evs| evs.iter().any(|e| e.event_type == "delete"));
@@ -601,4 +622,32 @@ fn log_works_while_unmounted() {
         mounted.iter().map(key).collect::<Vec<_>>(),
         "log after remount"
     );
+}
+
+/// A process spawned while a file is open for writing closes its inherited
+/// copy of the descriptor at exec, which the kernel reports as a FUSE FLUSH.
+/// That is not the writer's close: the file still gets one event, with the
+/// content of the real close.
+#[test]
+fn spawning_a_process_while_writing_is_not_a_close() {
+    let m = Mounted::new();
+    let base = m.last_id();
+    let mut f = File::create(m.p("spawned.bin")).unwrap();
+    f.write_all(b"first half, ").unwrap();
+    crate::harness::run_cmd(&mut std::process::Command::new("true"), WAIT).expect_ok();
+    f.write_all(b"second half").unwrap();
+    drop(f);
+    let hash = sha512_hex(b"first half, second half");
+    let evs = settled(&m, base, |evs| {
+        evs.iter().any(|e| e.file_hash.as_deref() == Some(&hash))
+    });
+    let mine = for_path(&evs, "spawned.bin");
+    assert_eq!(
+        mine.len(),
+        1,
+        "one close, one event; a spawn meanwhile must not commit a partial version:\n{}",
+        show(&evs)
+    );
+    assert_eq!(mine[0].event_type, "create");
+    assert_eq!(mine[0].size, Some(23));
 }

@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,20 @@ impl fmt::Display for CmdOut {
     }
 }
 
+/// The kernel sends FUSE FLUSH whenever *any* descriptor of an open file is
+/// closed, including the copies a spawned child closes at exec (O_CLOEXEC).
+/// So a process spawned by one test thread "closes" every file the other
+/// test threads have open at that moment. Sections that must see only their
+/// own closes hold `no_spawns()`; `run_cmd` waits for them before spawning.
+/// The spawn case itself is tested explicitly (events.rs, durability.rs).
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+/// Holds off process spawns (by `run_cmd`) from all test threads while alive.
+/// Never call `run_cmd` (or a `Mounted` helper that runs `latus`) while holding it.
+pub fn no_spawns() -> RwLockReadGuard<'static, ()> {
+    SPAWN_GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs a command to completion with a timeout. Output goes to anonymous temp
 /// files rather than pipes: a daemon that inherits them must not make us wait.
 pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> CmdOut {
@@ -79,9 +93,10 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> CmdOut {
     cmd.stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
         .stderr(err.try_clone().expect("dup"));
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+    let gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
+    let spawned = cmd.spawn();
+    drop(gate);
+    let mut child = spawned.unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
@@ -228,7 +243,11 @@ impl Mounted {
     /// Kills the daemon with SIGKILL and waits until it is gone. The kernel
     /// mount stays behind, dead ("transport endpoint is not connected").
     pub fn kill9(&self) {
-        let pid = self.daemon_pid();
+        // No `latus status` here: callers may hold `no_spawns()`.
+        let cached = *self.pid.lock().unwrap();
+        let pid = cached
+            .or_else(|| self.pid_file())
+            .expect("daemon pid unknown (no status pid at mount, no HOME/daemon.pid)");
         // SAFETY: plain syscall on a pid we recorded for this test's daemon.
         let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         assert_eq!(r, 0, "kill -9 {pid}: {}", io::Error::last_os_error());

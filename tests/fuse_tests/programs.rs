@@ -34,10 +34,9 @@ fn ok(m: &Mounted, cwd: &Path, program: &str, args: &[&str]) -> String {
 }
 
 fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
+    found && run_cmd(Command::new(program).arg("--version"), PROGRAM_TIMEOUT).ok()
 }
 
 /// Entries with their metadata; mtimes kept for files and folders only
