@@ -291,7 +291,9 @@ fn unmount(home: &Home, mountpoint: &Path) -> Result<()> {
     control::call(&home.socket_path(), &Request::Unmount, CALL_TIMEOUT)?;
     let deadline = Instant::now() + UNMOUNT_TIMEOUT;
     let mut told = false;
-    while process_alive(pid) {
+    // The main thread can be gone while others still hold the database:
+    // done means the process is gone and its home lock is free.
+    while process_alive(pid) || !daemon::home_lock_free(home) {
         if Instant::now() > deadline {
             bail!(
                 "the daemon (pid {pid}) is still flushing after {}s; see {}",

@@ -237,6 +237,17 @@ fn lock_home(home: &Home) -> Result<HomeLock, DaemonError> {
     Ok(HomeLock { _file: file })
 }
 
+/// True when no daemon holds the home (its lock can be taken).
+pub fn home_lock_free(home: &Home) -> bool {
+    match lock_home(home) {
+        Ok(lock) => {
+            drop(lock);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn block_stop_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local set; pthread_sigmask on this thread.
     unsafe {
@@ -258,7 +269,9 @@ fn worker_threads() -> usize {
 
 /// Mounts and serves until unmounted. Blocks.
 pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError> {
-    let _lock = lock_home(home)?;
+    // Held until the process is gone (the kernel drops it when the last
+    // thread exits): free home lock means the database is closed too.
+    std::mem::forget(lock_home(home)?);
     check_fuse_available()?;
     if check_mountpoint(mountpoint)? == MountpointState::Stale {
         clean_stale_mount(mountpoint)?;

@@ -127,7 +127,9 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.set_max_background(64);
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -295,7 +297,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _s = span!("open", req, ino.0);
-        match self.vfs.open(ino.0, flags.0) {
+        match self.vfs.open(ino.0, flags.0, caller(req)) {
             Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o.keep_cache)),
             Err(e) => reply.error(errno("open", ino.0, e)),
         }
@@ -347,7 +349,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _s = span!("flush", req, ino.0);
-        match self.vfs.flush(ino.0, fh.0) {
+        match self.vfs.flush(ino.0, fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", ino.0, e)),
         }

@@ -14,5 +14,6 @@ pub mod home;
 pub mod ignore;
 pub mod locks;
 pub mod meta;
+pub mod process;
 pub mod store;
 pub mod vfs;

@@ -174,6 +174,8 @@ enum HandleKind {
 struct Handle {
     ino: Ino,
     kind: HandleKind,
+    /// The thread that opened it: its process's closes commit.
+    opener: u32,
 }
 
 struct State {
@@ -674,7 +676,7 @@ impl Vfs {
         let mut records = vec![Record::PutInode(row)];
         Self::touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
-        let opened = Self::open_handle(&mut st, ino, OpenMode::from_flags(flags))?;
+        let opened = Self::open_handle(&mut st, ino, OpenMode::from_flags(flags), caller.pid)?;
         Ok((attr_of(st.tree.get(ino).expect("just created")), opened))
     }
 
@@ -977,7 +979,7 @@ impl Vfs {
 
     // ----- file handles and content -----
 
-    fn open_handle(st: &mut State, ino: Ino, mode: OpenMode) -> Result<Opened> {
+    fn open_handle(st: &mut State, ino: Ino, mode: OpenMode, opener: u32) -> Result<Opened> {
         let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
         n.open += 1;
         if mode.write {
@@ -990,6 +992,7 @@ impl Vfs {
             Handle {
                 ino,
                 kind: HandleKind::File(mode),
+                opener,
             },
         );
         Ok(Opened {
@@ -998,7 +1001,9 @@ impl Vfs {
         })
     }
 
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+    /// Opens a file. `O_TRUNC` empties it inside this handle's pending
+    /// version, so a crash before close still shows the last closed one.
+    pub fn open(&self, ino: Ino, flags: i32, caller: Caller) -> Result<Opened> {
         let mut st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
         match n.row.kind {
@@ -1006,7 +1011,20 @@ impl Vfs {
             Kind::Symlink => return Err(VfsError::Invalid("open of a symlink")),
             Kind::File => {}
         }
-        Self::open_handle(&mut st, ino, OpenMode::from_flags(flags))
+        let mode = OpenMode::from_flags(flags);
+        if mode.write && flags & libc::O_TRUNC != 0 {
+            let n = st.tree.get_mut(ino).expect("checked");
+            ensure_staging(&self.store, n, Some(0))?;
+            let s = n.staging.as_mut().expect("staging ensured");
+            if s.size != 0 {
+                s.file.set_len(0)?;
+                s.size = 0;
+            }
+            let now = now_nanos();
+            s.mtime = now;
+            s.ctime = now;
+        }
+        Self::open_handle(&mut st, ino, mode, caller.pid)
     }
 
     fn file_mode(st: &State, fh: u64, ino: Ino) -> Result<OpenMode> {
@@ -1014,6 +1032,7 @@ impl Vfs {
             Some(Handle {
                 ino: i,
                 kind: HandleKind::File(m),
+                ..
             }) if *i == ino => Ok(*m),
             _ => Err(VfsError::BadHandle(fh)),
         }
@@ -1064,15 +1083,16 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// close(2): a writer's close commits what it wrote. A close that wrote
-    /// nothing (a dup'ed descriptor, `touch`) leaves the event to release,
-    /// so a file gets one `create` carrying its content, not an empty one
-    /// first.
-    pub fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+    /// close(2) by `pid`: the opening process's close commits what was
+    /// written. Closes of inherited copies (a forked child closing its
+    /// descriptors) and closes with nothing written commit nothing; the
+    /// final release does, so a file gets one event per real close.
+    pub fn flush(&self, ino: Ino, fh: u64, pid: u32) -> Result<()> {
         let mut st = lock(&self.state);
         let mode = Self::file_mode(&st, fh, ino)?;
+        let opener = st.handles.get(&fh).map_or(pid, |h| h.opener);
         let staged = st.tree.get(ino).is_some_and(|n| n.staging.is_some());
-        if mode.write && staged {
+        if mode.write && staged && crate::process::same_process(pid, opener) {
             self.commit(&mut st, ino)?;
         }
         Ok(())
@@ -1236,6 +1256,7 @@ impl Vfs {
             Handle {
                 ino,
                 kind: HandleKind::Dir(Arc::new(entries)),
+                opener: 0,
             },
         );
         Ok(fh)

@@ -60,13 +60,13 @@ impl Node {
             .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY, ME)
             .unwrap();
         self.vfs.write(a.ino, o.fh, 0, data).unwrap();
-        self.vfs.flush(a.ino, o.fh).unwrap();
+        self.vfs.flush(a.ino, o.fh, ME.pid).unwrap();
         self.vfs.release(a.ino, o.fh).unwrap();
         a.ino
     }
 
     fn read_all(&self, ino: Ino) -> Vec<u8> {
-        let o = self.vfs.open(ino, libc::O_RDONLY).unwrap();
+        let o = self.vfs.open(ino, libc::O_RDONLY, ME).unwrap();
         let d = self.vfs.read(ino, o.fh, 0, u32::MAX).unwrap();
         self.vfs.release(ino, o.fh).unwrap();
         d
@@ -112,7 +112,7 @@ fn one_create_per_close_with_the_content_hash() {
     for i in 0..10u64 {
         n.vfs.write(a.ino, o.fh, i * 3, b"abc").unwrap();
     }
-    n.vfs.flush(a.ino, o.fh).unwrap();
+    n.vfs.flush(a.ino, o.fh, ME.pid).unwrap();
     n.vfs.release(a.ino, o.fh).unwrap();
     let evs = n.events();
     assert_eq!(types(&evs), [(EventType::Create, "a.txt".to_string())]);
@@ -135,9 +135,9 @@ fn a_close_that_wrote_nothing_adds_no_empty_version() {
         .vfs
         .create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, ME)
         .unwrap();
-    n.vfs.flush(a.ino, o.fh).unwrap(); // a dup'ed descriptor closing
+    n.vfs.flush(a.ino, o.fh, ME.pid).unwrap(); // a dup'ed descriptor closing
     n.vfs.write(a.ino, o.fh, 0, b"x").unwrap();
-    n.vfs.flush(a.ino, o.fh).unwrap();
+    n.vfs.flush(a.ino, o.fh, ME.pid).unwrap();
     n.vfs.release(a.ino, o.fh).unwrap();
     assert_eq!(types(&n.events()), [(EventType::Create, "f".to_string())]);
 }
@@ -197,7 +197,7 @@ fn folder_rename_is_one_move() {
 fn unlinked_open_file_stays_readable_until_release() {
     let n = Node::new();
     let ino = n.write_file(ROOT_INO, "f", b"keep me");
-    let o = n.vfs.open(ino, libc::O_RDONLY).unwrap();
+    let o = n.vfs.open(ino, libc::O_RDONLY, ME).unwrap();
     n.vfs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
     assert!(matches!(
         n.vfs.lookup(ROOT_INO, OsStr::new("f")),
@@ -252,7 +252,7 @@ fn posix_errors() {
 fn crash_keeps_closed_versions_and_drops_unclosed_ones() {
     let mut n = Node::new();
     let ino = n.write_file(ROOT_INO, "f", b"closed");
-    let o = n.vfs.open(ino, libc::O_RDWR).unwrap();
+    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
     n.vfs.write(ino, o.fh, 0, b"NOT CLOSED, LONGER").unwrap();
     let report = n.crash();
     assert!(report.replayed_records > 0, "{report:?}");
@@ -261,6 +261,49 @@ fn crash_keeps_closed_versions_and_drops_unclosed_ones() {
     assert_eq!(n.read_all(ino), b"closed");
     // The journal is consistent: one create, nothing for the unclosed write.
     assert_eq!(types(&n.events()), [(EventType::Create, "f".to_string())]);
+}
+
+#[test]
+fn crash_during_an_o_trunc_rewrite_keeps_the_last_closed_version() {
+    let mut n = Node::new();
+    let ino = n.write_file(ROOT_INO, "f", b"the closed version");
+    let o = n.vfs.open(ino, libc::O_WRONLY | libc::O_TRUNC, ME).unwrap();
+    assert_eq!(n.vfs.getattr(ino).unwrap().size, 0);
+    n.vfs.write(ino, o.fh, 0, b"half").unwrap();
+    n.crash();
+    let ino = n.vfs.lookup(ROOT_INO, OsStr::new("f")).unwrap().ino;
+    assert_eq!(n.read_all(ino), b"the closed version");
+}
+
+#[test]
+fn a_forked_child_closing_its_copy_commits_nothing() {
+    let n = Node::new();
+    let me = Caller {
+        pid: std::process::id(),
+        ..ME
+    };
+    let (a, o) = n
+        .vfs
+        .create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, me)
+        .unwrap();
+    n.vfs.write(a.ino, o.fh, 0, b"first half, ").unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    n.vfs.flush(a.ino, o.fh, child.id()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        n.events().is_empty(),
+        "a child's close committed a half-written version"
+    );
+    n.vfs.write(a.ino, o.fh, 12, b"second half").unwrap();
+    n.vfs.flush(a.ino, o.fh, me.pid).unwrap();
+    n.vfs.release(a.ino, o.fh).unwrap();
+    let evs = n.events();
+    assert_eq!(types(&evs), [(EventType::Create, "f".to_string())]);
+    assert_eq!(evs[0].size, 23);
 }
 
 #[test]
@@ -358,9 +401,9 @@ proptest! {
                         Ok(a) => a.ino,
                         Err(_) => n.vfs.create(ROOT_INO, OsStr::new(&nm), 0o644, libc::O_WRONLY, ME).map(|(a, o)| { n.vfs.release(a.ino, o.fh).unwrap(); a.ino }).unwrap(),
                     };
-                    let o = n.vfs.open(ino, libc::O_RDWR).unwrap();
+                    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
                     n.vfs.write(ino, o.fh, offset as u64, &vec![byte; len as usize]).unwrap();
-                    n.vfs.flush(ino, o.fh).unwrap();
+                    n.vfs.flush(ino, o.fh, ME.pid).unwrap();
                     n.vfs.release(ino, o.fh).unwrap();
                     let m = model.entry(nm).or_default();
                     put(&mut m.live, offset as usize, len as usize, byte);
@@ -368,7 +411,7 @@ proptest! {
                 }
                 Op::WriteNoClose { file, byte } => {
                     if let Ok(a) = n.vfs.lookup(ROOT_INO, OsStr::new(&name(file))) {
-                        let o = n.vfs.open(a.ino, libc::O_RDWR).unwrap();
+                        let o = n.vfs.open(a.ino, libc::O_RDWR, ME).unwrap();
                         n.vfs.write(a.ino, o.fh, 0, &[byte; 10]).unwrap();
                         open.push((a.ino, o.fh));
                         put(&mut model.get_mut(&name(file)).unwrap().live, 0, 10, byte);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Mounted, is_mounted, pid_alive, wait_until};
+use crate::harness::{Mounted, is_mounted, live_threads, pid_alive, wait_until};
 
 fn assert_no_mount_no_daemon(m: &Mounted) {
     assert!(
@@ -211,11 +211,18 @@ fn unmount_stops_the_daemon_and_frees_the_folder() {
     let m = Mounted::new();
     fs::write(m.p("kept"), b"in the node, not in the folder").unwrap();
     let pid = m.daemon_pid();
-    m.unmount();
+    m.latus(&["unmount", m.mnt.to_str().unwrap()]).expect_ok();
+    // Checked the moment unmount returns: a zombie leader with a thread
+    // still exiting holds the database, and a mount now would fail.
+    let live = live_threads(pid);
     assert!(!is_mounted(&m.mnt));
+    assert_eq!(
+        live, 0,
+        "daemon {pid} still had live threads when `latus unmount` returned"
+    );
     assert!(
-        !pid_alive(pid),
-        "daemon {pid} still running after `latus unmount` returned"
+        wait_until(Duration::from_secs(10), || !pid_alive(pid)),
+        "daemon {pid} never exited"
     );
     assert_eq!(
         fs::read_dir(&m.mnt).unwrap().count(),

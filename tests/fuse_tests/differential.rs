@@ -156,7 +156,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (index(), offset(), length(), any::<u8>()).prop_map(|(file, offset, len, seed)| Op::Write { file, offset, len, seed }),
         1 => (index(), 1usize..3000, any::<u8>()).prop_map(|(file, len, seed)| Op::Append { file, len, seed }),
         2 => (index(), offset(), any::<bool>()).prop_map(|(file, size, via_fd)| Op::Truncate { file, size, via_fd }),
-        2 => (index(), index(), index(), any::<bool>()).prop_map(|(from, parent, name, noreplace)| Op::Rename { from, parent, name, noreplace }),
+        3 => (index(), index(), index(), any::<bool>()).prop_map(|(from, parent, name, noreplace)| Op::Rename { from, parent, name, noreplace }),
         1 => index().prop_map(|entry| Op::Unlink { entry }),
         2 => (index(), index()).prop_map(|(parent, name)| Op::Mkdir { parent, name }),
         1 => index().prop_map(|entry| Op::Rmdir { entry }),
@@ -167,7 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop::collection::vec(op(), 1..30),
+        prop::collection::vec(op(), 1..40),
         prop::bool::weighted(0.25),
     )
         .prop_map(|(ops, remount)| Case { ops, remount })
@@ -498,7 +498,7 @@ fn run_fixed(case: Case) {
 fn differential_against_plain_folder() {
     let m = Mounted::new();
     let r = reference();
-    let mut config = Config::with_cases(24);
+    let mut config = Config::with_cases(48);
     config.failure_persistence = None;
     config.max_shrink_iters = 300;
     config.max_shrink_time = 120_000;

@@ -484,7 +484,7 @@ fn journal_survives_kill9_and_ids_keep_increasing() {
         evs.iter().filter(|e| e.file_path.starts_with('f')).count() >= 5
     });
     m.kill9_and_remount();
-    let after = m.events();
+    let after = m.log_events();
     let key = |e: &Event| (e.id, e.event_type.clone(), e.file_path.clone());
     let before_keys: Vec<_> = before.iter().map(key).collect();
     let after_keys: Vec<_> = after.iter().map(key).take(before.len()).collect();

@@ -120,7 +120,7 @@ fn event_records_have_all_fields() {
             );
         }
     }
-    let evs = m.events();
+    let evs = m.log_events();
     for e in &evs {
         assert_eq!(
             (
@@ -576,7 +576,7 @@ fn log_since_returns_later_events_only() {
     );
     let paths: Vec<&str> = later.iter().map(|e| e.file_path.as_str()).collect();
     assert_eq!(paths, vec!["later1", "later2"], "{}", show(&later));
-    let everything = m.events();
+    let everything = m.log_events();
     assert_eq!(everything.len(), all.len() + later.len());
     let mid = all[0].id;
     assert_eq!(
@@ -604,7 +604,7 @@ fn log_works_while_unmounted() {
             e.file_hash.clone(),
         )
     };
-    let offline = m.events();
+    let offline = m.log_events();
     assert_eq!(
         offline.iter().map(key).collect::<Vec<_>>(),
         mounted.iter().map(key).collect::<Vec<_>>(),
@@ -618,7 +618,7 @@ fn log_works_while_unmounted() {
     );
     m.mount();
     assert_eq!(
-        m.events().iter().map(key).collect::<Vec<_>>(),
+        m.log_events().iter().map(key).collect::<Vec<_>>(),
         mounted.iter().map(key).collect::<Vec<_>>(),
         "log after remount"
     );

@@ -312,7 +312,7 @@ impl Mounted {
             .unwrap_or_else(|e| panic!("status PATH --json is not one JSON object ({e}): {out}"))
     }
 
-    pub fn events(&self) -> Vec<Event> {
+    pub fn log_events(&self) -> Vec<Event> {
         parse_events(&self.latus(&["log", "--json"]).expect_ok().stdout)
     }
 
@@ -328,7 +328,7 @@ impl Mounted {
 
     /// Highest event id so far (0 when the journal is empty).
     pub fn last_id(&self) -> u64 {
-        self.events().last().map_or(0, |e| e.id)
+        self.log_events().last().map_or(0, |e| e.id)
     }
 
     /// Polls `log --json --since` until `done` holds (or the timeout passes)
@@ -426,15 +426,26 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Alive and not a zombie (PID 1 here may not reap orphaned daemons).
+/// Some thread of the process is still running. A zombie thread-group leader
+/// (PID 1 here may not reap orphaned daemons) can have live threads that
+/// still hold the process's files, so every task is checked.
 pub fn pid_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
+    live_threads(pid) > 0
+}
+
+/// Threads of `pid` that are neither zombie nor dead.
+pub fn live_threads(pid: u32) -> usize {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state != 'Z' && state != 'X')
+        })
+        .count()
 }
 
 /// Guards against pid reuse: only ever signal a process running our binary.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::harness::{KIB, MIB, Mounted, check, cpath, errno, pattern};
+use crate::harness::{KIB, MIB, Mounted, check, cpath, errno, live_threads, pattern};
 
 fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
@@ -1069,8 +1069,16 @@ fn folder_with_100k_entries() {
     assert_eq!(errno(fs::metadata(d.join("f100000"))), libc::ENOENT);
     fs::remove_file(d.join("f077777")).unwrap();
     eprintln!("100k entries: created in {created:?}, listed in {listed:?}");
+    // Unmount and mount again at once, as a script would.
     let t = Instant::now();
-    m.remount();
+    let pid = m.daemon_pid();
+    m.latus(&["unmount", m.mnt.to_str().unwrap()]).expect_ok();
+    let live = live_threads(pid);
+    let out = m.try_mount();
+    assert!(
+        out.ok(),
+        "mount right after `latus unmount` returned failed; the old daemon {pid} still had {live} live thread(s) when unmount returned: {out}"
+    );
     eprintln!("100k entries: remounted in {:?}", t.elapsed());
     let t = Instant::now();
     check_listing(N - 1, Some(77_777));
