@@ -71,6 +71,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// daemon runs.
 pub struct OpenNode {
     pub config: Config,
+    pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
     pub recovery: RecoveryReport,
@@ -85,7 +86,7 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     let owner = unsafe { (libc::getuid(), libc::getgid()) };
     let (vfs, recovery) = Vfs::new(
         meta.clone(),
-        store,
+        store.clone(),
         loaded,
         config.node_id,
         config.ignore.clone(),
@@ -93,6 +94,7 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     )?;
     Ok(OpenNode {
         config,
+        store,
         meta,
         vfs,
         recovery,
@@ -280,6 +282,7 @@ pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError>
     }
     let started = Instant::now();
     let node = open_node(home)?;
+    node.store.start_spare_maker();
     if !node.recovery.is_clean() {
         tracing::warn!(report = ?node.recovery, "recovered after an unclean stop");
     }

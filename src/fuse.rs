@@ -17,10 +17,11 @@ use fuser::{
 use crate::meta::{Kind, Nanos};
 use crate::vfs::{Attr, Caller, SetAttr, TimeSet, Vfs, VfsError};
 
-/// How long the kernel may cache attributes and names. Every change goes
-/// through this mount, so the kernel's view only goes stale when remote
-/// changes arrive, and those invalidate explicitly.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and names, found or missing.
+/// Every change goes through this mount, so the kernel's view cannot go
+/// stale; changes that arrive from elsewhere (sync) must invalidate it
+/// explicitly through the session's notifier.
+const TTL: Duration = Duration::from_secs(60);
 const MAX_WRITE: u32 = 1 << 20;
 
 pub struct FuseAdapter {
@@ -83,6 +84,23 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+fn negative_entry() -> FileAttr {
+    let mut a = file_attr(&Attr {
+        ino: 0,
+        kind: Kind::File,
+        size: 0,
+        atime: 0,
+        mtime: 0,
+        ctime: 0,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+    });
+    a.ino = INodeNo(0);
+    a
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -127,9 +145,13 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.set_max_background(64);
+        // Writeback caching: the kernel gathers small writes into large
+        // ones and resolves O_APPEND offsets; everything reaches the daemon
+        // before FLUSH, so close still commits complete versions.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_WRITEBACK_CACHE;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -138,6 +160,8 @@ impl Filesystem for FuseAdapter {
         let _s = span!("lookup", req, parent.0);
         match self.vfs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            // A reply with inode 0 lets the kernel cache the miss.
+            Err(VfsError::NotFound) => reply.entry(&TTL, &negative_entry(), Generation(0)),
             Err(e) => reply.error(errno("lookup", parent.0, e)),
         }
     }

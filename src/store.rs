@@ -11,7 +11,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::mpsc::{Receiver, sync_channel};
+
 use thiserror::Error;
+
+use crate::locks::{Mutex, lock};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -29,9 +33,16 @@ impl StoreError {
 
 pub type ObjectId = String;
 
+/// How many empty objects the spare maker keeps ready.
+const SPARES: usize = 128;
+
+/// Creating a file costs an inode allocation and a directory update; a
+/// background thread does that ahead of time, off the request path, in
+/// `spare/` (renamed into place when used; emptied at open).
 #[derive(Debug)]
 pub struct ContentStore {
     dir: PathBuf,
+    spares: Mutex<Option<Receiver<(ObjectId, File)>>>,
 }
 
 impl ContentStore {
@@ -41,7 +52,59 @@ impl ContentStore {
             let d = dir.join(format!("{shard:02x}"));
             fs::create_dir_all(&d).map_err(|source| StoreError::Io { path: d, source })?;
         }
-        Ok(Self { dir })
+        let spare = dir.join("spare");
+        let _ = fs::remove_dir_all(&spare);
+        fs::create_dir_all(&spare).map_err(|source| StoreError::Io {
+            path: spare.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir,
+            spares: Mutex::new(None),
+        })
+    }
+
+    /// Starts the background maker of spare objects (for the daemon; tests
+    /// and one-shot commands create objects on demand).
+    pub fn start_spare_maker(&self) {
+        let (tx, rx) = sync_channel(SPARES);
+        let spare_dir = self.dir.join("spare");
+        let spawned = std::thread::Builder::new()
+            .name("latus-spares".into())
+            .spawn(move || {
+                loop {
+                    let id = new_object_id();
+                    let made = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(spare_dir.join(&id));
+                    match made {
+                        Ok(f) => {
+                            if tx.send((id, f)).is_err() {
+                                return; // the store is gone
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not make a spare object; creating on demand");
+                            return;
+                        }
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            *lock(&self.spares) = Some(rx);
+        }
+    }
+
+    fn take_spare(&self) -> Option<(ObjectId, File)> {
+        let (id, file) = lock(&self.spares).as_ref()?.try_recv().ok()?;
+        let from = self.dir.join("spare").join(&id);
+        match fs::rename(&from, self.path(&id)) {
+            Ok(()) => Some((id, file)),
+            Err(_) => None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -62,6 +125,9 @@ impl ContentStore {
 
     /// A fresh, empty object for a version being written.
     pub fn create(&self) -> Result<(ObjectId, File), StoreError> {
+        if let Some(spare) = self.take_spare() {
+            return Ok(spare);
+        }
         let id = new_object_id();
         let file = OpenOptions::new()
             .read(true)

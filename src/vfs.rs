@@ -40,6 +40,9 @@ use tree::{Node, Staging, Tree};
 const INLINE_HASH_LIMIT: u64 = 1 << 20;
 const MAX_NAME: usize = 255;
 const MAX_XATTR_VALUE: usize = 64 << 10;
+/// Modification-time changes smaller than this are the kernel's own
+/// bookkeeping (see `setattr`), journaled without an event.
+const MTIME_NOISE: Nanos = 2_000_000_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -103,11 +106,11 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-/// Open flags the core cares about.
+/// Open flags the core cares about. `O_APPEND` is not among them: the
+/// caller (the kernel) resolves append offsets, as it owns the file size.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenMode {
     pub write: bool,
-    pub append: bool,
 }
 
 impl OpenMode {
@@ -115,7 +118,6 @@ impl OpenMode {
         let acc = flags & libc::O_ACCMODE;
         Self {
             write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
-            append: flags & libc::O_APPEND != 0,
         }
     }
 }
@@ -554,15 +556,15 @@ impl Vfs {
         let mut changed_meta = false;
         if let Some(m) = set.mode {
             row.mode = m & 0o7777;
-            changed_meta = true;
+            changed_meta |= row.mode != node.row.mode;
         }
         if let Some(u) = set.uid {
             row.uid = u;
-            changed_meta = true;
+            changed_meta |= row.uid != node.row.uid;
         }
         if let Some(g) = set.gid {
             row.gid = g;
-            changed_meta = true;
+            changed_meta |= row.gid != node.row.gid;
         }
         if let Some(t) = set.atime {
             row.atime = resolve(t);
@@ -572,12 +574,15 @@ impl Vfs {
             match node.staging.as_mut() {
                 Some(s) => s.mtime = v,
                 None => {
+                    // With writeback caching the kernel keeps its own write
+                    // times and flushes them later: a nudge of less than
+                    // MTIME_NOISE is that, not a user's change worth an event.
+                    changed_meta |= (v - row.mtime).abs() >= MTIME_NOISE;
                     row.mtime = v;
-                    changed_meta = true;
                 }
             }
         }
-        if changed_meta {
+        if changed_meta || set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
             row.ctime = now;
         }
         let dirty = node.staging.is_some();
@@ -1074,9 +1079,8 @@ impl Vfs {
         let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
         ensure_staging(&self.store, n, None)?;
         let s = n.staging.as_mut().expect("staging ensured");
-        let off = if mode.append { s.size } else { offset };
-        s.file.write_all_at(data, off)?;
-        s.size = s.size.max(off + data.len() as u64);
+        s.file.write_all_at(data, offset)?;
+        s.size = s.size.max(offset + data.len() as u64);
         let now = now_nanos();
         s.mtime = now;
         s.ctime = now;
