@@ -48,6 +48,10 @@ struct Options {
     /// Take the tree's top-level entries, in name order, until they add up to this many MiB
     #[arg(long, default_value_t = 60)]
     tree_mib: u64,
+    /// Rounds of the whole sequence, alternating which root goes first;
+    /// the table shows each workload's median
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
@@ -62,9 +66,23 @@ fn main() -> Result<()> {
 
     let plain = work.path().join("plain");
     fs::create_dir(&plain)?;
-    let mount = LatusMount::start(&latus, &work.path().join("home"), &work.path().join("mnt"))?;
+    // The filesystem alone (offline: changes queue, nothing uploads), and
+    // the product as used (uploading to the embedded cloud meanwhile).
+    let offline = LatusMount::start(
+        &latus,
+        &work.path().join("home-offline"),
+        &work.path().join("mnt-offline"),
+        true,
+    )?;
+    let mount = LatusMount::start(
+        &latus,
+        &work.path().join("home"),
+        &work.path().join("mnt"),
+        false,
+    )?;
     let roots = [
         Root::new("plain", plain),
+        Root::new("offline", offline.mountpoint.clone()),
         Root::new("latus", mount.mountpoint.clone()),
     ];
 
@@ -77,8 +95,9 @@ fn main() -> Result<()> {
     println!();
 
     let workloads = workloads(&options, &tarball, cold_cache);
-    let rows = run_all(&workloads, &roots);
+    let rows = run_all(&workloads, &roots, options.rounds);
     drop(mount);
+    drop(offline);
 
     print_table(&roots, &rows);
     print_json(&options, &tarball, cold_cache, &roots, &rows);
@@ -140,7 +159,7 @@ struct LatusMount {
 }
 
 impl LatusMount {
-    fn start(latus: &Path, home: &Path, mountpoint: &Path) -> Result<Self> {
+    fn start(latus: &Path, home: &Path, mountpoint: &Path, offline: bool) -> Result<Self> {
         fs::create_dir_all(mountpoint)?;
         let mount = Self {
             latus: latus.to_owned(),
@@ -148,22 +167,26 @@ impl LatusMount {
             mountpoint: mountpoint.to_owned(),
         };
         run(mount.command().arg("init"))?;
-        run(mount.command().arg("mount").arg(mountpoint))
-            .and_then(|()| {
-                ensure!(
-                    is_mounted(mountpoint)?,
-                    "`latus mount` returned but {} is not a mount point",
-                    mountpoint.display()
-                );
-                Ok(())
-            })
-            .with_context(|| {
-                format!(
-                    "mounting latus at {} failed; {}",
-                    mountpoint.display(),
-                    mount.daemon_log_tail()
-                )
-            })?;
+        run(mount
+            .command()
+            .arg("mount")
+            .arg(mountpoint)
+            .args(offline.then_some("--offline")))
+        .and_then(|()| {
+            ensure!(
+                is_mounted(mountpoint)?,
+                "`latus mount` returned but {} is not a mount point",
+                mountpoint.display()
+            );
+            Ok(())
+        })
+        .with_context(|| {
+            format!(
+                "mounting latus at {} failed; {}",
+                mountpoint.display(),
+                mount.daemon_log_tail()
+            )
+        })?;
         Ok(mount)
     }
 
@@ -578,6 +601,9 @@ fn small_file(root: &Path, index: usize) -> PathBuf {
 }
 
 fn extract(tarball: &Path, dest: &Path) -> Result<Sample> {
+    if dest.exists() {
+        fs::remove_dir_all(dest)?; // an earlier round's
+    }
     fs::create_dir(dest)?;
     let start = Instant::now();
     let mut tar = Command::new("tar");
@@ -639,21 +665,48 @@ fn drop_caches() -> Result<()> {
     fs::write("/proc/sys/vm/drop_caches", "3").context("dropping the page cache")
 }
 
-fn run_all(workloads: &[Workload], roots: &[Root]) -> Vec<Row> {
-    let mut rows: Vec<Row> = workloads
-        .iter()
-        .map(|workload| Row {
-            name: workload.name.clone(),
-            unit: workload.unit,
-            values: Vec::new(),
-        })
-        .collect();
-    for root in roots {
-        for (workload, row) in workloads.iter().zip(&mut rows) {
-            row.values.push(workload.measure(root));
+/// Runs every workload in every root, `rounds` times, alternating the
+/// order of the roots between rounds (a noisy machine favours neither), and
+/// keeps each workload's median per root.
+fn run_all(workloads: &[Workload], roots: &[Root], rounds: usize) -> Vec<Row> {
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); roots.len()]; workloads.len()];
+    let mut failures: Vec<Vec<Option<String>>> = vec![vec![None; roots.len()]; workloads.len()];
+    for round in 0..rounds.max(1) {
+        let mut order: Vec<usize> = (0..roots.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for r in order {
+            for (w, workload) in workloads.iter().enumerate() {
+                match workload.measure(&roots[r]) {
+                    Ok(v) => samples[w][r].push(v),
+                    Err(e) => failures[w][r] = Some(e),
+                }
+            }
         }
     }
-    rows
+    workloads
+        .iter()
+        .enumerate()
+        .map(|(w, workload)| Row {
+            name: workload.name.clone(),
+            unit: workload.unit,
+            values: (0..roots.len())
+                .map(|r| {
+                    median(&mut samples[w][r])
+                        .ok_or_else(|| failures[w][r].clone().unwrap_or_default())
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    Some(values[values.len() / 2])
 }
 
 /// One workload's results, one value per root in the order of the roots.

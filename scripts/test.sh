@@ -42,14 +42,29 @@ ensure_command rsync rsync
 # in server_pids (e.g. `minio server "$dir" & server_pids+=($!)`), then export
 # the variables the tests read (AWS_ENDPOINT_URL, ...). The trap stops them.
 server_pids=()
+# Whether PID runs (a zombie does not: servers started by a helper script are
+# not our children, and nothing may reap them).
+running() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $stat != Z* ]]
+}
 stop_servers() {
     local pid
     for pid in "${server_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            running "$pid" || break
+            sleep 0.1
+        done
     done
 }
 trap stop_servers EXIT
+
+step "local S3 + DynamoDB server (moto, for the aws backend's tests)"
+cloud_env=$(scripts/local-cloud.sh start target/local-cloud) || die "the local cloud server did not start"
+eval "$cloud_env"
+server_pids+=("$LATUS_LOCAL_CLOUD_PID")
 
 step "mount helper scripts"
 scripts/test-mount-helpers.sh

@@ -17,6 +17,8 @@ use crate::event::Event;
 use crate::home::Home;
 use crate::meta::Meta;
 use crate::store::ContentStore;
+use crate::sync::Volume;
+use std::os::unix::fs::OpenOptionsExt;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +59,10 @@ pub enum Cmd {
         /// Serve in this process instead of starting a background daemon.
         #[arg(long)]
         foreground: bool,
+        /// Do not contact the cloud: changes are journaled and queued, and
+        /// published by a later mount without this flag.
+        #[arg(long)]
+        offline: bool,
     },
     /// Flush, unmount and stop the daemon.
     Unmount { mountpoint: PathBuf },
@@ -66,6 +72,20 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Publish everything committed and read the whole event log.
+    Sync {
+        /// Wait until done (non-zero exit with the reason if the cloud cannot be reached).
+        #[arg(long)]
+        wait: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// The volume key: export it to join other nodes, or show its fingerprint.
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
     /// The event journal, oldest first.
     Log {
         #[arg(long)]
@@ -74,6 +94,15 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Write the key file (JSON: format version, key, fingerprint, created). Keep it safe:
+    /// it opens every file of the volume.
+    Export { file: PathBuf },
+    /// Print the key's fingerprint (compare it between nodes).
+    Fingerprint,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -87,10 +116,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Mount {
             mountpoint,
             foreground,
-        } => mount(&home, &mountpoint, foreground),
+            offline,
+        } => mount(&home, &mountpoint, foreground, offline),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
         Cmd::Log { json, since } => log(&home, since, json),
+        Cmd::Sync { wait, timeout } => sync(&home, wait, timeout),
+        Cmd::Key { command } => key(&home, command),
     }
 }
 
@@ -110,14 +142,123 @@ fn init(
     name: Option<String>,
     key_file: Option<&Path>,
 ) -> Result<()> {
+    init_node(home, cloud, name, key_file)
+}
+
+/// Creates the node and joins (or creates) its volume. A volume that
+/// refuses the key undoes the node: nothing half-made is left behind.
+fn init_node(
+    home: &Home,
+    cloud: Option<String>,
+    name: Option<String>,
+    key_file: Option<&Path>,
+) -> Result<()> {
+    if let Some(url) = &cloud {
+        crate::cloud::CloudUrl::parse(url)?;
+    }
+    let existed = home.root().exists();
     let cfg = home.init(name, cloud, key_file)?;
-    println!(
-        "initialised node {} ({}) in {}",
-        cfg.node_name,
-        cfg.node_id,
-        home.root().display()
-    );
-    println!("cloud: {}", cfg.cloud);
+    let key = crate::home::load_key(home)?;
+    match Volume::open(&cfg.cloud, &key, true) {
+        Ok((volume, created)) => {
+            println!(
+                "initialised node {} ({}) in {}",
+                cfg.node_name,
+                cfg.node_id,
+                home.root().display()
+            );
+            for line in created {
+                println!("{line}");
+            }
+            println!("cloud: {} (volume {})", cfg.cloud, volume.id);
+            println!("key fingerprint: {}", volume.keys.fingerprint());
+            Ok(())
+        }
+        Err(e) => {
+            let undo = if existed {
+                std::fs::remove_file(home.config_path())
+            } else {
+                std::fs::remove_dir_all(home.root())
+            };
+            if let Err(u) = undo {
+                eprintln!(
+                    "latus: could not undo the partial init in {}: {u}",
+                    home.root().display()
+                );
+            }
+            Err(e).context("the node was not created")
+        }
+    }
+}
+
+fn key(home: &Home, cmd: KeyCmd) -> Result<()> {
+    let cfg = home.load_config()?;
+    let key = crate::home::load_key(home)?;
+    match cmd {
+        KeyCmd::Fingerprint => {
+            println!("{}", crate::crypto::Keys::derive(&key).fingerprint());
+        }
+        KeyCmd::Export { file } => {
+            let kf = crate::crypto::KeyFile::new(&key, cfg.created);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| {
+                    format!(
+                        "create {} (an existing file is never overwritten)",
+                        file.display()
+                    )
+                })?;
+            f.write_all(&serde_json::to_vec_pretty(&kf)?)?;
+            f.sync_all()?;
+            println!(
+                "wrote the volume key to {} (fingerprint {}); anyone with this file can read the volume",
+                file.display(),
+                kf.fingerprint
+            );
+        }
+    }
+    Ok(())
+}
+
+fn sync(home: &Home, wait: bool, timeout: u64) -> Result<()> {
+    let req = Request::SyncWait {
+        timeout_secs: if wait { timeout } else { 0 },
+    };
+    let call_timeout = Duration::from_secs(timeout + 30);
+    let status = match control::call(&home.socket_path(), &req, call_timeout) {
+        Ok(v) => v,
+        Err(ControlError::NotRunning { .. }) => {
+            // Not mounted: publish from this process.
+            let node = daemon::open_node(home)?;
+            let volume = daemon::open_volume(&node)?;
+            let uploader = daemon::start_uploader(&node, volume);
+            let result = uploader.wait_idle(Duration::from_secs(if wait { timeout } else { 0 }));
+            uploader.stop();
+            node.vfs.shutdown()?;
+            match result {
+                Ok(st) => serde_json::to_value(st)?,
+                Err(e) if !wait => {
+                    serde_json::json!({ "published_events": 0, "log_seen": 0, "note": e })
+                }
+                Err(e) => bail!("sync incomplete: {e}"),
+            }
+        }
+        Err(ControlError::Daemon(e)) if !wait => {
+            serde_json::json!({ "published_events": 0, "log_seen": 0, "note": e })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if wait {
+        println!(
+            "in sync: {} events published, log read up to {}",
+            status["published_events"], status["log_seen"]
+        );
+    } else {
+        println!("sync started in the background");
+    }
     Ok(())
 }
 
@@ -125,16 +266,10 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
 }
 
-fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
+fn mount(home: &Home, mountpoint: &Path, foreground: bool, offline: bool) -> Result<()> {
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
-        let cfg = home.init(None, None, None)?;
-        println!(
-            "initialised node {} ({}) in {}",
-            cfg.node_name,
-            cfg.node_id,
-            home.root().display()
-        );
+        init_node(home, None, None, None)?;
     }
     if let Ok(v) = control::call(
         &home.socket_path(),
@@ -151,7 +286,7 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
     let state = daemon::check_mountpoint(&mountpoint)?;
     if foreground {
         crate::cli::init_tracing_once();
-        return Ok(daemon::run_foreground(home, &mountpoint)?);
+        return Ok(daemon::run_foreground(home, &mountpoint, offline)?);
     }
     if state == MountpointState::Stale {
         println!(
@@ -159,11 +294,11 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool) -> Result<()> {
             mountpoint.display()
         );
     }
-    spawn_daemon(home, &mountpoint)
+    spawn_daemon(home, &mountpoint, offline)
 }
 
 /// Starts `latus mount --foreground` detached and waits until it answers.
-fn spawn_daemon(home: &Home, mountpoint: &Path) -> Result<()> {
+fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool) -> Result<()> {
     let log_path = home.log_path();
     let mut log = OpenOptions::new()
         .create(true)
@@ -178,6 +313,7 @@ fn spawn_daemon(home: &Home, mountpoint: &Path) -> Result<()> {
         .arg("mount")
         .arg(mountpoint)
         .arg("--foreground")
+        .args(offline.then_some("--offline"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);

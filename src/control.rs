@@ -16,6 +16,7 @@ pub enum Request {
     Status,
     PathStatus { path: String },
     Log { since: u64, limit: usize },
+    SyncWait { timeout_secs: u64 },
     Unmount,
 }
 

@@ -18,6 +18,7 @@ use crate::home::{Config, Home, HomeError};
 use crate::locks::{Mutex, lock};
 use crate::meta::{Meta, MetaError};
 use crate::store::{ContentStore, StoreError};
+use crate::sync::{Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{RecoveryReport, Vfs, VfsError};
 
 #[derive(Debug, Error)]
@@ -60,6 +61,8 @@ pub enum DaemonError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -71,6 +74,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// daemon runs.
 pub struct OpenNode {
     pub config: Config,
+    pub key: [u8; 32],
     pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
@@ -79,6 +83,7 @@ pub struct OpenNode {
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     let config = home.load_config()?;
+    let key = crate::home::load_key(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
     let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
     let meta = Arc::new(meta);
@@ -94,11 +99,54 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     )?;
     Ok(OpenNode {
         config,
+        key,
         store,
         meta,
         vfs,
         recovery,
     })
+}
+
+/// Opens the node's volume to check its key. A cloud that does not answer
+/// is no reason to refuse: the node works offline and publishes later. A
+/// key that does not match is.
+pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> {
+    let embedded = node.config.cloud.starts_with("dir:");
+    match Volume::open(&node.config.cloud, &node.key, embedded) {
+        Ok((v, created)) => {
+            for line in created {
+                tracing::info!("{line}");
+            }
+            Ok(Some(Arc::new(v)))
+        }
+        Err(VolumeError::Cloud(e)) if e.is_retryable() => {
+            tracing::warn!(error = %e, "the cloud is not answering; working offline, publishing when it is back");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Connects the node to its volume: the uploader publishes, the fetcher
+/// brings back content whose local copy is gone.
+pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader {
+    let handle = Arc::new(VolumeHandle::new(
+        node.config.cloud.clone(),
+        node.key,
+        volume,
+    ));
+    node.vfs.set_content_source(Arc::new(Fetcher::new(
+        node.meta.clone(),
+        node.store.clone(),
+        handle.clone(),
+    )));
+    Uploader::start(
+        node.vfs.clone(),
+        node.meta.clone(),
+        node.store.clone(),
+        node.config.clone(),
+        handle,
+    )
 }
 
 /// What is at the mountpoint now.
@@ -270,7 +318,7 @@ fn worker_threads() -> usize {
 }
 
 /// Mounts and serves until unmounted. Blocks.
-pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError> {
+pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(), DaemonError> {
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
@@ -282,6 +330,12 @@ pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError>
     }
     let started = Instant::now();
     let node = open_node(home)?;
+    let volume = if offline {
+        tracing::info!("mounted offline: changes are queued and published by a later mount");
+        None
+    } else {
+        open_volume(&node)?
+    };
     node.store.start_spare_maker();
     if !node.recovery.is_clean() {
         tracing::warn!(report = ?node.recovery, "recovered after an unclean stop");
@@ -319,7 +373,9 @@ pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError>
     let socket = home.socket_path();
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(io(socket.display().to_string()))?;
+    let uploader = (!offline).then(|| Arc::new(start_uploader(&node, volume)));
     let ctx = Arc::new(StatusContext {
+        uploader: uploader.clone(),
         vfs: node.vfs.clone(),
         config: node.config.clone(),
         mountpoint: mountpoint.to_path_buf(),
@@ -353,6 +409,9 @@ pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError>
     let served = session.run();
     tracing::info!("filesystem session ended; flushing");
     let _ = fs::remove_file(&socket);
+    if let Some(u) = &uploader {
+        u.stop();
+    }
     let shutdown = node.vfs.shutdown();
     stop.store(true, Ordering::Release);
     node.meta.wake_committer();
@@ -369,6 +428,8 @@ pub fn run_foreground(home: &Home, mountpoint: &Path) -> Result<(), DaemonError>
 }
 
 struct StatusContext {
+    /// None when mounted `--offline`.
+    uploader: Option<Arc<Uploader>>,
     vfs: Arc<Vfs>,
     config: Config,
     mountpoint: PathBuf,
@@ -387,6 +448,8 @@ pub struct DaemonStatus {
     pub counts: crate::vfs::Counts,
     pub uptime_secs: u64,
     pub recovered: RecoveryReport,
+    pub queue: crate::sync::UploaderStatus,
+    pub offline: bool,
 }
 
 fn handle(
@@ -404,7 +467,22 @@ fn handle(
             counts: ctx.vfs.counts(),
             uptime_secs: ctx.started.elapsed().as_secs(),
             recovered: ctx.recovery.clone(),
+            queue: ctx
+                .uploader
+                .as_ref()
+                .map(|u| u.status())
+                .unwrap_or_default(),
+            offline: ctx.uploader.is_none(),
         }),
+        Request::SyncWait { timeout_secs } => match &ctx.uploader {
+            None => Response::err(
+                "mounted with --offline: nothing is published until a mount without it",
+            ),
+            Some(u) => match u.wait_idle(std::time::Duration::from_secs(timeout_secs)) {
+                Ok(st) => Response::ok(st),
+                Err(e) => Response::err(format!("sync incomplete: {e}")),
+            },
+        },
         Request::PathStatus { path } => match ctx.vfs.path_status(&path) {
             Ok(s) => Response::ok(s),
             Err(e) => Response::err(format!("{path}: {e}")),

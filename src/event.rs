@@ -65,3 +65,11 @@ impl EventType {
         matches!(self, EventType::Create | EventType::Modify)
     }
 }
+
+/// One chunk of a published version: its object name (keyed hash of the
+/// plaintext) and plaintext size. The list, in order, is the content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub name: String,
+    pub size: u64,
+}

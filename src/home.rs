@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::ignore::IgnoreRules;
 
-pub const KEY_LEN: usize = 32;
+pub use crate::crypto::KEY_LEN;
 
 #[derive(Debug, Error)]
 pub enum HomeError {
@@ -205,37 +205,28 @@ fn random_key() -> Result<Vec<u8>, HomeError> {
     Ok(key)
 }
 
-/// Accepts the exported JSON key file (`{"key": "<hex>", ...}`) or 32 raw bytes.
+/// Accepts the exported key file (`latus key export`) or 32 raw bytes.
 fn read_key_file(path: &Path) -> Result<Vec<u8>, HomeError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    let bad = |reason: &str| HomeError::BadKey {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
     if bytes.len() == KEY_LEN {
         return Ok(bytes);
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| bad("neither JSON nor 32 raw bytes"))?;
-    let hex = v
-        .get("key")
-        .and_then(|k| k.as_str())
-        .ok_or_else(|| bad("no \"key\" field"))?;
-    let key = decode_hex(hex).ok_or_else(|| bad("\"key\" is not hex"))?;
-    if key.len() != KEY_LEN {
-        return Err(bad("\"key\" is not 32 bytes"));
-    }
-    Ok(key)
+    crate::crypto::KeyFile::parse(&bytes)
+        .map(|k| k.to_vec())
+        .map_err(|e| HomeError::BadKey {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+/// The node's volume key.
+pub fn load_key(home: &Home) -> Result<[u8; KEY_LEN], HomeError> {
+    let path = home.key_path();
+    let bytes = fs::read(&path).map_err(io_err(&path))?;
+    bytes.try_into().map_err(|_| HomeError::BadKey {
+        path,
+        reason: "not 32 bytes".into(),
+    })
 }
 
 fn default_node_name() -> String {
@@ -278,12 +269,16 @@ mod tests {
     fn key_file_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let kf = dir.path().join("k.json");
-        fs::write(&kf, r#"{"key":"abcd"}"#).unwrap();
+        fs::write(
+            &kf,
+            r#"{"format_version":1,"key":"abcd","fingerprint":"x","created":0}"#,
+        )
+        .unwrap();
         let home = Home::new(dir.path().join("h"));
         let e = home.init(None, None, Some(&kf)).unwrap_err();
         assert!(e.to_string().contains("not 32 bytes"), "{e}");
-        let good = format!(r#"{{"key":"{}"}}"#, "ab".repeat(32));
-        fs::write(&kf, good).unwrap();
+        let good = crate::crypto::KeyFile::new(&[0xab; 32], 0);
+        fs::write(&kf, serde_json::to_vec(&good).unwrap()).unwrap();
         home.init(None, None, Some(&kf)).unwrap();
         assert_eq!(fs::read(home.key_path()).unwrap(), vec![0xab; 32]);
     }

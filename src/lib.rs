@@ -6,7 +6,9 @@
 //! content objects).
 
 pub mod cli;
+pub mod cloud;
 pub mod control;
+pub mod crypto;
 pub mod daemon;
 pub mod event;
 pub mod fuse;
@@ -16,4 +18,5 @@ pub mod locks;
 pub mod meta;
 pub mod process;
 pub mod store;
+pub mod sync;
 pub mod vfs;

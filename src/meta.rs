@@ -6,7 +6,10 @@
 //! - `inodes`: ino (u64) → `InodeRow`
 //! - `events`: local event id (u64) → `Event`
 //! - `state`:  name (&str) → u64; `wal_applied` is the last journal sequence
-//!   whose effect is in the database.
+//!   whose effect is in the database; `published_through`, `log_seen` are
+//!   the uploader's and the log reader's cursors.
+//! - `versions`: local object id (&str) → JSON `[ChunkRef]`, the chunks of
+//!   a published version, to fetch it back from the cloud.
 //!
 //! Durability: `append` puts records in the journal with one `write` (they
 //! survive kill -9 of the process at once); the committer applies them to
@@ -39,6 +42,11 @@ use wal::{Wal, WalEntry};
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+/// Every event with an id up to this is in the cloud's log.
+pub const PUBLISHED_THROUGH: &str = "published_through";
+/// The highest `mivui` this node has read from the log.
+pub const LOG_SEEN: &str = "log_seen";
 const WAL_APPLIED: &str = "wal_applied";
 
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -243,29 +251,19 @@ impl Meta {
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|x| e(x.into()))?;
         {
-            let mut inodes = tx.open_table(INODES).map_err(|x| e(x.into()))?;
-            let mut events = tx.open_table(EVENTS).map_err(|x| e(x.into()))?;
-            let mut state = tx.open_table(STATE).map_err(|x| e(x.into()))?;
+            let mut t = Tables {
+                inodes: tx.open_table(INODES).map_err(|x| e(x.into()))?,
+                events: tx.open_table(EVENTS).map_err(|x| e(x.into()))?,
+                state: tx.open_table(STATE).map_err(|x| e(x.into()))?,
+                versions: tx.open_table(VERSIONS).map_err(|x| e(x.into()))?,
+            };
             for entry in entries {
-                match &entry.rec {
-                    Record::PutInode(row) => {
-                        let v = serde_json::to_vec(row).expect("rows serialise");
-                        inodes
-                            .insert(row.ino, v.as_slice())
-                            .map_err(|x| e(x.into()))?;
-                    }
-                    Record::DelInode(ino) => {
-                        inodes.remove(*ino).map_err(|x| e(x.into()))?;
-                    }
-                    Record::PutEvent(ev) => {
-                        let v = serde_json::to_vec(ev).expect("events serialise");
-                        events
-                            .insert(ev.id, v.as_slice())
-                            .map_err(|x| e(x.into()))?;
-                    }
-                }
+                t.apply(&entry.rec).map_err(|x| match x {
+                    ApplyError::Db(x) => e(x),
+                    ApplyError::Corrupt(c) => c,
+                })?;
             }
-            state
+            t.state
                 .insert(WAL_APPLIED, last_seq)
                 .map_err(|x| e(x.into()))?;
         }
@@ -448,6 +446,59 @@ impl Meta {
         Ok(None)
     }
 
+    /// Events not yet in the cloud (no `mivui`) with `id > after`, oldest first.
+    pub fn unpublished_events(&self, after: u64, limit: usize) -> Result<Vec<Event>, MetaError> {
+        let mut out = Vec::new();
+        let mut since = after;
+        while out.len() < limit {
+            let page = self.events_since(since, 4096)?;
+            let Some(last) = page.last() else { break };
+            since = last.id;
+            out.extend(page.into_iter().filter(|e| e.mivui.is_none()));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// A named counter from the `state` table (0 when unset), as committed.
+    pub fn state(&self, key: &str) -> Result<u64, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        match rtx.open_table(STATE) {
+            Ok(t) => Ok(t
+                .get(key)
+                .map_err(|x| e(x.into()))?
+                .map(|v| v.value())
+                .unwrap_or(0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(x) => Err(e(x.into())),
+        }
+    }
+
+    /// The chunks of a published local version.
+    pub fn version_chunks(
+        &self,
+        object: &str,
+    ) -> Result<Option<Vec<crate::event::ChunkRef>>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = match rtx.open_table(VERSIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(x) => return Err(e(x.into())),
+        };
+        let Some(v) = t.get(object).map_err(|x| e(x.into()))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|source| MetaError::Corrupt {
+                table: "versions",
+                key: 0,
+                source,
+            })
+    }
+
     /// Events with `id > since`, oldest first, as committed in the database.
     /// Call `commit_pending` first to include journaled ones.
     pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, MetaError> {
@@ -476,5 +527,77 @@ impl Meta {
             }
         }
         Ok(out)
+    }
+}
+
+struct Tables<'t> {
+    inodes: redb::Table<'t, u64, &'static [u8]>,
+    events: redb::Table<'t, u64, &'static [u8]>,
+    state: redb::Table<'t, &'static str, u64>,
+    versions: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+enum ApplyError {
+    Db(redb::Error),
+    Corrupt(MetaError),
+}
+
+impl<T: Into<redb::Error>> From<T> for ApplyError {
+    fn from(e: T) -> Self {
+        ApplyError::Db(e.into())
+    }
+}
+
+impl Tables<'_> {
+    fn apply(&mut self, rec: &Record) -> Result<(), ApplyError> {
+        match rec {
+            Record::PutInode(row) => {
+                let v = serde_json::to_vec(row).expect("rows serialise");
+                self.inodes.insert(row.ino, v.as_slice())?;
+            }
+            Record::DelInode(ino) => {
+                self.inodes.remove(*ino)?;
+            }
+            Record::PutEvent(ev) => {
+                let v = serde_json::to_vec(ev).expect("events serialise");
+                self.events.insert(ev.id, v.as_slice())?;
+            }
+            Record::SetEventHash { id, hash } => {
+                self.update_event(*id, |ev| ev.file_hash = Some(hash.clone()))?;
+            }
+            Record::Published {
+                id,
+                mivui,
+                object,
+                chunks,
+            } => {
+                self.update_event(*id, |ev| ev.mivui = Some(*mivui))?;
+                if let Some(o) = object {
+                    let v = serde_json::to_vec(chunks).expect("chunk lists serialise");
+                    self.versions.insert(o.as_str(), v.as_slice())?;
+                }
+            }
+            Record::SetState { key, value } => {
+                self.state.insert(key.as_str(), *value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn update_event(&mut self, id: u64, f: impl FnOnce(&mut Event)) -> Result<(), ApplyError> {
+        let Some(bytes) = self.events.get(id)?.map(|v| v.value().to_vec()) else {
+            return Ok(());
+        };
+        let mut ev: Event = serde_json::from_slice(&bytes).map_err(|source| {
+            ApplyError::Corrupt(MetaError::Corrupt {
+                table: "events",
+                key: id,
+                source,
+            })
+        })?;
+        f(&mut ev);
+        let v = serde_json::to_vec(&ev).expect("events serialise");
+        self.events.insert(id, v.as_slice())?;
+        Ok(())
     }
 }

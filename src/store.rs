@@ -24,6 +24,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        self.raw_os_error() == Some(libc::ENOENT)
+    }
+
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             StoreError::Io { source, .. } => source.raw_os_error(),
@@ -146,6 +150,12 @@ impl ContentStore {
         copy_range(src, &dst, len).map_err(self.err(&id))?;
         dst.set_len(len).map_err(self.err(&id))?;
         Ok((id, dst))
+    }
+
+    /// Puts object `temp_id` (made with `create`, complete and verified)
+    /// in place as object `id`.
+    pub fn install(&self, temp_id: &str, id: &str) -> Result<(), StoreError> {
+        fs::rename(self.path(temp_id), self.path(id)).map_err(self.err(id))
     }
 
     pub fn open_object(&self, id: &str) -> Result<File, StoreError> {

@@ -182,6 +182,11 @@ struct Handle {
 
 struct State {
     tree: Tree,
+    /// Objects named by events not yet in the cloud, with how many such
+    /// events name each: they are kept until published.
+    pinned: HashMap<String, u32>,
+    /// Pinned objects no longer current: removed once unpinned.
+    retired: HashSet<String>,
     handles: HashMap<u64, Handle>,
     next_fh: u64,
     next_event: u64,
@@ -197,6 +202,21 @@ pub struct Vfs {
     ignore: IgnoreRules,
     hasher: Mutex<Option<Sender<HashJob>>>,
     hasher_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Called after events are journaled (the uploader's doorbell).
+    event_listener: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Where committed content comes back from when the local copy is gone.
+    content_source: Mutex<Option<Arc<dyn ContentSource>>>,
+    /// Whether large versions are hashed by the hasher thread; off while an
+    /// uploader runs, which hashes them as it reads them anyway.
+    background_hashing: std::sync::atomic::AtomicBool,
+}
+
+/// Brings back a committed version's content into the local store.
+pub trait ContentSource: Send + Sync {
+    /// Writes object `object` (`size` bytes, SHA-512 `hash` when known) into
+    /// the store, complete and verified, or fails saying why.
+    fn fetch(&self, object: &str, size: u64, hash: Option<&str>)
+    -> std::result::Result<(), String>;
 }
 
 pub fn now_nanos() -> Nanos {
@@ -265,6 +285,8 @@ impl Vfs {
         let vfs = Arc::new(Self {
             state: Mutex::new(State {
                 tree,
+                pinned: HashMap::new(),
+                retired: HashSet::new(),
                 handles: HashMap::new(),
                 next_fh: 1,
                 next_event: max_event_id + 1,
@@ -277,6 +299,9 @@ impl Vfs {
             ignore,
             hasher: Mutex::new(None),
             hasher_thread: Mutex::new(None),
+            event_listener: Mutex::new(None),
+            content_source: Mutex::new(None),
+            background_hashing: std::sync::atomic::AtomicBool::new(true),
         });
         let weak: Weak<Vfs> = Arc::downgrade(&vfs);
         let (tx, thread) = hasher::spawn(move |done| {
@@ -293,6 +318,7 @@ impl Vfs {
             ..Default::default()
         };
         vfs.ensure_root(owner)?;
+        vfs.pin_unpublished()?;
         report.discarded_unclosed_versions = vfs.collect_garbage()?;
         report.announced_files = vfs.announce_unclosed()?;
         report.rehashed = vfs.requeue_hashes()?;
@@ -326,6 +352,31 @@ impl Vfs {
         self.journal(&mut st, vec![Record::PutInode(root)])
     }
 
+    /// Objects of events still waiting for the cloud stay until published,
+    /// even when their file has changed or gone since.
+    fn pin_unpublished(&self) -> Result<()> {
+        let after = self.meta.state(crate::meta::PUBLISHED_THROUGH)?;
+        let events = self.meta.unpublished_events(after, usize::MAX)?;
+        let mut st = lock(&self.state);
+        for o in events.into_iter().filter_map(|e| e.object) {
+            *st.pinned.entry(o).or_default() += 1;
+        }
+        let current: HashSet<String> = st
+            .tree
+            .nodes
+            .values()
+            .filter_map(|n| n.row.object.clone())
+            .collect();
+        let retired: Vec<String> = st
+            .pinned
+            .keys()
+            .filter(|o| !current.contains(*o))
+            .cloned()
+            .collect();
+        st.retired.extend(retired);
+        Ok(())
+    }
+
     fn collect_garbage(&self) -> Result<usize> {
         let st = lock(&self.state);
         let keep: HashSet<String> = st
@@ -333,8 +384,83 @@ impl Vfs {
             .nodes
             .values()
             .filter_map(|n| n.row.object.clone())
+            .chain(st.pinned.keys().cloned())
             .collect();
         Ok(self.store.collect_garbage(&keep)?)
+    }
+
+    /// Rings `listener` whenever events are journaled (the uploader's
+    /// doorbell). The uploader hashes large versions as it chunks them, so
+    /// the hasher thread stops doing it twice.
+    pub fn set_event_listener(&self, listener: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.event_listener) = Some(Box::new(listener));
+        self.background_hashing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The uploader published event `id` as `mivui`: journal it, and free
+    /// its object if nothing else needs it.
+    pub fn published(
+        &self,
+        id: u64,
+        mivui: u64,
+        object: Option<String>,
+        chunks: Vec<crate::event::ChunkRef>,
+        hash: Option<String>,
+    ) -> Result<()> {
+        let mut st = lock(&self.state);
+        let mut records = Vec::new();
+        if let Some(hash) = hash {
+            // The current row too, if this is still its version.
+            let current = st
+                .tree
+                .nodes
+                .values()
+                .find(|n| n.row.hash.is_none() && object.is_some() && n.row.object == object);
+            if let Some(n) = current {
+                let mut row = n.row.clone();
+                row.hash = Some(hash.clone());
+                records.push(Record::PutInode(row));
+            }
+            records.push(Record::SetEventHash { id, hash });
+        }
+        records.push(Record::Published {
+            id,
+            mivui,
+            object: object.clone(),
+            chunks,
+        });
+        records.push(Record::SetState {
+            key: crate::meta::PUBLISHED_THROUGH.to_string(),
+            value: id,
+        });
+        self.journal(&mut st, records)?;
+        if let Some(o) = object {
+            self.unpin(&mut st, &o);
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, st: &mut State, object: &str) {
+        let Some(n) = st.pinned.get_mut(object) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            st.pinned.remove(object);
+            if st.retired.remove(object) {
+                self.meta.unlink_when_durable(object.to_string());
+            }
+        }
+    }
+
+    /// An object stops being the current version of a file.
+    fn retire(&self, st: &mut State, object: String) {
+        if st.pinned.contains_key(&object) {
+            st.retired.insert(object);
+        } else {
+            self.meta.unlink_when_durable(object);
+        }
     }
 
     /// Files created before a crash but never closed have no event yet.
@@ -380,7 +506,7 @@ impl Vfs {
                     object,
                     file: Arc::new(file),
                     size: ev.size,
-                    event: Some(ev),
+                    event: Some(ev.id),
                 });
             }
         }
@@ -420,9 +546,8 @@ impl Vfs {
             row.hash = Some(hash.clone());
             records.push(Record::PutInode(row));
         }
-        if let Some(mut ev) = job.event {
-            ev.file_hash = Some(hash);
-            records.push(Record::PutEvent(ev));
+        if let Some(id) = job.event {
+            records.push(Record::SetEventHash { id, hash });
         }
         if let Err(e) = self.journal(&mut st, records) {
             tracing::error!(error = %e, "could not journal a content hash");
@@ -464,8 +589,18 @@ impl Vfs {
 
     fn journal(&self, st: &mut State, records: Vec<Record>) -> Result<()> {
         self.meta.append(&records)?;
+        let mut events = false;
         for r in &records {
             st.tree.apply(r);
+            if let Record::PutEvent(ev) = r {
+                events = true;
+                if let Some(o) = &ev.object {
+                    *st.pinned.entry(o.clone()).or_default() += 1;
+                }
+            }
+        }
+        if events && let Some(ring) = lock(&self.event_listener).as_ref() {
+            ring();
         }
         Ok(())
     }
@@ -814,14 +949,14 @@ impl Vfs {
         };
         self.journal(st, records)?;
         if !open {
-            self.free_content(object, staging);
+            self.free_content(st, object, staging);
         }
         Ok(())
     }
 
-    fn free_content(&self, committed: Option<String>, staging: Option<String>) {
+    fn free_content(&self, st: &mut State, committed: Option<String>, staging: Option<String>) {
         if let Some(o) = committed {
-            self.meta.unlink_when_durable(o);
+            self.retire(st, o);
         }
         if let Some(s) = staging
             && let Err(e) = self.store.remove(&s)
@@ -1044,12 +1179,13 @@ impl Vfs {
     }
 
     pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let (file, len) = {
-            let mut st = lock(&self.state);
-            Self::file_mode(&st, fh, ino)?;
-            let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
-            let len = n.size();
-            (current_file(&self.store, n)?, len)
+        let (file, len) = match self.file_for_read(ino, fh) {
+            Err(VfsError::Store(e)) if e.is_not_found() => {
+                // The local copy is gone: fetch it back (outside the lock).
+                self.fetch_missing(ino)?;
+                self.file_for_read(ino, fh)?
+            }
+            other => other?,
         };
         if offset >= len {
             return Ok(Vec::new());
@@ -1068,6 +1204,44 @@ impl Vfs {
             done += n;
         }
         Ok(buf)
+    }
+
+    fn file_for_read(&self, ino: Ino, fh: u64) -> Result<(Option<Arc<File>>, u64)> {
+        let mut st = lock(&self.state);
+        Self::file_mode(&st, fh, ino)?;
+        let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+        let len = n.size();
+        Ok((current_file(&self.store, n)?, len))
+    }
+
+    /// Rebuilds a committed version whose local copy is missing from the
+    /// cloud. Every chunk is authenticated and the whole checked against
+    /// the version's hash before any byte is served.
+    fn fetch_missing(&self, ino: Ino) -> Result<()> {
+        let (object, size, hash, path) = {
+            let st = lock(&self.state);
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            let object = n.row.object.clone().ok_or(VfsError::NotFound)?;
+            (
+                object,
+                n.row.size,
+                n.row.hash.clone(),
+                st.tree.path(ino).unwrap_or_default(),
+            )
+        };
+        let source = lock(&self.content_source).clone();
+        let Some(source) = source else {
+            return Err(VfsError::Fetch(format!(
+                "{path}: the local copy of its content is missing and no cloud is connected"
+            )));
+        };
+        source
+            .fetch(&object, size, hash.as_deref())
+            .map_err(|e| VfsError::Fetch(format!("{path}: {e}")))
+    }
+
+    pub fn set_content_source(&self, source: Arc<dyn ContentSource>) {
+        *lock(&self.content_source) = Some(source);
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
@@ -1133,7 +1307,7 @@ impl Vfs {
         if !linked {
             if open == 0 {
                 let n = st.tree.nodes.remove(&ino).expect("orphan exists");
-                self.free_content(n.row.object, n.staging.map(|s| s.object));
+                self.free_content(&mut st, n.row.object, n.staging.map(|s| s.object));
             }
             return Ok(());
         }
@@ -1179,9 +1353,13 @@ impl Vfs {
                 };
                 if row.size <= INLINE_HASH_LIMIT {
                     row.hash = Some(sha512_of(&file, row.size)?);
-                } else {
+                } else if self
+                    .background_hashing
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
                     hash_job = Some(file);
                 }
+                // Else the uploader hashes it while chunking it for the cloud.
             }
         }
         let was_announced = row.announced;
@@ -1205,7 +1383,7 @@ impl Vfs {
             n.content = Some(f);
         }
         if let Some(old) = old_object {
-            self.meta.unlink_when_durable(old);
+            self.retire(st, old);
         }
         if let Some(file) = hash_job {
             let job = HashJob {
@@ -1213,7 +1391,7 @@ impl Vfs {
                 object: row.object.clone().expect("has content"),
                 file,
                 size: row.size,
-                event,
+                event: event.map(|e| e.id),
             };
             st.hashing += 1;
             if let Some(tx) = lock(&self.hasher).as_ref()
@@ -1418,17 +1596,28 @@ impl Vfs {
 
     pub fn path_status(&self, path: &str) -> Result<PathStatus> {
         let ino = self.resolve(path)?;
-        let (status_path, row, size, visible) = {
+        let (status_path, row, size, visible, unsent) = {
             let st = lock(&self.state);
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
             let p = st.tree.path(ino).unwrap_or_default();
             let visible = st.tree.visible_path(ino, &self.ignore).is_some();
-            (p, n.row.clone(), n.size(), visible)
+            let unsent = n.staging.is_some()
+                || !n.row.announced
+                || n.row
+                    .object
+                    .as_ref()
+                    .is_some_and(|o| st.pinned.contains_key(o));
+            (p, n.row.clone(), n.size(), visible, unsent)
         };
         self.meta.commit_pending()?;
         let last_event = self.meta.last_event_for(&status_path)?;
+        let published = last_event.as_ref().is_none_or(|e| e.mivui.is_some());
         Ok(PathStatus {
-            state: if visible { "pending" } else { "local-only" },
+            state: match (visible, unsent || !published) {
+                (false, _) => "local-only",
+                (true, true) => "pending",
+                (true, false) => "local",
+            },
             path: status_path,
             kind: row.kind,
             size,

@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "fuse_tests/cli.rs"]
 mod cli;
+#[path = "fuse_tests/cloud.rs"]
+mod cloud;
 #[path = "fuse_tests/differential.rs"]
 mod differential;
 #[path = "fuse_tests/durability.rs"]

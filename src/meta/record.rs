@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::event::{ChunkRef, Event};
 
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
@@ -62,4 +62,22 @@ pub enum Record {
     PutInode(InodeRow),
     DelInode(Ino),
     PutEvent(Event),
+    /// The content hash of an event's version, computed after the event.
+    SetEventHash {
+        id: u64,
+        hash: String,
+    },
+    /// The event is in the cloud's log as `mivui`; its version's content is
+    /// the chunks (also kept by object, to fetch it back).
+    Published {
+        id: u64,
+        mivui: u64,
+        object: Option<String>,
+        chunks: Vec<ChunkRef>,
+    },
+    /// A named counter in the `state` table (cursors of the sync engine).
+    SetState {
+        key: String,
+        value: u64,
+    },
 }

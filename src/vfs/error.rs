@@ -40,6 +40,8 @@ pub enum VfsError {
     Store(#[from] StoreError),
     #[error("content i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("fetching from the cloud failed: {0}")]
+    Fetch(String),
 }
 
 pub type Result<T, E = VfsError> = std::result::Result<T, E>;
@@ -65,6 +67,9 @@ impl VfsError {
             VfsError::Meta(e) => e.raw_os_error().unwrap_or(libc::EIO),
             VfsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
             VfsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            // Never wrong bytes: a version that cannot be fetched and
+            // verified fails the read.
+            VfsError::Fetch(_) => libc::EIO,
         }
     }
 

@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha512};
 
-use crate::event::Event;
 use crate::meta::Ino;
 
 pub struct HashJob {
@@ -17,7 +16,8 @@ pub struct HashJob {
     pub object: String,
     pub file: Arc<File>,
     pub size: u64,
-    pub event: Option<Event>,
+    /// The event whose `file_hash` this fills in.
+    pub event: Option<u64>,
 }
 
 pub struct HashDone {

@@ -180,7 +180,10 @@ impl Tree {
         match rec {
             Record::PutInode(row) => self.put(row.clone()),
             Record::DelInode(ino) => self.detach(*ino),
-            Record::PutEvent(_) => {}
+            Record::PutEvent(_)
+            | Record::SetEventHash { .. }
+            | Record::Published { .. }
+            | Record::SetState { .. } => {}
         }
     }
 

@@ -167,6 +167,14 @@ impl Mounted {
         m
     }
 
+    /// A fresh node on the cloud at `url` (`init --cloud URL`), mounted.
+    pub fn with_cloud(url: &str) -> Mounted {
+        let m = Mounted::bare();
+        m.latus(&["init", "--cloud", url]).expect_ok();
+        m.mount();
+        m
+    }
+
     /// Only the folders: `home/` does not exist yet, `mnt/` is an empty folder.
     pub fn bare() -> Mounted {
         let dir = tempfile::Builder::new()

@@ -1,0 +1,644 @@
+//! The uploader: publishes journaled events to the volume, oldest first.
+//!
+//! Each batch goes in two phases: (1) the chunks of every version in the
+//! batch are chunked, named, sealed and stored, in parallel with bounded
+//! memory, skipping chunks the store already holds; (2) the sealed events
+//! are appended to the log in journal order. No event is appended before
+//! its chunks are stored.
+//!
+//! Crash safety: chunks are content-addressed (a re-run finds them with
+//! `exists` and skips them); an event appended just before a crash is found
+//! again when the uploader reads its own records back from the log at start
+//! (the payload carries the local id), so it is never appended twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::chunker::for_each_chunk;
+use super::payload::{INLINE_CHUNKS, PublishedEvent};
+use super::volume::{Volume, VolumeError, VolumeHandle};
+use crate::cloud::CloudError;
+use crate::event::{ChunkRef, Event};
+use crate::home::Config;
+use crate::locks::{Condvar, Mutex, lock};
+use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
+use crate::store::ContentStore;
+use crate::vfs::{Vfs, VfsError};
+
+const BATCH_EVENTS: usize = 256;
+const UPLOAD_WORKERS: usize = 4;
+/// Chunks in flight between the chunker and the upload workers.
+const CHUNK_QUEUE: usize = 8;
+const LOG_PAGE: usize = 1000;
+const IDLE_POLL: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long new work waits for more before a pass starts.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+struct Bell {
+    rung: bool,
+    urgent: bool,
+    stop: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Vfs(#[from] VfsError),
+    #[error("reading local content of {path}: {source}")]
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<std::io::Error> for UploadError {
+    fn from(source: std::io::Error) -> Self {
+        UploadError::Local {
+            path: "?".into(),
+            source,
+        }
+    }
+}
+
+impl UploadError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UploadError::Cloud(e) => e.is_retryable(),
+            UploadError::Volume(VolumeError::Cloud(e)) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// What `latus status` shows of the upload queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UploaderStatus {
+    pub pending_events: u64,
+    pub pending_files: u64,
+    pub pending_bytes: u64,
+    pub published_events: u64,
+    pub uploaded_chunks: u64,
+    pub uploaded_bytes: u64,
+    pub deduplicated_chunks: u64,
+    pub log_seen: u64,
+    pub cloud_reachable: Option<bool>,
+    pub last_error: Option<String>,
+    /// Started and completed passes (a pass publishes everything pending,
+    /// or fails); passes run one at a time.
+    #[serde(skip)]
+    started: u64,
+    #[serde(skip)]
+    passes: u64,
+    #[serde(skip)]
+    last_pass_failed: bool,
+}
+
+struct Inner {
+    vfs: Arc<Vfs>,
+    meta: Arc<Meta>,
+    store: Arc<ContentStore>,
+    config: Config,
+    volume: Arc<VolumeHandle>,
+    /// Chunk names known to be in the store (this run).
+    known: Mutex<HashSet<String>>,
+    recovered: AtomicBool,
+    status: Mutex<UploaderStatus>,
+    progress: Condvar,
+    bell: Mutex<Bell>,
+    ring: Condvar,
+}
+
+pub struct Uploader {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Uploader {
+    /// Starts publishing in a background thread.
+    pub fn start(
+        vfs: Arc<Vfs>,
+        meta: Arc<Meta>,
+        store: Arc<ContentStore>,
+        config: Config,
+        volume: Arc<VolumeHandle>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            vfs: vfs.clone(),
+            meta,
+            store,
+            config,
+            volume,
+            known: Mutex::new(HashSet::new()),
+            recovered: AtomicBool::new(false),
+            status: Mutex::new(UploaderStatus::default()),
+            progress: Condvar::new(),
+            bell: Mutex::new(Bell {
+                rung: true,
+                urgent: true,
+                stop: false,
+            }),
+            ring: Condvar::new(),
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        vfs.set_event_listener(move || {
+            if let Some(i) = weak.upgrade() {
+                i.ring_bell(false);
+            }
+        });
+        let runner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("latus-uploader".into())
+            .spawn(move || runner.run())
+            .expect("spawn uploader thread");
+        Self {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    pub fn status(&self) -> UploaderStatus {
+        lock(&self.inner.status).clone()
+    }
+
+    /// Returns once everything journaled before the call is in the cloud
+    /// and the log has been read to its end; fails with the reason when
+    /// the cloud cannot be reached.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<UploaderStatus, String> {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.inner.status);
+        // Only a pass that starts after this call has seen everything
+        // journaled before it.
+        let mut target = st.started + 1;
+        drop(st);
+        self.inner.ring_bell(true);
+        st = lock(&self.inner.status);
+        loop {
+            if st.passes >= target {
+                if st.last_pass_failed {
+                    return Err(st
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "upload failed".into()));
+                }
+                if st.pending_events == 0 {
+                    return Ok(st.clone());
+                }
+                target = st.started + 1;
+                drop(st);
+                self.inner.ring_bell(true);
+                st = lock(&self.inner.status);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = st
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "timed out after {}s with {} events still to publish{why}",
+                    timeout.as_secs(),
+                    st.pending_events
+                ));
+            }
+            st = self
+                .inner
+                .progress
+                .wait_timeout(st, deadline - now)
+                .expect("lock poisoned")
+                .0;
+        }
+    }
+
+    pub fn stop(&self) {
+        {
+            let mut b = lock(&self.inner.bell);
+            b.stop = true;
+        }
+        self.inner.ring.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    /// A stop was asked for: finish the event at hand, start nothing new.
+    fn stopping(&self) -> bool {
+        lock(&self.bell).stop
+    }
+
+    /// New work. Not urgent: wait `DEBOUNCE` for more, so a burst of
+    /// closes becomes one batch and one durable commit.
+    fn ring_bell(&self, urgent: bool) {
+        let mut b = lock(&self.bell);
+        b.rung = true;
+        b.urgent |= urgent;
+        drop(b);
+        self.ring.notify_all();
+    }
+
+    fn run(&self) {
+        let mut backoff = Duration::from_secs(1);
+        let mut wait = Duration::ZERO;
+        loop {
+            {
+                let mut b = lock(&self.bell);
+                if !b.rung && !b.stop {
+                    b = self.ring.wait_timeout(b, wait).expect("lock poisoned").0;
+                }
+                let until = Instant::now() + DEBOUNCE;
+                while b.rung && !b.urgent && !b.stop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    b = self
+                        .ring
+                        .wait_timeout(b, until - now)
+                        .expect("lock poisoned")
+                        .0;
+                }
+                if b.stop {
+                    return;
+                }
+                b.rung = false;
+                b.urgent = false;
+            }
+            lock(&self.status).started += 1;
+            let result = self.pass();
+            let mut st = lock(&self.status);
+            st.passes += 1;
+            match result {
+                Ok(()) => {
+                    st.last_pass_failed = false;
+                    st.last_error = None;
+                    st.cloud_reachable = Some(true);
+                    backoff = Duration::from_secs(1);
+                    wait = IDLE_POLL;
+                }
+                Err(e) => {
+                    let retryable = e.is_retryable();
+                    if retryable {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "upload paused: the cloud is not answering");
+                        st.cloud_reachable = Some(false);
+                    } else {
+                        tracing::error!(error = %e, "upload failed; retrying later");
+                    }
+                    st.last_pass_failed = true;
+                    st.last_error = Some(e.to_string());
+                    wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            drop(st);
+            self.progress.notify_all();
+        }
+    }
+
+    fn volume(&self) -> Result<Arc<Volume>, UploadError> {
+        Ok(self.volume.get()?)
+    }
+
+    /// Publishes everything pending, then reads the log to its end.
+    fn pass(&self) -> Result<(), UploadError> {
+        self.meta.commit_pending()?;
+        // Counted before the cloud is reached, so status shows the queue
+        // of a node that is offline.
+        self.refresh_pending(self.meta.state(PUBLISHED_THROUGH)?)?;
+        let volume = self.volume()?;
+        if !self.recovered.load(Ordering::Acquire) {
+            self.read_log(&volume)?;
+            self.meta.commit_pending()?;
+            self.recovered.store(true, Ordering::Release);
+        }
+        while !self.stopping() {
+            let after = self.meta.state(PUBLISHED_THROUGH)?;
+            let batch = self.meta.unpublished_events(after, BATCH_EVENTS)?;
+            if batch.is_empty() {
+                break;
+            }
+            let contents = self.upload_contents(&volume, &batch)?;
+            self.append_in_order(&volume, batch, contents)?;
+            self.meta.commit_pending()?;
+        }
+        self.read_log(&volume)?;
+        Ok(())
+    }
+
+    fn refresh_pending(&self, after: u64) -> Result<(), UploadError> {
+        let pending = self.meta.unpublished_events(after, usize::MAX)?;
+        let mut st = lock(&self.status);
+        st.pending_events = pending.len() as u64;
+        let files = pending.iter().filter(|e| e.event_type.carries_content());
+        st.pending_files = files.clone().count() as u64;
+        st.pending_bytes = files.map(|e| e.size).sum();
+        Ok(())
+    }
+
+    /// Phase 1: every chunk of every version in the batch is in the store.
+    /// One thread reads, chunks and hashes versions in order; the workers
+    /// name, seal and store chunks. Returns, per event, its chunk list and
+    /// content hash (`None` for events without content).
+    fn upload_contents(
+        &self,
+        volume: &Volume,
+        batch: &[Event],
+    ) -> Result<Vec<Option<Content>>, UploadError> {
+        let (tx, rx) = sync_channel::<ChunkJob>(CHUNK_QUEUE);
+        let rx = Mutex::new(rx);
+        let failure: Mutex<Option<CloudError>> = Mutex::new(None);
+        let names: Mutex<Vec<Vec<Option<ChunkRef>>>> = Mutex::new(vec![Vec::new(); batch.len()]);
+        let scanned = std::thread::scope(|s| {
+            for _ in 0..UPLOAD_WORKERS {
+                s.spawn(|| {
+                    loop {
+                        let job = lock(&rx).recv();
+                        let Ok(job) = job else { return };
+                        if lock(&failure).is_some() {
+                            continue; // drain
+                        }
+                        let name = volume.keys.chunk_name(&job.data);
+                        {
+                            let mut n = lock(&names);
+                            let slots = &mut n[job.event];
+                            if slots.len() <= job.index {
+                                slots.resize(job.index + 1, None);
+                            }
+                            slots[job.index] = Some(ChunkRef {
+                                name: name.clone(),
+                                size: job.data.len() as u64,
+                            });
+                        }
+                        if let Err(e) = self.store_chunk(volume, &name, &job.data) {
+                            lock(&failure).get_or_insert(e);
+                        }
+                    }
+                });
+            }
+            let mut out = Vec::with_capacity(batch.len());
+            let mut result = Ok(());
+            for (e, ev) in batch.iter().enumerate() {
+                if result.is_err() || lock(&failure).is_some() || self.stopping() {
+                    break;
+                }
+                match self.chunk_event(e, ev, &tx) {
+                    Ok(c) => out.push(c),
+                    Err(err) => result = Err(err),
+                }
+            }
+            drop(tx);
+            result.map(|()| out)
+        })?;
+        if let Some(e) = failure.into_inner().expect("lock poisoned") {
+            return Err(e.into());
+        }
+        let mut names = names.into_inner().expect("lock poisoned");
+        Ok(scanned
+            .into_iter()
+            .enumerate()
+            .map(|(e, scan)| {
+                scan.map(|s| Content {
+                    chunks: s.complete.then(|| {
+                        std::mem::take(&mut names[e])
+                            .into_iter()
+                            .map(|c| c.expect("every chunk named"))
+                            .collect()
+                    }),
+                    hash: s.hash,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads one version and hands its chunks to the workers.
+    fn chunk_event(
+        &self,
+        index: usize,
+        ev: &Event,
+        tx: &std::sync::mpsc::SyncSender<ChunkJob>,
+    ) -> Result<Option<Scan>, UploadError> {
+        if !ev.event_type.carries_content() {
+            return Ok(None);
+        }
+        let Some(object) = &ev.object else {
+            return Ok(Some(Scan {
+                complete: true,
+                hash: None,
+            }));
+        };
+        let file = match self.store.open_object(object) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %ev.file_path, event = ev.id, error = %e, "local content of a version is gone before upload; publishing the event without it");
+                return Ok(Some(Scan {
+                    complete: false,
+                    hash: None,
+                }));
+            }
+        };
+        let mut chunk = 0;
+        let hash = for_each_chunk::<UploadError>(&file, ev.size, |_, data| {
+            // A closed channel means a worker failed; the failure is reported.
+            let _ = tx.send(ChunkJob {
+                event: index,
+                index: chunk,
+                data,
+            });
+            chunk += 1;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            UploadError::Local { source, .. } => UploadError::Local {
+                path: ev.file_path.clone(),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(Some(Scan {
+            complete: true,
+            hash: Some(hash),
+        }))
+    }
+
+    fn store_chunk(&self, volume: &Volume, name: &str, data: &[u8]) -> Result<(), CloudError> {
+        if !lock(&self.known).insert(name.to_string()) {
+            lock(&self.status).deduplicated_chunks += 1;
+            return Ok(());
+        }
+        let result = (|| {
+            if volume.cloud.objects.exists(name)? {
+                lock(&self.status).deduplicated_chunks += 1;
+                return Ok(());
+            }
+            let sealed = volume.keys.seal_chunk(name, data);
+            volume.cloud.objects.put(name, &sealed)?;
+            let mut st = lock(&self.status);
+            st.uploaded_chunks += 1;
+            st.uploaded_bytes += sealed.len() as u64;
+            Ok(())
+        })();
+        if result.is_err() {
+            lock(&self.known).remove(name);
+        }
+        result
+    }
+
+    /// Phase 2: the events, sealed, appended in journal order in one batch
+    /// (atomic per backend transaction). After a failure the next pass
+    /// first reads this node's records back, so nothing is appended twice.
+    fn append_in_order(
+        &self,
+        volume: &Volume,
+        batch: Vec<Event>,
+        contents: Vec<Option<Content>>,
+    ) -> Result<(), UploadError> {
+        let aad = volume.event_aad(self.config.node_id);
+        let mut sealed = Vec::with_capacity(contents.len());
+        let mut ready = Vec::with_capacity(contents.len());
+        for (mut ev, content) in batch.into_iter().zip(contents) {
+            let (chunks, computed) = match content {
+                Some(c) => (c.chunks, c.hash),
+                None => (None, None),
+            };
+            let fill_hash = if ev.file_hash.is_none() {
+                computed
+            } else {
+                None
+            };
+            if let Some(h) = &fill_hash {
+                ev.file_hash = Some(h.clone());
+            }
+            let mut published = PublishedEvent::new(ev.clone(), chunks.clone());
+            if let Some(list) = chunks.as_ref().filter(|c| c.len() > INLINE_CHUNKS) {
+                let json = serde_json::to_vec(list).expect("chunk lists serialise");
+                let name = volume.keys.chunk_name(&json);
+                self.store_chunk(volume, &name, &json)?;
+                published.chunks = None;
+                published.chunk_list = Some(name);
+            }
+            sealed.push(published.seal(&volume.keys, &aad));
+            ready.push((ev, chunks, fill_hash));
+        }
+        let mivuis = match volume.cloud.log.append_batch(self.config.node_id, &sealed) {
+            Ok(m) => m,
+            Err(e) => {
+                self.recovered.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        };
+        for ((ev, chunks, fill_hash), mivui) in ready.into_iter().zip(mivuis) {
+            self.vfs.published(
+                ev.id,
+                mivui,
+                ev.object.clone(),
+                chunks.unwrap_or_default(),
+                fill_hash,
+            )?;
+            let mut st = lock(&self.status);
+            st.published_events += 1;
+            st.pending_events = st.pending_events.saturating_sub(1);
+            if ev.event_type.carries_content() {
+                st.pending_files = st.pending_files.saturating_sub(1);
+                st.pending_bytes = st.pending_bytes.saturating_sub(ev.size);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the log past `log_seen`. Records of this node that the journal
+    /// does not know as published (appended just before a crash) are marked
+    /// published now, so they are never appended twice.
+    fn read_log(&self, volume: &Volume) -> Result<(), UploadError> {
+        let aad = volume.event_aad(self.config.node_id);
+        let mut seen = self.meta.state(LOG_SEEN)?;
+        loop {
+            let page = volume.cloud.log.read_after(seen, LOG_PAGE)?;
+            let Some(last) = page.last().map(|r| r.mivui) else {
+                break;
+            };
+            for rec in page.iter().filter(|r| r.originator == self.config.node_id) {
+                match PublishedEvent::open(&volume.keys, &aad, &rec.payload) {
+                    Ok(p) => self.absorb_own(p, rec.mivui)?,
+                    Err(e) => {
+                        tracing::error!(mivui = rec.mivui, error = %e, "an event of this node in the log does not open")
+                    }
+                }
+            }
+            seen = last;
+            self.meta.append(&[Record::SetState {
+                key: LOG_SEEN.to_string(),
+                value: seen,
+            }])?;
+            if page.len() < LOG_PAGE {
+                break;
+            }
+        }
+        lock(&self.status).log_seen = seen;
+        Ok(())
+    }
+
+    fn absorb_own(&self, p: PublishedEvent, mivui: u64) -> Result<(), UploadError> {
+        self.meta.commit_pending()?;
+        let Some(local) = self
+            .meta
+            .events_since(p.local_id.saturating_sub(1), 1)?
+            .pop()
+        else {
+            return Ok(());
+        };
+        if local.id != p.local_id || local.mivui.is_some() {
+            return Ok(());
+        }
+        tracing::info!(
+            event = local.id,
+            mivui,
+            "found an event published just before a stop; not publishing it again"
+        );
+        self.vfs.published(
+            local.id,
+            mivui,
+            local.object,
+            p.chunks.unwrap_or_default(),
+            None,
+        )?;
+        Ok(())
+    }
+}
+
+struct Content {
+    chunks: Option<Vec<ChunkRef>>,
+    hash: Option<String>,
+}
+
+/// What reading one version found: whether its content was there, and its hash.
+struct Scan {
+    complete: bool,
+    hash: Option<String>,
+}
+
+struct ChunkJob {
+    event: usize,
+    index: usize,
+    data: Vec<u8>,
+}

@@ -1,0 +1,153 @@
+//! A volume: the cloud's object store and event log, with the marker object
+//! that names the volume and the fingerprint of its key, so a node with
+//! another key is refused before it writes anything.
+//!
+//! Marker object `volume` (clear JSON, format 1): `volume_id`,
+//! `key_fingerprint`, and `check`: the volume id sealed with the events key
+//! (proves the key, not just its fingerprint).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError};
+use crate::crypto::{self, KEY_LEN, Keys};
+
+const MARKER: &str = "volume";
+const CHECK_AAD: &[u8] = b"latus volume check";
+
+#[derive(Debug, Error)]
+pub enum VolumeError {
+    #[error(transparent)]
+    Url(#[from] CloudUrlError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(
+        "the key does not match this volume: the volume's key fingerprint is {volume}, this node's key fingerprint is {node}; \
+         join with the volume's key file (latus init --key-file FILE)"
+    )]
+    KeyMismatch { volume: String, node: String },
+    #[error("the volume marker is unreadable: {0}")]
+    BadMarker(String),
+    #[error("no volume at {0}: run `latus init --cloud URL` to create it")]
+    Missing(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format_version: u32,
+    volume_id: Uuid,
+    key_fingerprint: String,
+    check: String,
+}
+
+pub struct Volume {
+    pub id: Uuid,
+    pub cloud: Cloud,
+    pub keys: Arc<Keys>,
+}
+
+impl Volume {
+    /// Opens the volume at `url` with `key`. With `create`, makes what is
+    /// missing (bucket, table, folder, the volume itself); the returned
+    /// lines say what was made.
+    pub fn open(
+        url: &str,
+        key: &[u8; KEY_LEN],
+        create: bool,
+    ) -> Result<(Self, Vec<String>), VolumeError> {
+        let parsed = CloudUrl::parse(url)?;
+        let keys = Arc::new(Keys::derive(key));
+        let mut created = Vec::new();
+        let objects = cloud::connect_objects(&parsed, create, &mut created)?;
+        let marker = match objects.get(MARKER) {
+            Ok(bytes) => serde_json::from_slice::<Marker>(&bytes)
+                .map_err(|e| VolumeError::BadMarker(e.to_string()))?,
+            Err(e) if e.is_not_found() && create => {
+                let id = Uuid::new_v4();
+                let m = Marker {
+                    format_version: 1,
+                    volume_id: id,
+                    key_fingerprint: keys.fingerprint().to_string(),
+                    check: crypto::hex(&keys.seal_event(CHECK_AAD, id.as_bytes())),
+                };
+                objects.put(
+                    MARKER,
+                    &serde_json::to_vec_pretty(&m).expect("marker serialises"),
+                )?;
+                created.push(format!(
+                    "created volume {id} (key fingerprint {})",
+                    keys.fingerprint()
+                ));
+                m
+            }
+            Err(e) if e.is_not_found() => return Err(VolumeError::Missing(url.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        check_key(&marker, &keys)?;
+        let log = cloud::connect_log(&parsed, marker.volume_id, create, &mut created)?;
+        Ok((
+            Self {
+                id: marker.volume_id,
+                cloud: Cloud { objects, log },
+                keys,
+            },
+            created,
+        ))
+    }
+
+    /// Associated data of an event payload: binds it to this volume and
+    /// the node that published it.
+    pub fn event_aad(&self, originator: Uuid) -> Vec<u8> {
+        let mut aad = self.id.as_bytes().to_vec();
+        aad.extend_from_slice(originator.as_bytes());
+        aad
+    }
+}
+
+fn check_key(marker: &Marker, keys: &Keys) -> Result<(), VolumeError> {
+    let mismatch = || VolumeError::KeyMismatch {
+        volume: marker.key_fingerprint.clone(),
+        node: keys.fingerprint().to_string(),
+    };
+    if marker.key_fingerprint != keys.fingerprint() {
+        return Err(mismatch());
+    }
+    let sealed = crypto::decode_hex(&marker.check)
+        .ok_or_else(|| VolumeError::BadMarker("check is not hex".into()))?;
+    match keys.open_event(CHECK_AAD, &sealed) {
+        Ok(id) if id == marker.volume_id.as_bytes() => Ok(()),
+        _ => Err(mismatch()),
+    }
+}
+
+/// The node's volume, opened on first use: a node mounted while the cloud
+/// was down connects when it answers again.
+pub struct VolumeHandle {
+    url: String,
+    key: [u8; KEY_LEN],
+    opened: crate::locks::Mutex<Option<Arc<Volume>>>,
+}
+
+impl VolumeHandle {
+    pub fn new(url: String, key: [u8; KEY_LEN], opened: Option<Arc<Volume>>) -> Self {
+        Self {
+            url,
+            key,
+            opened: crate::locks::Mutex::new(opened),
+        }
+    }
+
+    pub fn get(&self) -> Result<Arc<Volume>, VolumeError> {
+        let mut v = crate::locks::lock(&self.opened);
+        if let Some(v) = v.as_ref() {
+            return Ok(v.clone());
+        }
+        let (opened, _) = Volume::open(&self.url, &self.key, false)?;
+        let opened = Arc::new(opened);
+        *v = Some(opened.clone());
+        Ok(opened)
+    }
+}

@@ -1,0 +1,516 @@
+//! The zero-knowledge cloud volume, through the mount and the CLI, against
+//! both backends: the embedded `dir` cloud and S3 + DynamoDB served locally
+//! (scripts/test.sh starts the server and exports AWS_ENDPOINT_URL).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const MARK: &str = "ZKMARKq7731";
+
+enum Backend {
+    Dir(PathBuf),
+    Aws { bucket: String, table: String },
+}
+
+impl Backend {
+    fn url(&self) -> String {
+        match self {
+            Backend::Dir(p) => format!("dir:{}", p.display()),
+            Backend::Aws { bucket, table } => format!("aws://{bucket}?table={table}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Dir(_) => "dir",
+            Backend::Aws { .. } => "aws",
+        }
+    }
+}
+
+/// Whether the local S3 + DynamoDB server is there. Missing, it is a test
+/// failure unless LATUS_SKIP_AWS=1 says so: a skip must not hide a missing
+/// install step.
+fn aws_available() -> bool {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        return true;
+    }
+    if std::env::var("LATUS_SKIP_AWS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED aws backend (LATUS_SKIP_AWS=1)");
+        return false;
+    }
+    panic!(
+        "AWS_ENDPOINT_URL is not set: run the tests through scripts/test.sh (it starts a local S3 + DynamoDB server), or set LATUS_SKIP_AWS=1"
+    );
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(40)
+        .collect()
+}
+
+/// Every backend, each with a fresh cloud.
+fn backends(scratch: &Path) -> Vec<Backend> {
+    let mut v = vec![Backend::Dir(scratch.join(unique("cloud")))];
+    if aws_available() {
+        v.push(Backend::Aws {
+            bucket: unique("latus-test"),
+            table: unique("latus-test"),
+        });
+    }
+    v
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+fn s3() -> aws_sdk_s3::Client {
+    let cfg = runtime().block_on(aws_config());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&cfg)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Every object as (name, bytes), read straight from the server.
+fn objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
+    match b {
+        Backend::Dir(path) => {
+            let mut out = Vec::new();
+            walk(path, &mut |p| {
+                out.push((
+                    p.strip_prefix(path).unwrap().display().to_string(),
+                    fs::read(p).unwrap(),
+                ))
+            });
+            out
+        }
+        Backend::Aws { bucket, .. } => {
+            let rt = runtime();
+            let client = s3();
+            rt.block_on(async {
+                let mut out = Vec::new();
+                let mut token = None;
+                loop {
+                    let page = client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .set_continuation_token(token)
+                        .send()
+                        .await
+                        .expect("list objects");
+                    for o in page.contents() {
+                        let key = o.key().unwrap().to_string();
+                        let body = client
+                            .get_object()
+                            .bucket(bucket)
+                            .key(&key)
+                            .send()
+                            .await
+                            .expect("get");
+                        let bytes = body
+                            .body
+                            .collect()
+                            .await
+                            .expect("body")
+                            .into_bytes()
+                            .to_vec();
+                        out.push((key, bytes));
+                    }
+                    match page.next_continuation_token() {
+                        Some(t) => token = Some(t.to_string()),
+                        None => break,
+                    }
+                }
+                out
+            })
+        }
+    }
+}
+
+/// Every table item, rendered, read straight from the server.
+fn table_items(b: &Backend) -> String {
+    let Backend::Aws { table, .. } = b else {
+        return String::new(); // the dir log is files: `objects` covers it
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let cfg = aws_config().await;
+        let client = aws_sdk_dynamodb::Client::new(&cfg);
+        let mut out = String::new();
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items() {
+                out.push_str(&format!("{item:?}\n"));
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out
+    })
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, f);
+        } else {
+            f(&p);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn sync_wait(m: &Mounted) {
+    m.latus(&["sync", "--wait", "--timeout", "300"]).expect_ok();
+}
+
+/// Chunk objects: everything but the volume marker and the dir log.
+fn chunk_objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
+    objects(b)
+        .into_iter()
+        .filter(|(n, _)| n != "volume" && !n.starts_with("events") && !n.ends_with("/volume"))
+        .collect()
+}
+
+#[test]
+fn the_cloud_never_sees_a_name_a_size_or_a_byte_in_clear() {
+    let scratch = tempfile::tempdir().unwrap();
+    for b in backends(scratch.path()) {
+        let m = Mounted::with_cloud(&b.url());
+        let dir = m.p(&format!("{MARK}-folder"));
+        fs::create_dir(&dir).unwrap();
+        let content = format!("{MARK} secret body ").repeat(5000).into_bytes();
+        fs::write(dir.join(format!("{MARK}-report.txt")), &content).unwrap();
+        fs::write(m.p("small.txt"), MARK).unwrap();
+        fs::rename(m.p("small.txt"), m.p(&format!("{MARK}-renamed.txt"))).unwrap();
+        sync_wait(&m);
+        let objs = objects(&b);
+        assert!(
+            objs.len() >= 3,
+            "{}: expected chunks in the cloud, found {}",
+            b.name(),
+            objs.len()
+        );
+        let hash = sha512_hex(&content);
+        let items = table_items(&b);
+        for (name, bytes) in &objs {
+            for needle in [
+                MARK.as_bytes(),
+                hash.as_bytes(),
+                b"report.txt",
+                b"secret body",
+            ] {
+                assert!(
+                    !contains(name.as_bytes(), needle),
+                    "{}: object name {name} holds {needle:?}",
+                    b.name()
+                );
+                assert!(
+                    !contains(bytes, needle),
+                    "{}: object {name} holds {:?} in clear",
+                    b.name(),
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+        for needle in [MARK, &hash, "report.txt", "folder"] {
+            assert!(
+                !items.contains(needle),
+                "{}: the event table holds {needle:?} in clear",
+                b.name()
+            );
+        }
+        let size = content.len().to_string();
+        assert!(
+            !items.contains(&size),
+            "{}: the event table holds the size {size} in clear",
+            b.name()
+        );
+        // Every event is published, with a cloud-assigned mivui.
+        let evs = m.log_events();
+        assert!(
+            evs.iter().all(|e| e.mivui.as_u64().is_some()),
+            "{}: unpublished events after sync --wait",
+            b.name()
+        );
+    }
+}
+
+#[test]
+fn the_same_32_mib_in_two_files_is_stored_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    for b in backends(scratch.path()) {
+        let m = Mounted::with_cloud(&b.url());
+        let data = pattern(7, 32 << 20);
+        fs::write(m.p("one.bin"), &data).unwrap();
+        fs::write(m.p("two.bin"), &data).unwrap();
+        sync_wait(&m);
+        let stored: usize = chunk_objects(&b).iter().map(|(_, d)| d.len()).sum();
+        assert!(
+            stored < data.len() + data.len() / 20,
+            "{}: {stored} bytes stored for 32 MiB written twice",
+            b.name()
+        );
+        assert!(
+            stored >= data.len(),
+            "{}: only {stored} bytes stored",
+            b.name()
+        );
+    }
+}
+
+/// Replaces the stored bytes of object `name`.
+fn overwrite_object(b: &Backend, name: &str, bytes: &[u8]) {
+    match b {
+        Backend::Dir(path) => fs::write(path.join(name), bytes).unwrap(),
+        Backend::Aws { bucket, .. } => {
+            let rt = runtime();
+            let client = s3();
+            rt.block_on(async {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(name)
+                    .body(bytes.to_vec().into())
+                    .send()
+                    .await
+                    .expect("put")
+            });
+        }
+    }
+}
+
+fn remove_local_copies(home: &Path) {
+    walk(&home.join("store/objects"), &mut |p| {
+        fs::remove_file(p).unwrap()
+    });
+}
+
+#[test]
+fn a_tampered_object_fails_the_read_and_the_log_names_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    for b in backends(scratch.path()) {
+        let m = Mounted::with_cloud(&b.url());
+        let data = pattern(11, 3 << 20);
+        fs::write(m.p("doc.bin"), &data).unwrap();
+        sync_wait(&m);
+        m.unmount();
+        let chunks = chunk_objects(&b);
+        let (name, original) = chunks.first().cloned().expect("a chunk object");
+        let mut bad = original.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        overwrite_object(&b, &name, &bad);
+        // The local copy is lost: the content must come back from the cloud.
+        remove_local_copies(&m.home);
+        m.mount();
+        let err = fs::read(m.p("doc.bin")).expect_err("a tampered object must fail the read");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{}: {err}", b.name());
+        let log = fs::read_to_string(m.home.join("daemon.log")).unwrap();
+        let base = name.rsplit('/').next().unwrap();
+        assert!(
+            log.contains(base),
+            "{}: the daemon log does not name object {base}:\n{log}",
+            b.name()
+        );
+        // Truncated is refused too.
+        overwrite_object(&b, &name, &original[..original.len() - 1]);
+        assert_eq!(
+            errno(fs::read(m.p("doc.bin"))),
+            libc::EIO,
+            "{}: truncated object",
+            b.name()
+        );
+        // Put right, the same read works, byte for byte, without a remount.
+        overwrite_object(&b, &name, &original);
+        assert!(
+            fs::read(m.p("doc.bin")).unwrap() == data,
+            "{}: wrong bytes after repair",
+            b.name()
+        );
+    }
+}
+
+#[test]
+fn a_key_that_does_not_match_the_volume_is_refused_with_both_fingerprints() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = format!("dir:{}", scratch.path().join("cloud").display());
+    let a = Mounted::bare();
+    a.latus(&["init", "--cloud", &cloud]).expect_ok();
+    let fp_a = a
+        .latus(&["key", "fingerprint"])
+        .expect_ok()
+        .stdout
+        .trim()
+        .to_string();
+    let b = Mounted::bare();
+    let out = b.latus(&["init", "--cloud", &cloud]);
+    assert!(!out.ok(), "a second node with a fresh key joined: {out}");
+    assert!(out.stderr.contains("does not match"), "{out}");
+    assert!(
+        out.stderr.contains(&fp_a),
+        "the volume's fingerprint is not shown: {out}"
+    );
+    assert!(
+        !b.home.join("config.json").exists(),
+        "a refused init left a node behind"
+    );
+    // With the exported key it joins.
+    let key_file = scratch.path().join("key.json");
+    a.latus(&["key", "export", key_file.to_str().unwrap()])
+        .expect_ok();
+    b.latus(&[
+        "init",
+        "--cloud",
+        &cloud,
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ])
+    .expect_ok();
+    assert_eq!(
+        b.latus(&["key", "fingerprint"]).expect_ok().stdout.trim(),
+        fp_a
+    );
+    // Export never overwrites.
+    assert!(!a.latus(&["key", "export", key_file.to_str().unwrap()]).ok());
+}
+
+#[test]
+fn kill_9_during_uploads_then_restart_publishes_everything_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud_dir = scratch.path().join("cloud");
+    let m = Mounted::with_cloud(&format!("dir:{}", cloud_dir.display()));
+    for i in 0..150 {
+        fs::write(
+            m.p(&format!("f{i:03}")),
+            pattern(i, 20_000 + i as usize * 997),
+        )
+        .unwrap();
+    }
+    fs::write(m.p("big.bin"), pattern(99, 12 << 20)).unwrap();
+    // The uploader is busy now; stop the daemon the hard way.
+    m.kill9_and_remount();
+    sync_wait(&m);
+    let evs = m.log_events();
+    let mut mivuis: Vec<u64> = evs
+        .iter()
+        .map(|e| e.mivui.as_u64().expect("published"))
+        .collect();
+    let n = mivuis.len();
+    mivuis.sort();
+    mivuis.dedup();
+    assert_eq!(mivuis.len(), n, "two local events share a mivui");
+    let records = objects(&Backend::Dir(cloud_dir.clone()))
+        .into_iter()
+        .filter(|(name, _)| {
+            name.starts_with("events/")
+                && name
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|f| f.len() == 20 && f.bytes().all(|c| c.is_ascii_digit()))
+        })
+        .count();
+    assert_eq!(
+        records, n,
+        "the log holds {records} records for {n} local events"
+    );
+    for i in (0..150).step_by(37) {
+        assert!(
+            fs::read(m.p(&format!("f{i:03}"))).unwrap() == pattern(i, 20_000 + i as usize * 997)
+        );
+    }
+}
+
+#[test]
+fn sync_wait_fails_with_the_reason_when_the_cloud_is_down() {
+    if !aws_available() {
+        return;
+    }
+    let b = Backend::Aws {
+        bucket: unique("latus-test"),
+        table: unique("latus-test"),
+    };
+    let m = Mounted::bare();
+    m.latus(&["init", "--cloud", &b.url()]).expect_ok();
+    fs::create_dir_all(&m.mnt).unwrap();
+    // Nothing listens on port 9 of loopback: the cloud is down for this node.
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(LATUS);
+        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .arg("--home")
+            .arg(&m.home)
+            .args(args);
+        run_cmd(&mut cmd, Duration::from_secs(180))
+    };
+    run(&["mount", m.mnt.to_str().unwrap()]).expect_ok();
+    fs::write(m.p("queued.txt"), b"waits for the cloud").unwrap();
+    let out = run(&["sync", "--wait", "--timeout", "20"]);
+    assert!(
+        !out.ok(),
+        "sync --wait succeeded with the cloud down: {out}"
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("unreachable") || out.stderr.contains("127.0.0.1:9"),
+        "no reason given: {out}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&run(&["status", "--json"]).expect_ok().stdout).unwrap();
+    assert_eq!(st["queue"]["pending_files"], 1, "{st}");
+    run(&["unmount", m.mnt.to_str().unwrap()]).expect_ok();
+}
+
+#[test]
+fn a_one_byte_change_to_a_big_file_uploads_about_one_chunk() {
+    let scratch = tempfile::tempdir().unwrap();
+    let m = Mounted::with_cloud(&format!("dir:{}", scratch.path().join("cloud").display()));
+    let data = pattern(5, 48 << 20);
+    fs::write(m.p("big.bin"), &data).unwrap();
+    sync_wait(&m);
+    assert_eq!(m.path_status("big.bin")["state"], "local");
+    let before = m.status()["queue"]["uploaded_bytes"].as_u64().unwrap();
+    assert!(before >= data.len() as u64, "{before}");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.p("big.bin"))
+            .unwrap();
+        f.write_all_at(b"!", 20 << 20).unwrap();
+    }
+    assert_eq!(m.path_status("big.bin")["state"], "pending");
+    sync_wait(&m);
+    let delta = m.status()["queue"]["uploaded_bytes"].as_u64().unwrap() - before;
+    assert!(delta < 9 << 20, "a one-byte change uploaded {delta} bytes");
+    assert_eq!(m.path_status("big.bin")["state"], "local");
+}
