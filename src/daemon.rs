@@ -311,6 +311,19 @@ fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
+/// Many files open through the mount means as many descriptors here:
+/// take the hard limit rather than the (often 1024) soft one.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn worker_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(4, |n| n.get())
@@ -329,6 +342,7 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
         check_mountpoint(mountpoint)?;
     }
     let started = Instant::now();
+    raise_open_file_limit();
     let node = open_node(home)?;
     let volume = if offline {
         tracing::info!("mounted offline: changes are queued and published by a later mount");

@@ -39,10 +39,13 @@ pub type ObjectId = String;
 
 /// How many empty objects the spare maker keeps ready.
 const SPARES: usize = 128;
+/// Suffix of a spare object: made ahead of time, not yet a version.
+const SPARE_SUFFIX: &str = ".spare";
 
 /// Creating a file costs an inode allocation and a directory update; a
-/// background thread does that ahead of time, off the request path, in
-/// `spare/` (renamed into place when used; emptied at open).
+/// background thread does that ahead of time, off the request path, as
+/// `XX/ID.spare` in the object's own shard (renamed to `XX/ID` when used,
+/// a rename within one folder; leftovers are removed at open).
 #[derive(Debug)]
 pub struct ContentStore {
     dir: PathBuf,
@@ -56,12 +59,7 @@ impl ContentStore {
             let d = dir.join(format!("{shard:02x}"));
             fs::create_dir_all(&d).map_err(|source| StoreError::Io { path: d, source })?;
         }
-        let spare = dir.join("spare");
-        let _ = fs::remove_dir_all(&spare);
-        fs::create_dir_all(&spare).map_err(|source| StoreError::Io {
-            path: spare.clone(),
-            source,
-        })?;
+        let _ = fs::remove_dir_all(dir.join("spare")); // layout of an earlier version
         Ok(Self {
             dir,
             spares: Mutex::new(None),
@@ -70,23 +68,28 @@ impl ContentStore {
 
     /// Starts the background maker of spare objects (for the daemon; tests
     /// and one-shot commands create objects on demand).
-    pub fn start_spare_maker(&self) {
+    pub fn start_spare_maker(self: &std::sync::Arc<Self>) {
         let (tx, rx) = sync_channel(SPARES);
-        let spare_dir = self.dir.join("spare");
+        let store = std::sync::Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("latus-spares".into())
             .spawn(move || {
                 loop {
+                    let Some(store) = store.upgrade() else { return };
                     let id = new_object_id();
+                    let mut path = store.path(&id).into_os_string();
+                    path.push(SPARE_SUFFIX);
+                    drop(store);
                     let made = OpenOptions::new()
                         .read(true)
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
-                        .open(spare_dir.join(&id));
+                        .open(&path);
                     match made {
                         Ok(f) => {
                             if tx.send((id, f)).is_err() {
+                                let _ = fs::remove_file(&path);
                                 return; // the store is gone
                             }
                         }
@@ -104,8 +107,10 @@ impl ContentStore {
 
     fn take_spare(&self) -> Option<(ObjectId, File)> {
         let (id, file) = lock(&self.spares).as_ref()?.try_recv().ok()?;
-        let from = self.dir.join("spare").join(&id);
-        match fs::rename(&from, self.path(&id)) {
+        let to = self.path(&id);
+        let mut from = to.clone().into_os_string();
+        from.push(SPARE_SUFFIX);
+        match fs::rename(&from, &to) {
             Ok(()) => Some((id, file)),
             Err(_) => None,
         }
@@ -180,6 +185,10 @@ impl ContentStore {
             let rd = fs::read_dir(&d).map_err(|source| StoreError::Io { path: d, source })?;
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(SPARE_SUFFIX) {
+                    let _ = fs::remove_file(entry.path()); // made ahead, never used
+                    continue;
+                }
                 if !keep.contains(&name) {
                     self.remove(&name)?;
                     removed += 1;

@@ -1314,6 +1314,11 @@ impl Vfs {
         if mode.write && writers == 0 {
             self.commit(&mut st, ino)?;
         }
+        if open == 0
+            && let Some(n) = st.tree.get_mut(ino)
+        {
+            n.content = None; // no descriptor per closed file
+        }
         Ok(())
     }
 
@@ -1380,7 +1385,8 @@ impl Vfs {
         let n = st.tree.get_mut(ino).expect("exists");
         if let Some(f) = new_file {
             n.staging = None;
-            n.content = Some(f);
+            // Descriptors are held only while the file is open.
+            n.content = (n.open > 0).then_some(f);
         }
         if let Some(old) = old_object {
             self.retire(st, old);
@@ -1638,7 +1644,11 @@ fn current_file(store: &ContentStore, n: &mut Node) -> Result<Option<Arc<File>>>
     if n.content.is_none()
         && let Some(o) = &n.row.object
     {
-        n.content = Some(Arc::new(store.open_object(o)?));
+        let file = Arc::new(store.open_object(o)?);
+        if n.open == 0 {
+            return Ok(Some(file)); // kept only while the file is open
+        }
+        n.content = Some(file);
     }
     Ok(n.content.clone())
 }

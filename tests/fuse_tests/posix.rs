@@ -1239,3 +1239,23 @@ fn o_excl_and_o_creat_modes() {
         libc::EISDIR
     );
 }
+
+/// The daemon holds a descriptor per open file, not per file ever written.
+#[test]
+fn closed_files_hold_no_descriptors_in_the_daemon() {
+    let m = Mounted::new();
+    let pid = m.daemon_pid();
+    let count = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = count();
+    for i in 0..1500 {
+        fs::write(m.p(&format!("f{i}")), b"x").unwrap();
+        if i % 500 == 0 {
+            let _ = fs::read(m.p(&format!("f{i}"))).unwrap();
+        }
+    }
+    let after = count();
+    assert!(
+        after < before + 200,
+        "daemon descriptors grew from {before} to {after} for 1500 closed files"
+    );
+}
