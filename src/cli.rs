@@ -544,13 +544,22 @@ fn offline_status(home: &Home) -> Result<serde_json::Value> {
     let cfg = home.load_config()?;
     let node = daemon::open_node(home)?;
     let counts = node.vfs.counts();
+    let after = node.meta.state(crate::meta::PUBLISHED_THROUGH)?;
+    let pending = node.meta.unpublished_events(after, usize::MAX)?;
     node.vfs.shutdown()?;
+    let files = pending.iter().filter(|e| e.event_type.carries_content());
+    let queue = serde_json::json!({
+        "pending_events": pending.len(),
+        "pending_files": files.clone().count(),
+        "pending_bytes": files.map(|e| e.size).sum::<u64>(),
+    });
     let mut v = serde_json::json!({
         "pid": null,
         "mountpoint": null,
         "node_id": cfg.node_id.to_string(),
         "node_name": cfg.node_name,
         "cloud": cfg.cloud,
+        "queue": queue,
     });
     if let (Some(obj), serde_json::Value::Object(c)) =
         (v.as_object_mut(), serde_json::to_value(counts)?)

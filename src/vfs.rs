@@ -40,6 +40,9 @@ use tree::{Node, Staging, Tree};
 const INLINE_HASH_LIMIT: u64 = 1 << 20;
 const MAX_NAME: usize = 255;
 const MAX_XATTR_VALUE: usize = 64 << 10;
+/// Copies of committed versions at least this large are made without
+/// holding the tree lock.
+const LARGE_COPY: u64 = 8 << 20;
 /// Modification-time changes smaller than this are the kernel's own
 /// bookkeeping (see `setattr`), journaled without an event.
 const MTIME_NOISE: Nanos = 2_000_000_000;
@@ -663,6 +666,9 @@ impl Vfs {
     }
 
     pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<u64>) -> Result<Attr> {
+        if let Some(size) = set.size {
+            self.stage_large_copy(ino, Some(size))?;
+        }
         let mut st = lock(&self.state);
         let now = now_nanos();
         let resolve = |t: TimeSet| match t {
@@ -1240,11 +1246,51 @@ impl Vfs {
             .map_err(|e| VfsError::Fetch(format!("{path}: {e}")))
     }
 
+    /// The copy-on-write copy of a large committed version is made outside
+    /// the tree lock, so copying a big file does not stall every other
+    /// operation; the copy is used only if nothing changed meanwhile.
+    fn stage_large_copy(&self, ino: Ino, truncate_to: Option<u64>) -> Result<()> {
+        let (src, object, keep) = {
+            let mut st = lock(&self.state);
+            let Some(n) = st.tree.get_mut(ino) else {
+                return Ok(());
+            };
+            let keep = truncate_to.unwrap_or(n.row.size).min(n.row.size);
+            if n.staging.is_some() || n.row.object.is_none() || keep < LARGE_COPY {
+                return Ok(());
+            }
+            let object = n.row.object.clone();
+            match current_file(&self.store, n) {
+                Ok(Some(f)) => (f, object, keep),
+                _ => return Ok(()), // the locked path reports it
+            }
+        };
+        let (id, file) = self.store.create_copy(&src, keep)?;
+        let mut st = lock(&self.state);
+        match st.tree.get_mut(ino) {
+            Some(n) if n.staging.is_none() && n.row.object == object && n.row.size >= keep => {
+                n.staging = Some(Staging {
+                    object: id,
+                    file: Arc::new(file),
+                    size: keep,
+                    mtime: n.row.mtime,
+                    ctime: n.row.ctime,
+                });
+            }
+            _ => {
+                drop(st);
+                self.store.remove(&id)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn set_content_source(&self, source: Arc<dyn ContentSource>) {
         *lock(&self.content_source) = Some(source);
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.stage_large_copy(ino, None)?;
         let mut st = lock(&self.state);
         let mode = Self::file_mode(&st, fh, ino)?;
         if !mode.write {

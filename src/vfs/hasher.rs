@@ -65,12 +65,4 @@ pub fn sha512_empty() -> String {
     hex(&Sha512::digest(b""))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
-}
+pub use crate::crypto::hex;

@@ -514,3 +514,32 @@ fn a_one_byte_change_to_a_big_file_uploads_about_one_chunk() {
     assert!(delta < 9 << 20, "a one-byte change uploaded {delta} bytes");
     assert_eq!(m.path_status("big.bin")["state"], "local");
 }
+
+#[test]
+fn a_cloud_that_goes_away_and_comes_back_gets_everything_without_a_remount() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join("cloud");
+    let away = scratch.path().join("cloud-away");
+    let m = Mounted::with_cloud(&format!("dir:{}", cloud.display()));
+    fs::write(m.p("before.txt"), b"published").unwrap();
+    sync_wait(&m);
+    // The NAS is unplugged: the mount keeps working, writes queue.
+    fs::rename(&cloud, &away).unwrap();
+    fs::write(m.p("during.txt"), b"queued while the cloud is gone").unwrap();
+    assert_eq!(fs::read(m.p("before.txt")).unwrap(), b"published");
+    let out = m.latus(&["sync", "--wait", "--timeout", "20"]);
+    assert!(
+        !out.ok(),
+        "sync --wait succeeded with the cloud gone: {out}"
+    );
+    assert!(
+        !cloud.exists(),
+        "the node recreated a vanished cloud folder"
+    );
+    assert_eq!(m.path_status("during.txt")["state"], "pending");
+    // Plugged back in: the queue drains by itself.
+    fs::rename(&away, &cloud).unwrap();
+    sync_wait(&m);
+    assert_eq!(m.path_status("during.txt")["state"], "local");
+    assert!(m.log_events().iter().all(|e| e.mivui.as_u64().is_some()));
+}
