@@ -28,10 +28,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::IntoRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
@@ -47,7 +45,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
 use uuid::Uuid;
 
-const MIB: usize = 1 << 20;
+mod common;
+use common::{
+    Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,
+    latus_binary, print_lines, ratio_cell, run,
+};
+
 /// Parallel uploads of the uploader (`UPLOAD_WORKERS` in src/sync/uploader.rs).
 const UPLOAD_WORKERS: usize = 4;
 /// Chunks in flight between its chunker and its workers (`CHUNK_QUEUE` there).
@@ -195,63 +198,6 @@ fn default_aws_url() -> String {
     format!("aws://latus-cloudbench?table=latus-cloudbench&prefix=cloudbench-{run}/")
 }
 
-fn latus_binary(option: Option<PathBuf>) -> Result<PathBuf> {
-    let path = option
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/latus"));
-    ensure!(
-        path.is_file(),
-        "latus binary not found at {}: run `cargo build --release` first, or pass --latus PATH",
-        path.display()
-    );
-    Ok(path)
-}
-
-fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// Holds the data file, the homes, the mount points and the `dir` cloud, so
-/// they all share one disk.
-enum WorkDir {
-    Temporary(tempfile::TempDir),
-    Kept(PathBuf),
-}
-
-impl WorkDir {
-    fn create(dir: Option<&Path>) -> Result<Self> {
-        match dir {
-            None => {
-                let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cloudbench");
-                fs::create_dir_all(&parent)?;
-                // Canonical, so mount points read as in /proc/self/mountinfo.
-                let temp = tempfile::Builder::new()
-                    .prefix("run-")
-                    .tempdir_in(parent.canonicalize()?)
-                    .context("creating a work directory under target/cloudbench")?;
-                Ok(Self::Temporary(temp))
-            }
-            Some(dir) => {
-                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                ensure!(
-                    fs::read_dir(dir)?.next().is_none(),
-                    "--dir {} is not empty",
-                    dir.display()
-                );
-                Ok(Self::Kept(dir.canonicalize()?))
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            Self::Temporary(temp) => temp.path(),
-            Self::Kept(path) => path,
-        }
-    }
-}
-
 // ---------------------------------------------------------------- data
 
 /// A xorshift64* stream: incompressible, without repeats, the same for a
@@ -302,12 +248,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
         }
         file.write_all(&block[..n])?;
     }
-    let fd = file.into_raw_fd();
-    // SAFETY: `into_raw_fd` gave us sole ownership of `fd`; it is closed once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(io::Error::last_os_error()).context(format!("closing {}", to.display()));
-    }
-    Ok(())
+    close(file).with_context(|| format!("closing {}", to.display()))
 }
 
 /// Reads until `buffer` is full or the end of the input.
@@ -340,30 +281,6 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
 }
 
 // ---------------------------------------------------------------- CPU
-
-/// One timed run: how long it took and how many bytes (or operations) it did.
-#[derive(Clone, Copy)]
-struct Sample {
-    elapsed: Duration,
-    amount: u64,
-}
-
-impl Sample {
-    fn since(start: Instant, amount: u64) -> Self {
-        Self {
-            elapsed: start.elapsed(),
-            amount,
-        }
-    }
-
-    fn megabytes_per_second(self) -> f64 {
-        self.amount as f64 / 1e6 / self.elapsed.as_secs_f64()
-    }
-
-    fn per_second(self) -> f64 {
-        self.amount as f64 / self.elapsed.as_secs_f64()
-    }
-}
 
 /// A chunk as the uploader makes it.
 struct SealedChunk {
@@ -817,8 +734,8 @@ fn measure_backend(
         &work.join(format!("home-{b}")),
         &work.join(format!("mnt-{b}")),
     );
-    node.init(url)?;
-    node.mount()?;
+    node.init(Some(url))?;
+    node.mount(false)?;
     let file = node.mountpoint.join("big");
     eprint!("{b}: writing the file into the mount (not timed) ... ");
     let start = Instant::now();
@@ -842,7 +759,7 @@ fn measure_backend(
         removed >= size,
         "removed only {removed} bytes of local copies, the file has {size}"
     );
-    node.mount()?;
+    node.mount(false)?;
     if cold_cache {
         drop_caches()?;
     }
@@ -990,51 +907,8 @@ fn read_file(path: &Path, size: u64) -> Result<(Sample, Duration)> {
 
 // ---------------------------------------------------------------- the node
 
-/// A latus node with its own home; dropping it unmounts it if mounted.
-struct Node {
-    latus: PathBuf,
-    home: PathBuf,
-    mountpoint: PathBuf,
-}
-
+/// What cloudbench asks a node beyond what common.rs does.
 impl Node {
-    fn new(latus: &Path, home: &Path, mountpoint: &Path) -> Self {
-        Self {
-            latus: latus.to_owned(),
-            home: home.to_owned(),
-            mountpoint: mountpoint.to_owned(),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.latus);
-        command.arg("--home").arg(&self.home);
-        command
-    }
-
-    fn init(&self, url: &str) -> Result<()> {
-        run(self.command().args(["init", "--cloud", url]))
-    }
-
-    fn mount(&self) -> Result<()> {
-        fs::create_dir_all(&self.mountpoint)?;
-        run(self.command().arg("mount").arg(&self.mountpoint))
-            .and_then(|()| {
-                ensure!(
-                    is_mounted(&self.mountpoint)?,
-                    "`latus mount` returned but {} is not a mount point",
-                    self.mountpoint.display()
-                );
-                Ok(())
-            })
-            .with_context(|| format!("mounting latus; {}", self.log_tail()))
-    }
-
-    fn unmount(&self) -> Result<()> {
-        run(self.command().arg("unmount").arg(&self.mountpoint))
-            .with_context(|| format!("unmounting latus; {}", self.log_tail()))
-    }
-
     fn sync_wait(&self) -> Result<()> {
         run(self.command().args(["sync", "--wait"]))
             .with_context(|| format!("latus sync --wait; {}", self.log_tail()))
@@ -1062,79 +936,6 @@ impl Node {
         );
         Ok(serde_json::from_slice(&output.stdout)?)
     }
-
-    /// The end of the daemon's log, for error messages (the work directory
-    /// is removed afterwards).
-    fn log_tail(&self) -> String {
-        let path = self.home.join("daemon.log");
-        match fs::read_to_string(&path) {
-            Ok(log) => {
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                format!("last lines of {}:\n{tail}", path.display())
-            }
-            Err(error) => format!("no daemon log at {}: {error}", path.display()),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if !is_mounted(&self.mountpoint).unwrap_or(true) {
-            return;
-        }
-        let Err(error) = self.unmount() else { return };
-        eprintln!("cloudbench: {error:#}; falling back to fusermount3 -u -z");
-        if let Err(error) = run(Command::new("fusermount3")
-            .args(["-u", "-z"])
-            .arg(&self.mountpoint))
-        {
-            eprintln!("cloudbench: {error:#}");
-        }
-    }
-}
-
-/// Runs a command to completion, its output on our stderr (a daemon it
-/// starts must not keep a pipe of ours open).
-fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
-    ensure!(status.success(), "{command:?} failed: {status}");
-    Ok(())
-}
-
-/// Whether `path` is a mount point in /proc/self/mountinfo (whose fields
-/// escape space, tab, newline and backslash as `\ooo`).
-fn is_mounted(path: &Path) -> Result<bool> {
-    let mut escaped = Vec::new();
-    for &byte in path.as_os_str().as_bytes() {
-        match byte {
-            b' ' | b'\t' | b'\n' | b'\\' => escaped.extend(format!("\\{byte:03o}").bytes()),
-            _ => escaped.push(byte),
-        }
-    }
-    let mountinfo = fs::read("/proc/self/mountinfo")?;
-    Ok(mountinfo
-        .split(|&byte| byte == b'\n')
-        .filter_map(|line| line.split(|&byte| byte == b' ').nth(4))
-        .any(|mountpoint| mountpoint == escaped.as_slice()))
-}
-
-fn can_drop_caches() -> bool {
-    fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/sys/vm/drop_caches")
-        .is_ok()
-}
-
-/// Writes back dirty pages, then empties the page, dentry and inode caches.
-fn drop_caches() -> Result<()> {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    fs::write("/proc/sys/vm/drop_caches", "3").context("dropping the page cache")
 }
 
 // ---------------------------------------------------------------- CPU use
@@ -1302,30 +1103,6 @@ fn thread_ticks(pid: u32) -> ThreadTicks {
 
 // ---------------------------------------------------------------- report
 
-#[derive(Clone, Copy)]
-enum Unit {
-    MegabytesPerSecond,
-    OpsPerSecond,
-    Seconds,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::MegabytesPerSecond => "MB/s",
-            Self::OpsPerSecond => "ops/s",
-            Self::Seconds => "s",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::Seconds => format!("{value:.2}"),
-            Self::MegabytesPerSecond | Self::OpsPerSecond => format!("{value:.0}"),
-        }
-    }
-}
-
 /// One line of the table: a reference figure (raw store or CPU limit),
 /// latus's figure, or both.
 struct Row {
@@ -1340,6 +1117,20 @@ impl Row {
         match (self.reference, self.latus) {
             (Some(reference), Some(latus)) if reference > 0.0 => Some(latus / reference),
             _ => None,
+        }
+    }
+
+    /// The table's line: reference, latus, ratio (`-` where there is none).
+    fn line(&self) -> Line {
+        let cell = |value: Option<f64>| value.map_or("-".into(), |v| self.unit.format(v));
+        Line {
+            name: self.name.clone(),
+            unit: self.unit,
+            cells: vec![
+                cell(self.reference),
+                cell(self.latus),
+                ratio_cell(self.ratio()),
+            ],
         }
     }
 }
@@ -1403,30 +1194,11 @@ impl Table {
     }
 
     fn print(&self) {
-        let width = self
-            .rows
-            .iter()
-            .map(|row| row.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(8);
-        let cell = |value: Option<f64>, unit: Unit| value.map_or("-".into(), |v| unit.format(v));
+        let columns = [("raw/limit", 10), ("latus", 10), ("ratio", 6)];
+        let columns = columns.map(|(title, width)| (title.to_owned(), width));
+        let lines: Vec<Line> = self.rows.iter().map(Row::line).collect();
         println!();
-        println!(
-            "{:<width$}  {:>5}  {:>10}  {:>10}  {:>6}",
-            "workload", "unit", "raw/limit", "latus", "ratio"
-        );
-        for row in &self.rows {
-            println!(
-                "{:<width$}  {:>5}  {:>10}  {:>10}  {:>6}",
-                row.name,
-                row.unit.label(),
-                cell(row.reference, row.unit),
-                cell(row.latus, row.unit),
-                row.ratio()
-                    .map_or("-".into(), |ratio| format!("{ratio:.2}"))
-            );
-        }
+        print_lines(&columns, &lines);
         println!();
         for note in &self.notes {
             println!("{note}");

@@ -11,17 +11,20 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::IntoRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
-const MIB: usize = 1 << 20;
+mod common;
+use common::{
+    Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,
+    latus_binary, print_lines, ratio_cell, run,
+};
+
 const PAGE: usize = 4096;
 const SMALL_FILE_SIZE: usize = 4096;
 const FILES_PER_DIR: usize = 100;
@@ -68,13 +71,13 @@ fn main() -> Result<()> {
     fs::create_dir(&plain)?;
     // The filesystem alone (offline: changes queue, nothing uploads), and
     // the product as used (uploading to the embedded cloud meanwhile).
-    let offline = LatusMount::start(
+    let offline = start_node(
         &latus,
         &work.path().join("home-offline"),
         &work.path().join("mnt-offline"),
         true,
     )?;
-    let mount = LatusMount::start(
+    let mount = start_node(
         &latus,
         &work.path().join("home"),
         &work.path().join("mnt"),
@@ -104,182 +107,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn latus_binary(option: Option<PathBuf>) -> Result<PathBuf> {
-    let path = option
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/latus"));
-    ensure!(
-        path.is_file(),
-        "latus binary not found at {}: run `cargo build --release` first, or pass --latus PATH",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// Where both the plain folder and the latus home live, so both use the same disk.
-enum WorkDir {
-    Temporary(tempfile::TempDir),
-    Kept(PathBuf),
-}
-
-impl WorkDir {
-    fn create(dir: Option<&Path>) -> Result<Self> {
-        let Some(dir) = dir else {
-            let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fsbench");
-            fs::create_dir_all(&parent)?;
-            // Canonical, so the mount point reads the same as in /proc/self/mountinfo.
-            let parent = parent.canonicalize()?;
-            let temp = tempfile::Builder::new()
-                .prefix("run-")
-                .tempdir_in(&parent)
-                .with_context(|| format!("creating a work directory in {}", parent.display()))?;
-            return Ok(Self::Temporary(temp));
-        };
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        ensure!(
-            fs::read_dir(dir)?.next().is_none(),
-            "--dir {} is not empty",
-            dir.display()
-        );
-        Ok(Self::Kept(dir.canonicalize()?))
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            Self::Temporary(temp) => temp.path(),
-            Self::Kept(path) => path,
-        }
-    }
-}
-
-/// A mounted latus daemon; dropping it unmounts.
-struct LatusMount {
-    latus: PathBuf,
-    home: PathBuf,
-    mountpoint: PathBuf,
-}
-
-impl LatusMount {
-    fn start(latus: &Path, home: &Path, mountpoint: &Path, offline: bool) -> Result<Self> {
-        fs::create_dir_all(mountpoint)?;
-        let mount = Self {
-            latus: latus.to_owned(),
-            home: home.to_owned(),
-            mountpoint: mountpoint.to_owned(),
-        };
-        run(mount.command().arg("init"))?;
-        run(mount
-            .command()
-            .arg("mount")
-            .arg(mountpoint)
-            .args(offline.then_some("--offline")))
-        .and_then(|()| {
-            ensure!(
-                is_mounted(mountpoint)?,
-                "`latus mount` returned but {} is not a mount point",
-                mountpoint.display()
-            );
-            Ok(())
-        })
-        .with_context(|| {
-            format!(
-                "mounting latus at {} failed; {}",
-                mountpoint.display(),
-                mount.daemon_log_tail()
-            )
-        })?;
-        Ok(mount)
-    }
-
-    /// The end of the daemon's log, for errors (the work directory may not outlive them).
-    fn daemon_log_tail(&self) -> String {
-        let path = self.home.join("daemon.log");
-        match fs::read_to_string(&path) {
-            Ok(log) => {
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                format!("last lines of {}:\n{tail}", path.display())
-            }
-            Err(error) => format!("no daemon log at {}: {error}", path.display()),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.latus);
-        command.arg("--home").arg(&self.home);
-        command
-    }
-}
-
-impl Drop for LatusMount {
-    fn drop(&mut self) {
-        if !is_mounted(&self.mountpoint).unwrap_or(true) {
-            return;
-        }
-        let Err(error) = run(self.command().arg("unmount").arg(&self.mountpoint)) else {
-            return;
-        };
-        eprintln!("fsbench: {error:#}; falling back to fusermount3 -u -z");
-        let mut fallback = Command::new("fusermount3");
-        fallback.args(["-u", "-z"]).arg(&self.mountpoint);
-        if let Err(error) = run(&mut fallback) {
-            eprintln!("fsbench: {error:#}");
-        }
-    }
-}
-
-/// Runs a command to completion with its output on our stderr (a daemon it
-/// starts must not keep a pipe of ours open).
-fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
-    ensure!(status.success(), "{command:?} failed: {status}");
-    Ok(())
-}
-
-fn is_mounted(path: &Path) -> Result<bool> {
-    let mountinfo = fs::read("/proc/self/mountinfo")?;
-    let path = path.as_os_str().as_bytes();
-    Ok(mountinfo
-        .split(|&byte| byte == b'\n')
-        .filter_map(|line| line.split(|&byte| byte == b' ').nth(4))
-        .any(|mountpoint| unescape_octal(mountpoint) == path))
-}
-
-/// Decodes the `\ooo` escapes that /proc/self/mountinfo uses for spaces and the like.
-fn unescape_octal(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut rest = field;
-    while let Some((&byte, tail)) = rest.split_first() {
-        match (byte, octal_byte(tail)) {
-            (b'\\', Some(decoded)) => {
-                out.push(decoded);
-                rest = &tail[3..];
-            }
-            _ => {
-                out.push(byte);
-                rest = tail;
-            }
-        }
-    }
-    out
-}
-
-/// The byte that three octal digits at the start of `bytes` encode, if they do.
-fn octal_byte(bytes: &[u8]) -> Option<u8> {
-    let digits = bytes.get(..3)?;
-    digits.iter().try_fold(0u8, |value, &digit| match digit {
-        b'0'..=b'7' => value.checked_mul(8)?.checked_add(digit - b'0'),
-        _ => None,
-    })
-}
-
-fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+/// A latus node without a cloud, initialised and mounted.
+fn start_node(latus: &Path, home: &Path, mountpoint: &Path, offline: bool) -> Result<Node> {
+    let node = Node::new(latus, home, mountpoint);
+    node.init(None)?;
+    node.mount(offline)?;
+    Ok(node)
 }
 
 /// A tarball of a real source tree, built once and extracted into each root.
@@ -372,50 +205,12 @@ impl Root {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Unit {
-    MegabytesPerSecond,
-    OpsPerSecond,
-    Seconds,
-}
-
 impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::MegabytesPerSecond => "MB/s",
-            Self::OpsPerSecond => "ops/s",
-            Self::Seconds => "s",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::Seconds => format!("{value:.2}"),
-            Self::MegabytesPerSecond | Self::OpsPerSecond => format!("{value:.0}"),
-        }
-    }
-
     fn value(self, sample: &Sample) -> f64 {
-        let seconds = sample.elapsed.as_secs_f64();
         match self {
-            Self::MegabytesPerSecond => sample.amount as f64 / 1e6 / seconds,
-            Self::OpsPerSecond => sample.amount as f64 / seconds,
-            Self::Seconds => seconds,
-        }
-    }
-}
-
-/// One timed run: how long it took and how much it did (bytes or operations).
-struct Sample {
-    elapsed: Duration,
-    amount: u64,
-}
-
-impl Sample {
-    fn since(start: Instant, amount: u64) -> Self {
-        Self {
-            elapsed: start.elapsed(),
-            amount,
+            Self::MegabytesPerSecond => sample.megabytes_per_second(),
+            Self::OpsPerSecond => sample.per_second(),
+            Self::Seconds => sample.elapsed.as_secs_f64(),
         }
     }
 }
@@ -639,32 +434,6 @@ fn stamp_pages(block: &mut [u8], seed: u64, index: u64) {
     }
 }
 
-/// Closes the file and reports the error that `close` returns (a FUSE
-/// filesystem reports write-back failures there; dropping a `File` hides it).
-fn close(file: File) -> io::Result<()> {
-    let fd = file.into_raw_fd();
-    // SAFETY: `into_raw_fd` gave us sole ownership of `fd`; it is closed once.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn can_drop_caches() -> bool {
-    fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/sys/vm/drop_caches")
-        .is_ok()
-}
-
-/// Writes back dirty pages, then empties the page, dentry and inode caches.
-fn drop_caches() -> Result<()> {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    fs::write("/proc/sys/vm/drop_caches", "3").context("dropping the page cache")
-}
-
 /// Runs every workload in every root, `rounds` times, alternating the
 /// order of the roots between rounds (a noisy machine favours neither), and
 /// keeps each workload's median per root.
@@ -724,40 +493,31 @@ impl Row {
             _ => None,
         }
     }
+
+    /// The table's line: each root's value, then each contender's ratio.
+    fn line(&self, roots: usize) -> Line {
+        let values = self.values.iter().map(|value| match value {
+            Ok(value) => self.unit.format(*value),
+            Err(_) => "failed".to_owned(),
+        });
+        let ratios = (1..roots).map(|index| ratio_cell(self.ratio(index)));
+        Line {
+            name: self.name.clone(),
+            unit: self.unit,
+            cells: values.chain(ratios).collect(),
+        }
+    }
 }
 
 fn print_table(roots: &[Root], rows: &[Row]) {
-    let width = rows
-        .iter()
-        .map(|row| row.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(8);
     let baseline = roots[0].name;
-    print!("{:<width$}  {:>5}", "workload", "unit");
-    for root in roots {
-        print!("  {:>10}", root.name);
-    }
-    for root in &roots[1..] {
-        print!("  {:>12}", format!("{}/{baseline}", root.name));
-    }
-    println!();
-    for row in rows {
-        print!("{:<width$}  {:>5}", row.name, row.unit.label());
-        for value in &row.values {
-            match value {
-                Ok(value) => print!("  {:>10}", row.unit.format(*value)),
-                Err(_) => print!("  {:>10}", "failed"),
-            }
-        }
-        for index in 1..roots.len() {
-            match row.ratio(index) {
-                Some(ratio) => print!("  {ratio:>12.2}"),
-                None => print!("  {:>12}", "-"),
-            }
-        }
-        println!();
-    }
+    let values = roots.iter().map(|root| (root.name.to_owned(), 10));
+    let ratios = roots[1..]
+        .iter()
+        .map(|root| (format!("{}/{baseline}", root.name), 12));
+    let columns: Vec<(String, usize)> = values.chain(ratios).collect();
+    let lines: Vec<Line> = rows.iter().map(|row| row.line(roots.len())).collect();
+    print_lines(&columns, &lines);
     println!("ratio: higher is better for MB/s and ops/s, lower is better for s");
     for row in rows {
         for (root, value) in roots.iter().zip(&row.values) {
