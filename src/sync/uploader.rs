@@ -577,6 +577,8 @@ impl Inner {
             let Some(last) = page.last().map(|r| r.mivui) else {
                 break;
             };
+            // The journal's own view, once per page (not per record).
+            self.meta.commit_pending()?;
             for rec in page.iter().filter(|r| r.originator == self.config.node_id) {
                 match PublishedEvent::open(&volume.keys, &aad, &rec.payload) {
                     Ok(p) => self.absorb_own(p, rec.mivui)?,
@@ -599,7 +601,6 @@ impl Inner {
     }
 
     fn absorb_own(&self, p: PublishedEvent, mivui: u64) -> Result<(), UploadError> {
-        self.meta.commit_pending()?;
         let Some(local) = self
             .meta
             .events_since(p.local_id.saturating_sub(1), 1)?
