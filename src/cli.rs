@@ -175,8 +175,9 @@ fn init_node(
             Ok(())
         }
         Err(e) => {
+            // Both were made by this init (it refuses a home that has either).
             let undo = if existed {
-                std::fs::remove_file(home.config_path())
+                std::fs::remove_file(home.config_path()).and(std::fs::remove_file(home.key_path()))
             } else {
                 std::fs::remove_dir_all(home.root())
             };
@@ -232,7 +233,7 @@ fn sync(home: &Home, wait: bool, timeout: u64) -> Result<()> {
         Ok(v) => v,
         Err(ControlError::NotRunning { .. }) => {
             // Not mounted: publish from this process.
-            let node = daemon::open_node(home)?;
+            let (_lock, node) = daemon::open_node_locked(home)?;
             let volume = daemon::open_volume(&node)?;
             let uploader = daemon::start_uploader(&node, volume);
             let result = uploader.wait_idle(Duration::from_secs(if wait { timeout } else { 0 }));
@@ -487,7 +488,7 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
                     CALL_TIMEOUT,
                 )?,
                 None => {
-                    let node = daemon::open_node(home)?;
+                    let (_lock, node) = daemon::open_node_locked(home)?;
                     let s = node.vfs.path_status(&rel).with_context(|| rel.clone())?;
                     node.vfs.shutdown()?;
                     serde_json::to_value(s)?
@@ -542,7 +543,7 @@ fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
 
 fn offline_status(home: &Home) -> Result<serde_json::Value> {
     let cfg = home.load_config()?;
-    let node = daemon::open_node(home)?;
+    let (_lock, node) = daemon::open_node_locked(home)?;
     let counts = node.vfs.counts();
     let after = node.meta.state(crate::meta::PUBLISHED_THROUGH)?;
     let pending = node.meta.unpublished_events(after, usize::MAX)?;
@@ -597,12 +598,16 @@ fn log(home: &Home, since: u64, json: bool) -> Result<()> {
         Err(_) => {
             home.load_config()?;
             let store = std::sync::Arc::new(ContentStore::open(home.objects_dir())?);
-            Some(Meta::open(&home.db_path(), &home.wal_path(), store)?.0)
+            let lock = daemon::lock_home(home)?;
+            Some((
+                lock,
+                Meta::open(&home.db_path(), &home.wal_path(), store)?.0,
+            ))
         }
     };
     loop {
         let page: Vec<Event> = match &offline {
-            Some(meta) => meta.events_since(since, LOG_PAGE)?,
+            Some((_, meta)) => meta.events_since(since, LOG_PAGE)?,
             None => serde_json::from_value(control::call(
                 &home.socket_path(),
                 &Request::Log {

@@ -8,9 +8,12 @@
 //!   (XChaCha20-Poly1305 keys), `names` (HMAC-SHA256 key for object names),
 //!   `fingerprint` (8 bytes shown to people to compare keys).
 //! - Sealed framing, version 1: `"LTS1" | nonce (24 bytes, random) |
-//!   ciphertext | tag (16 bytes)`. Associated data binds a sealed object to
-//!   its name (chunks) or to its volume and originator (events), so a
-//!   swapped, truncated or altered object fails to open.
+//!   ciphertext | tag (16 bytes)`, where the plaintext sealed is
+//!   `length (u64 LE) | data | zeros` padded to a multiple of 4 KiB for
+//!   chunks and 512 bytes for events, so the cloud sees size classes, never
+//!   exact sizes. Associated data binds a sealed object to its name (chunks)
+//!   or to its volume and originator (events), so a swapped, truncated or
+//!   altered object fails to open.
 //!
 //! Version changes: 1 — first format.
 
@@ -28,6 +31,9 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The smallest sealed object: framing of an empty plaintext.
 pub const SEAL_OVERHEAD: usize = MAGIC.len() + NONCE_LEN + TAG_LEN;
+const CHUNK_PAD: usize = 4096;
+const EVENT_PAD: usize = 512;
+const LEN_PREFIX: usize = 8;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -91,20 +97,50 @@ impl Keys {
     }
 
     pub fn seal_chunk(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.content, name.as_bytes(), plaintext)
+        seal(
+            &self.content,
+            name.as_bytes(),
+            &padded(plaintext, CHUNK_PAD),
+        )
     }
 
     pub fn open_chunk(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.content, name.as_bytes(), sealed)
+        unpadded(open(&self.content, name.as_bytes(), sealed)?)
     }
 
     pub fn seal_event(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.events, aad, plaintext)
+        seal(&self.events, aad, &padded(plaintext, EVENT_PAD))
     }
 
     pub fn open_event(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        open(&self.events, aad, sealed)
+        unpadded(open(&self.events, aad, sealed)?)
     }
+}
+
+/// `length | data | zeros`, a multiple of `pad` bytes long.
+fn padded(data: &[u8], pad: usize) -> Vec<u8> {
+    let len = (LEN_PREFIX + data.len()).div_ceil(pad) * pad;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out.resize(len, 0);
+    out
+}
+
+fn unpadded(mut framed: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+    let len = framed
+        .get(..LEN_PREFIX)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or(CryptoError::Tampered)?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(LEN_PREFIX))
+        .filter(|&e| e <= framed.len())
+        .ok_or(CryptoError::Tampered)?;
+    framed.truncate(end);
+    framed.drain(..LEN_PREFIX);
+    Ok(framed)
 }
 
 fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -244,6 +280,23 @@ mod tests {
             Err(CryptoError::Tampered)
         );
         assert!(!sealed.windows(5).any(|w| w == b"hello"));
+    }
+
+    #[test]
+    fn sealed_sizes_are_size_classes() {
+        let k = keys(5);
+        let a = k.seal_chunk("n", b"x").len();
+        let b = k.seal_chunk("n", &[1; 3000]).len();
+        assert_eq!(a, b, "a 1-byte and a 3000-byte chunk look alike");
+        assert_eq!(a, SEAL_OVERHEAD + CHUNK_PAD);
+        assert_eq!(
+            k.seal_event(b"", b"{}").len(),
+            k.seal_event(b"", &[b' '; 400]).len()
+        );
+        assert_eq!(
+            k.open_chunk("n", &k.seal_chunk("n", &[1; 3000])).unwrap(),
+            vec![1; 3000]
+        );
     }
 
     #[test]

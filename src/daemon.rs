@@ -149,6 +149,14 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
     )
 }
 
+/// Opens the node from a one-shot command (no daemon): holds the home's
+/// lock while open, so a daemon starting meanwhile waits its turn instead
+/// of finding the database taken.
+pub fn open_node_locked(home: &Home) -> Result<(HomeLock, OpenNode), DaemonError> {
+    let lock = lock_home(home)?;
+    Ok((lock, open_node(home)?))
+}
+
 /// What is at the mountpoint now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MountpointState {
@@ -262,11 +270,11 @@ pub fn clean_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
 }
 
 /// Holds the home's daemon lock for the daemon's lifetime.
-struct HomeLock {
+pub struct HomeLock {
     _file: File,
 }
 
-fn lock_home(home: &Home) -> Result<HomeLock, DaemonError> {
+pub fn lock_home(home: &Home) -> Result<HomeLock, DaemonError> {
     let path = home.lock_path();
     let file = OpenOptions::new()
         .create(true)

@@ -34,6 +34,10 @@ pub enum HomeError {
     NotInitialised { path: PathBuf },
     #[error("{path} is already initialised as node {node_id}")]
     AlreadyInitialised { path: PathBuf, node_id: Uuid },
+    #[error(
+        "{path} exists: this home holds a node already (a damaged config.json is repaired by hand, never replaced); use another --home"
+    )]
+    NotEmpty { path: PathBuf },
     #[error("config {path} is unreadable: {source}")]
     BadConfig {
         path: PathBuf,
@@ -149,6 +153,13 @@ impl Home {
                 path: self.root.clone(),
                 node_id: existing.node_id,
             });
+        }
+        // A damaged config or a lone key is a node to repair, never to
+        // replace: overwriting node.key would lose the volume's key.
+        for p in [self.config_path(), self.key_path(), self.db_path()] {
+            if p.exists() {
+                return Err(HomeError::NotEmpty { path: p });
+            }
         }
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         restrict_to_owner(&self.root)?;

@@ -304,6 +304,17 @@ impl Meta {
 
     /// Makes everything journaled so far survive a power cut.
     pub fn sync_journal(&self) -> Result<(), MetaError> {
+        // Rows must never be durable before the content they name: sync
+        // the objects of every row not yet committed, then the journal.
+        let pending: Vec<String> = lock(&self.queue)
+            .entries
+            .iter()
+            .filter_map(|e| match &e.rec {
+                Record::PutInode(row) => row.object.clone(),
+                _ => None,
+            })
+            .collect();
+        self.sync_objects(pending.iter().map(String::as_str))?;
         let wal = lock(&self.wal);
         wal.sync().map_err(|source| MetaError::Journal {
             path: wal.path().display().to_string(),
@@ -351,13 +362,14 @@ impl Meta {
 
     /// Object contents must reach the disk before rows that name them.
     fn sync_objects_named_in(&self, batch: &[WalEntry]) -> Result<(), MetaError> {
-        let objects: HashSet<&str> = batch
-            .iter()
-            .filter_map(|e| match &e.rec {
-                Record::PutInode(row) => row.object.as_deref(),
-                _ => None,
-            })
-            .collect();
+        self.sync_objects(batch.iter().filter_map(|e| match &e.rec {
+            Record::PutInode(row) => row.object.as_deref(),
+            _ => None,
+        }))
+    }
+
+    fn sync_objects<'a>(&self, names: impl Iterator<Item = &'a str>) -> Result<(), MetaError> {
+        let objects: HashSet<&str> = names.collect();
         if objects.len() > PER_OBJECT_SYNC_LIMIT {
             return Ok(self.store.sync_all()?);
         }

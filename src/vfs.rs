@@ -415,11 +415,9 @@ impl Vfs {
         let mut records = Vec::new();
         if let Some(hash) = hash {
             // The current row too, if this is still its version.
-            let current = st
-                .tree
-                .nodes
-                .values()
-                .find(|n| n.row.hash.is_none() && object.is_some() && n.row.object == object);
+            let current = st.tree.nodes.values().find(|n| {
+                n.linked && n.row.hash.is_none() && object.is_some() && n.row.object == object
+            });
             if let Some(n) = current {
                 let mut row = n.row.clone();
                 row.hash = Some(hash.clone());
@@ -521,7 +519,10 @@ impl Vfs {
     }
 
     fn send_hash_job(&self, job: HashJob) {
-        if let Some(tx) = lock(&self.hasher).as_ref() {
+        // The sender is cloned so `hasher` is never held while `state` is
+        // taken (commit takes them in the other order).
+        let tx = lock(&self.hasher).clone();
+        if let Some(tx) = tx {
             lock(&self.state).hashing += 1;
             if tx.send(job).is_err() {
                 lock(&self.state).hashing -= 1;
@@ -591,7 +592,15 @@ impl Vfs {
     }
 
     fn journal(&self, st: &mut State, records: Vec<Record>) -> Result<()> {
-        self.meta.append(&records)?;
+        // Rows of orphans (deleted, still open) stay out of the journal: a
+        // deleted file never comes back after a remount.
+        let orphan = |r: &Record| matches!(r, Record::PutInode(row) if st.tree.get(row.ino).is_some_and(|n| !n.linked));
+        if records.iter().any(orphan) {
+            let durable: Vec<Record> = records.iter().filter(|r| !orphan(r)).cloned().collect();
+            self.meta.append(&durable)?;
+        } else {
+            self.meta.append(&records)?;
+        }
         let mut events = false;
         for r in &records {
             st.tree.apply(r);
@@ -1083,7 +1092,14 @@ impl Vfs {
                         }
                         let rel = st.tree.path(d).unwrap_or_default();
                         let base = st.tree.path(ino).unwrap_or_default();
-                        let p = format!("{dst}{}", &rel[base.len().min(rel.len())..]);
+                        let below = &rel[base.len().min(rel.len())..];
+                        if below
+                            .split('/')
+                            .any(|c| !c.is_empty() && self.ignore.name_is_ignored(c))
+                        {
+                            continue; // ignored names stay unannounced wherever they move
+                        }
+                        let p = format!("{dst}{below}");
                         let ty = match dn.row.kind {
                             Kind::Dir => EventType::Mkdir,
                             Kind::Symlink => EventType::Symlink,
@@ -1325,8 +1341,11 @@ impl Vfs {
     pub fn fsync(&self, ino: Ino, fh: u64) -> Result<()> {
         let (file, object) = {
             let mut st = lock(&self.state);
-            Self::file_mode(&st, fh, ino)?;
-            self.commit(&mut st, ino)?;
+            // A reader's fsync syncs what is committed; only a writer's
+            // fsync makes its unfinished version the committed one.
+            if Self::file_mode(&st, fh, ino)?.write {
+                self.commit(&mut st, ino)?;
+            }
             let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
             (current_file(&self.store, n)?, n.row.object.clone())
         };

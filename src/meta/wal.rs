@@ -82,7 +82,12 @@ impl Wal {
         for e in entries {
             encode_frame(e, &mut buf);
         }
-        self.file.write_all(&buf)?;
+        if let Err(e) = self.file.write_all(&buf) {
+            // Cut a partial frame (a full disk): replay stops at the first
+            // bad frame, and later records must not sit behind one.
+            self.file.set_len(self.len)?;
+            return Err(e);
+        }
         self.len += buf.len() as u64;
         Ok(())
     }

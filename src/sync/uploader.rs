@@ -548,13 +548,17 @@ impl Inner {
             }
         };
         for ((ev, chunks, fill_hash), mivui) in ready.into_iter().zip(mivuis) {
-            self.vfs.published(
+            if let Err(e) = self.vfs.published(
                 ev.id,
                 mivui,
                 ev.object.clone(),
                 chunks.unwrap_or_default(),
                 fill_hash,
-            )?;
+            ) {
+                // In the log but not marked here: read it back first next time.
+                self.recovered.store(false, Ordering::Release);
+                return Err(e.into());
+            }
             let mut st = lock(&self.status);
             st.published_events += 1;
             st.pending_events = st.pending_events.saturating_sub(1);
@@ -616,14 +620,32 @@ impl Inner {
             mivui,
             "found an event published just before a stop; not publishing it again"
         );
-        self.vfs.published(
-            local.id,
-            mivui,
-            local.object,
-            p.chunks.unwrap_or_default(),
-            None,
-        )?;
+        let chunks = match (&p.chunks, &p.chunk_list) {
+            (Some(c), _) => c.clone(),
+            (None, Some(list)) => self.fetch_chunk_list(list)?,
+            (None, None) => Vec::new(),
+        };
+        self.vfs
+            .published(local.id, mivui, local.object, chunks, None)?;
         Ok(())
+    }
+
+    /// A long chunk list stored apart from its event, fetched and verified.
+    fn fetch_chunk_list(&self, name: &str) -> Result<Vec<ChunkRef>, UploadError> {
+        let volume = self.volume()?;
+        let sealed = volume.cloud.objects.get(name)?;
+        let bad = |why: String| UploadError::Local {
+            path: format!("chunk list {name}"),
+            source: std::io::Error::other(why),
+        };
+        let plain = volume
+            .keys
+            .open_chunk(name, &sealed)
+            .map_err(|e| bad(e.to_string()))?;
+        if volume.keys.chunk_name(&plain) != name {
+            return Err(bad("does not hold what its name promises".into()));
+        }
+        serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))
     }
 }
 

@@ -498,3 +498,50 @@ fn large_versions_are_copied_on_write_outside_the_lock_and_stay_atomic() {
         .unwrap();
     assert!(n.read_all(ino) == data[..(LARGE_COPY + 10) as usize]);
 }
+
+#[test]
+fn a_deleted_open_file_never_comes_back() {
+    let mut n = Node::new();
+    let ino = n.write_file(ROOT_INO, "gone", b"x");
+    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
+    n.vfs.unlink(ROOT_INO, OsStr::new("gone")).unwrap();
+    // fchmod / fsetxattr on the open descriptor of the deleted file.
+    n.vfs
+        .setattr(
+            ino,
+            SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+            Some(o.fh),
+        )
+        .unwrap();
+    n.vfs.setxattr(ino, OsStr::new("user.k"), b"v", 0).unwrap();
+    n.crash();
+    assert!(matches!(
+        n.vfs.lookup(ROOT_INO, OsStr::new("gone")),
+        Err(VfsError::NotFound)
+    ));
+    assert_eq!(n.vfs.counts().files, 0);
+}
+
+#[test]
+fn renaming_an_ignored_folder_keeps_ignored_names_unannounced() {
+    let n = Node::new();
+    let d = n
+        .vfs
+        .mkdir(ROOT_INO, OsStr::new("x.tmp"), 0o755, ME)
+        .unwrap()
+        .ino;
+    n.write_file(d, "a.swp", b"swap");
+    n.write_file(d, "real.txt", b"real");
+    n.vfs
+        .rename(ROOT_INO, OsStr::new("x.tmp"), ROOT_INO, OsStr::new("x"), 0)
+        .unwrap();
+    let paths: Vec<String> = n.events().into_iter().map(|e| e.file_path).collect();
+    assert_eq!(
+        paths,
+        ["x", "x/real.txt"],
+        "ignored names leaked into events"
+    );
+}

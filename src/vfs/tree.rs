@@ -189,6 +189,14 @@ impl Tree {
 
     fn put(&mut self, row: InodeRow) {
         let ino = row.ino;
+        // A deleted inode still open (an orphan) never comes back: its
+        // attributes change in memory only, until its last release.
+        if let Some(n) = self.nodes.get_mut(&ino)
+            && !n.linked
+        {
+            n.row = row;
+            return;
+        }
         let moved = match self.nodes.get(&ino) {
             Some(n) => n.linked && (n.row.parent != row.parent || n.row.name != row.name),
             None => true,
