@@ -140,14 +140,14 @@ impl VolumeHandle {
         }
     }
 
+    /// The lock is not held across the network: a reader fetching content
+    /// never waits behind the uploader's attempt to reach a slow cloud.
     pub fn get(&self) -> Result<Arc<Volume>, VolumeError> {
-        let mut v = crate::locks::lock(&self.opened);
-        if let Some(v) = v.as_ref() {
+        if let Some(v) = crate::locks::lock(&self.opened).as_ref() {
             return Ok(v.clone());
         }
         let (opened, _) = Volume::open(&self.url, &self.key, false)?;
-        let opened = Arc::new(opened);
-        *v = Some(opened.clone());
-        Ok(opened)
+        let mut v = crate::locks::lock(&self.opened);
+        Ok(v.get_or_insert_with(|| Arc::new(opened)).clone())
     }
 }
