@@ -170,7 +170,7 @@ impl Meta {
             path: wal.path().display().to_string(),
             source,
         })?;
-        let applied = self.applied_seq()?;
+        let applied = self.state(WAL_APPLIED)?;
         let todo: Vec<WalEntry> = contents
             .entries
             .into_iter()
@@ -193,20 +193,6 @@ impl Meta {
         q.next_seq = last + 1;
         q.committed_seq = last;
         Ok(recovery)
-    }
-
-    fn applied_seq(&self) -> Result<u64, MetaError> {
-        let e = db_err(&self.db_path);
-        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
-        match rtx.open_table(STATE) {
-            Ok(t) => Ok(t
-                .get(WAL_APPLIED)
-                .map_err(|x| e(x.into()))?
-                .map(|v| v.value())
-                .unwrap_or(0)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(x) => Err(e(x.into())),
-        }
     }
 
     fn load(&self, recovery: Recovery) -> Result<Loaded, MetaError> {

@@ -32,13 +32,19 @@ mod tests {
     #[test]
     fn threads_of_one_process_are_the_same_process() {
         let me = std::process::id();
-        // SAFETY: gettid has no preconditions.
-        let tid = std::thread::spawn(|| unsafe { libc::gettid() } as u32)
-            .join()
-            .unwrap();
-        assert!(same_process(me, me));
-        // The spawned thread is gone: its tgid is unknown, but the live side is us.
-        assert!(!same_process(tid, 1) || tid == 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            done_rx.recv().unwrap(); // stay alive while checked
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert!(same_process(tid, me), "a live thread of this process");
+        assert!(same_process(me, tid));
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
         let child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
