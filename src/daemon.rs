@@ -19,7 +19,7 @@ use crate::locks::{Mutex, lock};
 use crate::meta::{Meta, MetaError};
 use crate::store::{ContentStore, StoreError};
 use crate::sync::{Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
-use crate::vfs::{RecoveryReport, Vfs, VfsError};
+use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -391,6 +391,25 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
             source,
         })?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+    {
+        // Remote changes reach the kernel's caches (their TTLs assume that
+        // only the kernel changes the tree).
+        let notifier = session.notifier();
+        node.vfs.set_invalidator(move |inval| {
+            let result = match &inval {
+                Invalidation::Entry { parent, name } => {
+                    notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+                }
+                Invalidation::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+            };
+            // ENOENT: the kernel had nothing cached for it.
+            if let Err(e) = result
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                tracing::debug!(?inval, error = %e, "kernel cache invalidation failed");
+            }
+        });
+    }
 
     let socket = home.socket_path();
     let _ = fs::remove_file(&socket);

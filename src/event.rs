@@ -18,6 +18,8 @@ pub enum Detection {
     RemoteApply,
     /// A restore of an old version.
     Restore,
+    /// A conflict copy: a version that lost its name to a newer one.
+    Conflict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub enum EventType {
     Rmdir,
     Symlink,
     Setattr,
+    /// Log-only: a node announcing itself (name, time); never journaled.
+    Node,
+    /// Log-only: a node forgotten by `latus nodes remove` (`file_path` is its id).
+    ForgetNode,
 }
 
 /// One change. `mivui` stays `None` until the cloud assigns the sequence.
@@ -55,14 +61,51 @@ pub struct Event {
     /// Symlink target, for `symlink` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
+    /// SHA-512 of the version this change replaced (modify, delete, move),
+    /// as the writer had it: the base of conflict detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_hash: Option<String>,
+    /// When the change was recorded (nanoseconds since the epoch, the
+    /// writer's clock): what `restore --at` and version history show.
+    #[serde(default)]
+    pub time: i64,
     /// Local content object holding this version (not part of the cloud record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
 }
 
+impl Event {
+    /// A log-only record about a node (`Node`: hello; `ForgetNode`: `path`
+    /// is the forgotten node's id). Local id 0: never journaled.
+    pub fn node_record(originator: Uuid, event_type: EventType, path: String, time: i64) -> Self {
+        Event {
+            id: 0,
+            originator,
+            mivui: None,
+            detection: Detection::Filesystem,
+            event_type,
+            file_hash: None,
+            file_path: path,
+            mtime: time,
+            size: 0,
+            src_path: None,
+            mode: 0,
+            link_target: None,
+            base_hash: None,
+            time,
+            object: None,
+        }
+    }
+}
+
 impl EventType {
     pub fn carries_content(self) -> bool {
         matches!(self, EventType::Create | EventType::Modify)
+    }
+
+    /// Records about nodes, not about the tree.
+    pub fn is_node_record(self) -> bool {
+        matches!(self, EventType::Node | EventType::ForgetNode)
     }
 }
 

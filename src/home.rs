@@ -67,6 +67,27 @@ pub struct Config {
     pub ignore: IgnoreRules,
     /// Unix seconds.
     pub created: i64,
+    /// How often the log is checked for other nodes' changes.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Version history kept by `latus prune` (all when both are unset).
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+fn default_poll_ms() -> u64 {
+    3000
+}
+
+/// Which old versions `latus prune` keeps; current versions are always kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep the newest N versions of each path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_versions: Option<u32>,
+    /// Keep every version younger than D days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +204,8 @@ impl Home {
             cloud,
             ignore: IgnoreRules::defaults(),
             created: unix_now_secs(),
+            poll_ms: default_poll_ms(),
+            retention: Retention::default(),
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         // Written last and atomically: a home with config.json is complete.

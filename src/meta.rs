@@ -10,6 +10,9 @@
 //!   the uploader's and the log reader's cursors.
 //! - `versions`: local object id (&str) → JSON `[ChunkRef]`, the chunks of
 //!   a published version, to fetch it back from the cloud.
+//! - `remote`: remote id (u64) → `RemoteRow`, the tree as the log says it is.
+//! - `log`: mivui (u64) → `LogEntry`, every record of the log read so far
+//!   (version history).
 //!
 //! Durability: `append` puts records in the journal with one `write` (they
 //! survive kill -9 of the process at once); the committer applies them to
@@ -36,17 +39,21 @@ use crate::event::Event;
 use crate::locks::{Condvar, Mutex, lock};
 use crate::store::{ContentStore, ObjectId};
 
-pub use record::{Ino, InodeRow, Kind, Nanos, ROOT_INO, Record};
+pub use record::{Ino, InodeRow, Kind, LogEntry, Nanos, ROOT_INO, Record, RemoteRow};
 use wal::{Wal, WalEntry};
 
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+const REMOTE: TableDefinition<u64, &[u8]> = TableDefinition::new("remote");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// Every event with an id up to this is in the cloud's log.
 pub const PUBLISHED_THROUGH: &str = "published_through";
 /// The highest `mivui` this node has read from the log.
 pub const LOG_SEEN: &str = "log_seen";
+/// The highest local event id this node has read back from the log.
+pub const OWN_SEEN: &str = "own_seen";
 const WAL_APPLIED: &str = "wal_applied";
 
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,6 +110,7 @@ pub struct Recovery {
 
 pub struct Loaded {
     pub inodes: Vec<InodeRow>,
+    pub remote: Vec<RemoteRow>,
     pub max_event_id: u64,
     pub event_count: u64,
     pub recovery: Recovery,
@@ -215,6 +223,23 @@ impl Meta {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(x) => return Err(e(x.into())),
         }
+        let mut remote = Vec::new();
+        match rtx.open_table(REMOTE) {
+            Ok(t) => {
+                for item in t.iter().map_err(|x| e(x.into()))? {
+                    let (k, v) = item.map_err(|x| e(x.into()))?;
+                    let row: RemoteRow =
+                        serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {
+                            table: "remote",
+                            key: k.value(),
+                            source,
+                        })?;
+                    remote.push(row);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(x) => return Err(e(x.into())),
+        }
         let (max_event_id, event_count) = match rtx.open_table(EVENTS) {
             Ok(t) => {
                 let last = t.last().map_err(|x| e(x.into()))?.map(|(k, _)| k.value());
@@ -225,6 +250,7 @@ impl Meta {
         };
         Ok(Loaded {
             inodes,
+            remote,
             max_event_id,
             event_count,
             recovery,
@@ -242,6 +268,8 @@ impl Meta {
                 events: tx.open_table(EVENTS).map_err(|x| e(x.into()))?,
                 state: tx.open_table(STATE).map_err(|x| e(x.into()))?,
                 versions: tx.open_table(VERSIONS).map_err(|x| e(x.into()))?,
+                remote: tx.open_table(REMOTE).map_err(|x| e(x.into()))?,
+                log: tx.open_table(LOG).map_err(|x| e(x.into()))?,
             };
             for entry in entries {
                 t.apply(&entry.rec).map_err(|x| match x {
@@ -497,6 +525,48 @@ impl Meta {
             })
     }
 
+    /// Log entries with `mivui > after`, oldest first, as committed.
+    pub fn log_since(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = match rtx.open_table(LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(x) => return Err(e(x.into())),
+        };
+        let mut out = Vec::new();
+        for item in t
+            .range(after.saturating_add(1)..)
+            .map_err(|x| e(x.into()))?
+        {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            out.push(
+                serde_json::from_slice(v.value()).map_err(|source| MetaError::Corrupt {
+                    table: "log",
+                    key: k.value(),
+                    source,
+                })?,
+            );
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every log entry, oldest first (committed ones; see `log_since`).
+    pub fn whole_log(&self) -> Result<Vec<LogEntry>, MetaError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.log_since(after, 4096)?;
+            let Some(last) = page.last() else { break };
+            after = last.mivui;
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
     /// Events with `id > since`, oldest first, as committed in the database.
     /// Call `commit_pending` first to include journaled ones.
     pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, MetaError> {
@@ -533,6 +603,8 @@ struct Tables<'t> {
     events: redb::Table<'t, u64, &'static [u8]>,
     state: redb::Table<'t, &'static str, u64>,
     versions: redb::Table<'t, &'static str, &'static [u8]>,
+    remote: redb::Table<'t, u64, &'static [u8]>,
+    log: redb::Table<'t, u64, &'static [u8]>,
 }
 
 enum ApplyError {
@@ -577,6 +649,24 @@ impl Tables<'_> {
             }
             Record::SetState { key, value } => {
                 self.state.insert(key.as_str(), *value)?;
+            }
+            Record::PutRemote(row) => {
+                let v = serde_json::to_vec(row).expect("rows serialise");
+                self.remote.insert(row.rid, v.as_slice())?;
+            }
+            Record::DelRemote(rid) => {
+                self.remote.remove(*rid)?;
+            }
+            Record::PutVersion { object, chunks } => {
+                let v = serde_json::to_vec(chunks).expect("chunk lists serialise");
+                self.versions.insert(object.as_str(), v.as_slice())?;
+            }
+            Record::PutLog(entry) => {
+                let v = serde_json::to_vec(entry).expect("log entries serialise");
+                self.log.insert(entry.mivui, v.as_slice())?;
+            }
+            Record::DelLog(mivui) => {
+                self.log.remove(*mivui)?;
             }
         }
         Ok(())

@@ -295,7 +295,7 @@ fn copy_buffered(src: &File, dst: &File, mut off: u64, len: u64) -> io::Result<(
     Ok(())
 }
 
-fn new_object_id() -> ObjectId {
+pub fn new_object_id() -> ObjectId {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("OS random source");
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -11,11 +11,14 @@
 //! - An inode is `announced` iff an event made it known at its current path;
 //!   ignored names and files not yet closed produce no events.
 
+mod apply;
 mod error;
 mod hasher;
+mod remote;
+mod restore;
 mod tree;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,9 +34,12 @@ use crate::locks::{Mutex, lock};
 use crate::meta::{Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Recovery};
 use crate::store::ContentStore;
 
+pub use apply::{ApplyReport, Invalidation, RemoteRecord, conflict_name, safe_path, utc_fields};
 pub use error::{Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
+use remote::RemoteTree;
+pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
 
 /// Versions up to this size are hashed inline at commit.
@@ -195,6 +201,15 @@ struct State {
     next_event: u64,
     event_count: u64,
     hashing: u64,
+    /// The volume as the log says it is.
+    remote: RemoteTree,
+    /// Paths of this node's events not yet read back from the log, with the
+    /// newest such event's id: these keep their local version.
+    touched: BTreeMap<String, u64>,
+    /// Paths whose remote changes wait for the local ones (or a writer).
+    deferred: BTreeSet<String>,
+    /// Kernel cache entries to drop once the lock is released.
+    invalidations: Vec<Invalidation>,
 }
 
 pub struct Vfs {
@@ -212,6 +227,8 @@ pub struct Vfs {
     /// Whether large versions are hashed by the hasher thread; off while an
     /// uploader runs, which hashes them as it reads them anyway.
     background_hashing: std::sync::atomic::AtomicBool,
+    /// Tells the kernel about changes it did not make (remote apply).
+    invalidator: Mutex<Option<Box<dyn Fn(Invalidation) + Send + Sync>>>,
 }
 
 /// Brings back a committed version's content into the local store.
@@ -276,6 +293,7 @@ impl Vfs {
     ) -> Result<(Arc<Self>, RecoveryReport)> {
         let Loaded {
             inodes,
+            remote,
             max_event_id,
             event_count,
             recovery:
@@ -295,6 +313,11 @@ impl Vfs {
                 next_event: max_event_id + 1,
                 event_count,
                 hashing: 0,
+                remote: RemoteTree::from_rows(remote),
+                touched: BTreeMap::new(),
+                // Everything is checked against the log once at start.
+                deferred: BTreeSet::from([String::new()]),
+                invalidations: Vec::new(),
             }),
             meta,
             store,
@@ -305,6 +328,7 @@ impl Vfs {
             event_listener: Mutex::new(None),
             content_source: Mutex::new(None),
             background_hashing: std::sync::atomic::AtomicBool::new(true),
+            invalidator: Mutex::new(None),
         });
         let weak: Weak<Vfs> = Arc::downgrade(&vfs);
         let (tx, thread) = hasher::spawn(move |done| {
@@ -322,6 +346,7 @@ impl Vfs {
         };
         vfs.ensure_root(owner)?;
         vfs.pin_unpublished()?;
+        vfs.load_touched()?;
         report.discarded_unclosed_versions = vfs.collect_garbage()?;
         report.announced_files = vfs.announce_unclosed()?;
         report.rehashed = vfs.requeue_hashes()?;
@@ -380,6 +405,24 @@ impl Vfs {
         Ok(())
     }
 
+    /// Paths of events the log has not yet given back.
+    fn load_touched(&self) -> Result<()> {
+        let own_seen = self.meta.state(crate::meta::OWN_SEEN)?;
+        let mut st = lock(&self.state);
+        let mut since = own_seen;
+        loop {
+            let page = self.meta.events_since(since, 4096)?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            for e in page {
+                mark_touched(&mut st.touched, &e);
+            }
+            since = last;
+        }
+        Ok(())
+    }
+
     fn collect_garbage(&self) -> Result<usize> {
         let st = lock(&self.state);
         let keep: HashSet<String> = st
@@ -388,6 +431,12 @@ impl Vfs {
             .values()
             .filter_map(|n| n.row.object.clone())
             .chain(st.pinned.keys().cloned())
+            .chain(
+                st.remote
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.row.object.clone()),
+            )
             .collect();
         Ok(self.store.collect_garbage(&keep)?)
     }
@@ -604,8 +653,10 @@ impl Vfs {
         let mut events = false;
         for r in &records {
             st.tree.apply(r);
+            st.remote.apply(r);
             if let Record::PutEvent(ev) = r {
                 events = true;
+                mark_touched(&mut st.touched, ev);
                 if let Some(o) = &ev.object {
                     *st.pinned.entry(o.clone()).or_default() += 1;
                 }
@@ -648,6 +699,11 @@ impl Vfs {
                 .target
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t).into_owned()),
+            base_hash: match event_type {
+                EventType::Delete | EventType::Move => row.hash.clone(),
+                _ => None,
+            },
+            time: now_nanos(),
             object: if event_type.carries_content() {
                 row.object.clone()
             } else {
@@ -676,6 +732,9 @@ impl Vfs {
 
     pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<u64>) -> Result<Attr> {
         if let Some(size) = set.size {
+            if size > 0 {
+                self.ensure_local(ino)?;
+            }
             self.stage_large_copy(ino, Some(size))?;
         }
         let mut st = lock(&self.state);
@@ -1301,11 +1360,35 @@ impl Vfs {
         Ok(())
     }
 
+    /// A version only in the cloud is fetched before it is modified.
+    fn ensure_local(&self, ino: Ino) -> Result<()> {
+        let missing = {
+            let st = lock(&self.state);
+            st.tree.get(ino).is_some_and(|n| self.is_cloud_only(n))
+        };
+        if missing {
+            self.fetch_missing(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a file's committed content is only in the cloud.
+    fn is_cloud_only(&self, n: &Node) -> bool {
+        n.staging.is_none()
+            && n.content.is_none()
+            && n.row.size > 0
+            && n.row
+                .object
+                .as_ref()
+                .is_some_and(|o| !self.store.path(o).exists())
+    }
+
     pub fn set_content_source(&self, source: Arc<dyn ContentSource>) {
         *lock(&self.content_source) = Some(source);
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.ensure_local(ino)?;
         self.stage_large_copy(ino, None)?;
         let mut st = lock(&self.state);
         let mode = Self::file_mode(&st, fh, ino)?;
@@ -1433,6 +1516,11 @@ impl Vfs {
             }
         }
         let was_announced = row.announced;
+        let base_hash = if was_announced {
+            n.row.hash.clone()
+        } else {
+            None
+        };
         row.announced = visible.is_some();
         let mut records = vec![Record::PutInode(row.clone())];
         let mut event = None;
@@ -1442,7 +1530,8 @@ impl Vfs {
             } else {
                 EventType::Create
             };
-            let ev = self.new_event(st, ty, path, &row, None);
+            let mut ev = self.new_event(st, ty, path, &row, None);
+            ev.base_hash = base_hash;
             event = Some(ev.clone());
             records.push(Record::PutEvent(ev));
         }
@@ -1667,18 +1756,19 @@ impl Vfs {
 
     pub fn path_status(&self, path: &str) -> Result<PathStatus> {
         let ino = self.resolve(path)?;
-        let (status_path, row, size, visible, unsent) = {
+        let (status_path, row, size, visible, unsent, cloud_only) = {
             let st = lock(&self.state);
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
             let p = st.tree.path(ino).unwrap_or_default();
             let visible = st.tree.visible_path(ino, &self.ignore).is_some();
+            let cloud_only = self.is_cloud_only(n);
             let unsent = n.staging.is_some()
                 || !n.row.announced
                 || n.row
                     .object
                     .as_ref()
                     .is_some_and(|o| st.pinned.contains_key(o));
-            (p, n.row.clone(), n.size(), visible, unsent)
+            (p, n.row.clone(), n.size(), visible, unsent, cloud_only)
         };
         self.meta.commit_pending()?;
         let last_event = self.meta.last_event_for(&status_path)?;
@@ -1687,6 +1777,7 @@ impl Vfs {
             state: match (visible, unsent || !published) {
                 (false, _) => "local-only",
                 (true, true) => "pending",
+                (true, false) if cloud_only => "cloud",
                 (true, false) => "local",
             },
             path: status_path,
@@ -1697,6 +1788,13 @@ impl Vfs {
             file_hash: row.hash,
             last_event,
         })
+    }
+}
+
+fn mark_touched(touched: &mut BTreeMap<String, u64>, ev: &Event) {
+    for p in std::iter::once(&ev.file_path).chain(ev.src_path.as_ref()) {
+        let e = touched.entry(p.clone()).or_default();
+        *e = (*e).max(ev.id);
     }
 }
 

@@ -54,6 +54,42 @@ pub struct InodeRow {
     pub announced: bool,
 }
 
+/// One entry of the remote tree: the volume as the event log says it is
+/// (every node folds the log with the same rules, so every node holds the
+/// same remote tree). Shaped like `InodeRow` so that moving a folder
+/// rewrites one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRow {
+    pub rid: u64,
+    pub parent: u64,
+    pub name: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: Nanos,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// The version's object id (its chunks are in `versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The `mivui` of the event that wrote this version.
+    pub mivui: u64,
+}
+
+/// One record of the volume's log as this node read it: version history,
+/// and the source `restore --at` replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub mivui: u64,
+    pub originator: uuid::Uuid,
+    #[serde(default)]
+    pub node_name: String,
+    /// The event; `object` names the version's chunk list in `versions`.
+    pub event: Event,
+}
+
 /// One journal record. Applying a record twice has the same effect as once,
 /// so replay after a crash needs no bookkeeping beyond the applied sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,4 +116,14 @@ pub enum Record {
         key: String,
         value: u64,
     },
+    PutRemote(RemoteRow),
+    DelRemote(u64),
+    /// The chunks of a version known from the log (`versions` table).
+    PutVersion {
+        object: String,
+        chunks: Vec<ChunkRef>,
+    },
+    PutLog(LogEntry),
+    /// Forgets log entries (pruned versions).
+    DelLog(u64),
 }

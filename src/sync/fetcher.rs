@@ -40,14 +40,22 @@ impl Fetcher {
     }
 
     fn fetch_now(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), String> {
-        let chunks = self
+        let mut chunks = self
             .meta
             .version_chunks(object)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                "its local copy is missing and this version was never published to the cloud"
-                    .to_string()
-            })?;
+            .map_err(|e| e.to_string())?;
+        if chunks.is_none() {
+            // Brought by the log moments ago: still in the journal only.
+            self.meta.commit_pending().map_err(|e| e.to_string())?;
+            chunks = self
+                .meta
+                .version_chunks(object)
+                .map_err(|e| e.to_string())?;
+        }
+        let chunks = chunks.ok_or_else(|| {
+            "its local copy is missing and this version was never published to the cloud"
+                .to_string()
+        })?;
         let total: u64 = chunks.iter().map(|c| c.size).sum();
         if total != size {
             return Err(format!(

@@ -3,7 +3,8 @@
 //! sealed bytes reach the cloud; the log's clear fields are the volume id,
 //! the `mivui` and the originator node id.
 //!
-//! Version changes: 1 — first format.
+//! Version changes: 1 — first format; 2 — `node_name`, and the event's
+//! `base_hash` and `time`.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,10 @@ pub struct PublishedEvent {
     /// The originator's local journal id (makes publishing idempotent).
     pub local_id: u64,
     pub event: Event,
+    /// The originator's friendly name (shown in `latus nodes` and conflict
+    /// copy names).
+    #[serde(default)]
+    pub node_name: String,
     /// The version's content, in order; `None` for events without content,
     /// and for a version whose local copy was lost before upload.
     pub chunks: Option<Vec<ChunkRef>>,
@@ -31,13 +36,14 @@ pub struct PublishedEvent {
 pub const INLINE_CHUNKS: usize = 1000;
 
 impl PublishedEvent {
-    pub fn new(mut event: Event, chunks: Option<Vec<ChunkRef>>) -> Self {
+    pub fn new(mut event: Event, node_name: &str, chunks: Option<Vec<ChunkRef>>) -> Self {
         event.object = None; // local detail
         event.mivui = None;
         Self {
-            format_version: 1,
+            format_version: 2,
             local_id: event.id,
             event,
+            node_name: node_name.to_string(),
             chunks,
             chunk_list: None,
         }

@@ -25,19 +25,18 @@ use super::chunker::for_each_chunk;
 use super::payload::{INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
-use crate::event::{ChunkRef, Event};
+use crate::event::{ChunkRef, Event, EventType};
 use crate::home::Config;
 use crate::locks::{Condvar, Mutex, lock};
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
-use crate::vfs::{Vfs, VfsError};
+use crate::vfs::{RemoteRecord, Vfs, VfsError};
 
 const BATCH_EVENTS: usize = 256;
 const UPLOAD_WORKERS: usize = 4;
 /// Chunks in flight between the chunker and the upload workers.
 const CHUNK_QUEUE: usize = 8;
 const LOG_PAGE: usize = 1000;
-const IDLE_POLL: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long new work waits for more before a pass starts.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -95,6 +94,11 @@ pub struct UploaderStatus {
     pub uploaded_bytes: u64,
     pub deduplicated_chunks: u64,
     pub log_seen: u64,
+    /// Other nodes' events applied here, conflicts kept as copies, and log
+    /// records refused (unsafe paths, records that do not open).
+    pub remote_applied: u64,
+    pub conflicts: u64,
+    pub refused_events: u64,
     pub cloud_reachable: Option<bool>,
     pub last_error: Option<String>,
     /// Started and completed passes (a pass publishes everything pending,
@@ -116,6 +120,8 @@ struct Inner {
     /// Chunk names known to be in the store (this run).
     known: Mutex<HashSet<String>>,
     recovered: AtomicBool,
+    /// This run announced the node in the log.
+    greeted: AtomicBool,
     status: Mutex<UploaderStatus>,
     progress: Condvar,
     bell: Mutex<Bell>,
@@ -144,6 +150,7 @@ impl Uploader {
             volume,
             known: Mutex::new(HashSet::new()),
             recovered: AtomicBool::new(false),
+            greeted: AtomicBool::new(false),
             status: Mutex::new(UploaderStatus::default()),
             progress: Condvar::new(),
             bell: Mutex::new(Bell {
@@ -295,7 +302,7 @@ impl Inner {
                     st.last_error = None;
                     st.cloud_reachable = Some(true);
                     backoff = Duration::from_secs(1);
-                    wait = IDLE_POLL;
+                    wait = Duration::from_millis(self.config.poll_ms.max(50));
                 }
                 Err(e) => {
                     let retryable = e.is_retryable();
@@ -331,6 +338,10 @@ impl Inner {
             self.read_log(&volume)?;
             self.meta.commit_pending()?;
             self.recovered.store(true, Ordering::Release);
+        }
+        if !self.greeted.load(Ordering::Acquire) {
+            self.say_hello(&volume)?;
+            self.greeted.store(true, Ordering::Release);
         }
         while !self.stopping() {
             let after = self.meta.state(PUBLISHED_THROUGH)?;
@@ -419,11 +430,13 @@ impl Inner {
             .enumerate()
             .map(|(e, scan)| {
                 scan.map(|s| Content {
-                    chunks: s.complete.then(|| {
-                        std::mem::take(&mut names[e])
-                            .into_iter()
-                            .map(|c| c.expect("every chunk named"))
-                            .collect()
+                    chunks: s.premade.or_else(|| {
+                        s.complete.then(|| {
+                            std::mem::take(&mut names[e])
+                                .into_iter()
+                                .map(|c| c.expect("every chunk named"))
+                                .collect()
+                        })
                     }),
                     hash: s.hash,
                 })
@@ -445,15 +458,35 @@ impl Inner {
             return Ok(Some(Scan {
                 complete: true,
                 hash: None,
+                premade: None,
             }));
         };
         let file = match self.store.open_object(object) {
             Ok(f) => f,
+            Err(e) if e.is_not_found() => {
+                // A version brought by the log (a conflict copy, a restore):
+                // its chunks are in the cloud already.
+                self.meta.commit_pending()?;
+                if let Some(chunks) = self.meta.version_chunks(object)? {
+                    return Ok(Some(Scan {
+                        complete: true,
+                        hash: ev.file_hash.clone(),
+                        premade: Some(chunks),
+                    }));
+                }
+                tracing::error!(path = %ev.file_path, event = ev.id, error = %e, "local content of a version is gone before upload; publishing the event without it");
+                return Ok(Some(Scan {
+                    complete: false,
+                    hash: None,
+                    premade: None,
+                }));
+            }
             Err(e) => {
                 tracing::error!(path = %ev.file_path, event = ev.id, error = %e, "local content of a version is gone before upload; publishing the event without it");
                 return Ok(Some(Scan {
                     complete: false,
                     hash: None,
+                    premade: None,
                 }));
             }
         };
@@ -478,6 +511,7 @@ impl Inner {
         Ok(Some(Scan {
             complete: true,
             hash: Some(hash),
+            premade: None,
         }))
     }
 
@@ -529,7 +563,8 @@ impl Inner {
             if let Some(h) = &fill_hash {
                 ev.file_hash = Some(h.clone());
             }
-            let mut published = PublishedEvent::new(ev.clone(), chunks.clone());
+            let mut published =
+                PublishedEvent::new(ev.clone(), &self.config.node_name, chunks.clone());
             if let Some(list) = chunks.as_ref().filter(|c| c.len() > INLINE_CHUNKS) {
                 let json = serde_json::to_vec(list).expect("chunk lists serialise");
                 let name = volume.keys.chunk_name(&json);
@@ -570,32 +605,75 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the log past `log_seen`. Records of this node that the journal
-    /// does not know as published (appended just before a crash) are marked
-    /// published now, so they are never appended twice.
+    /// Reads the log past `log_seen` and applies it (see `vfs::apply`).
+    /// Records of this node that the journal does not know as published
+    /// (appended just before a crash) are marked published now, so they are
+    /// never appended twice. A record that does not open (tampered, or
+    /// sealed with another key) is logged and skipped.
     fn read_log(&self, volume: &Volume) -> Result<(), UploadError> {
-        let aad = volume.event_aad(self.config.node_id);
         let mut seen = self.meta.state(LOG_SEEN)?;
         loop {
             let page = volume.cloud.log.read_after(seen, LOG_PAGE)?;
             let Some(last) = page.last().map(|r| r.mivui) else {
+                // Nothing new: changes that waited for a writer or for
+                // this node's own events may be due now.
+                self.vfs.apply_log(Vec::new())?;
                 break;
             };
             // The journal's own view, once per page (not per record).
             self.meta.commit_pending()?;
-            for rec in page.iter().filter(|r| r.originator == self.config.node_id) {
-                match PublishedEvent::open(&volume.keys, &aad, &rec.payload) {
-                    Ok(p) => self.absorb_own(p, rec.mivui)?,
+            let mut records = Vec::with_capacity(page.len());
+            for rec in &page {
+                let aad = volume.event_aad(rec.originator);
+                let p = match PublishedEvent::open(&volume.keys, &aad, &rec.payload) {
+                    Ok(p) => p,
                     Err(e) => {
-                        tracing::error!(mivui = rec.mivui, error = %e, "an event of this node in the log does not open")
+                        tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
+                            "a log record does not open (tampered, or sealed with another key); skipped");
+                        lock(&self.status).refused_events += 1;
+                        continue;
                     }
-                }
+                };
+                let chunks = match (&p.chunks, &p.chunk_list) {
+                    (Some(c), _) => Some(c.clone()),
+                    (None, Some(list)) => match self.fetch_chunk_list(list) {
+                        Ok(c) => Some(c),
+                        Err(UploadError::Cloud(e)) if e.is_retryable() => return Err(e.into()),
+                        Err(e) => {
+                            tracing::error!(mivui = rec.mivui, error = %e, "the chunk list of a version is unusable; its content cannot be fetched");
+                            None
+                        }
+                    },
+                    (None, None) => None,
+                };
+                let own_object = if rec.originator == self.config.node_id {
+                    self.absorb_own(&p, rec.mivui, chunks.clone())?
+                } else {
+                    None
+                };
+                records.push(RemoteRecord {
+                    mivui: rec.mivui,
+                    originator: rec.originator,
+                    node_name: p.node_name,
+                    local_id: p.local_id,
+                    event: p.event,
+                    chunks,
+                    own_object,
+                });
             }
+            let report = self.vfs.apply_log(records)?;
             seen = last;
             self.meta.append(&[Record::SetState {
                 key: LOG_SEEN.to_string(),
                 value: seen,
             }])?;
+            {
+                let mut st = lock(&self.status);
+                st.remote_applied += report.applied;
+                st.conflicts += report.conflicts;
+                st.refused_events += report.refused;
+                st.log_seen = seen;
+            }
             if page.len() < LOG_PAGE {
                 break;
             }
@@ -604,30 +682,63 @@ impl Inner {
         Ok(())
     }
 
-    fn absorb_own(&self, p: PublishedEvent, mivui: u64) -> Result<(), UploadError> {
+    /// This node's own record read back: marks it published if the journal
+    /// does not know yet; returns the version's local object.
+    fn absorb_own(
+        &self,
+        p: &PublishedEvent,
+        mivui: u64,
+        chunks: Option<Vec<ChunkRef>>,
+    ) -> Result<Option<String>, UploadError> {
+        if p.local_id == 0 {
+            return Ok(None); // a node record
+        }
         let Some(local) = self
             .meta
             .events_since(p.local_id.saturating_sub(1), 1)?
             .pop()
         else {
-            return Ok(());
+            return Ok(None);
         };
-        if local.id != p.local_id || local.mivui.is_some() {
-            return Ok(());
+        if local.id != p.local_id {
+            return Ok(None);
         }
-        tracing::info!(
-            event = local.id,
-            mivui,
-            "found an event published just before a stop; not publishing it again"
-        );
-        let chunks = match (&p.chunks, &p.chunk_list) {
-            (Some(c), _) => c.clone(),
-            (None, Some(list)) => self.fetch_chunk_list(list)?,
-            (None, None) => Vec::new(),
-        };
-        self.vfs
-            .published(local.id, mivui, local.object, chunks, None)?;
-        Ok(())
+        if local.mivui.is_none() {
+            tracing::info!(
+                event = local.id,
+                mivui,
+                "found an event published just before a stop; not publishing it again"
+            );
+            self.vfs.published(
+                local.id,
+                mivui,
+                local.object.clone(),
+                chunks.unwrap_or_default(),
+                None,
+            )?;
+        }
+        Ok(local.object)
+    }
+
+    /// Announces this node (name, time) in the log, once per run.
+    fn say_hello(&self, volume: &Volume) -> Result<(), UploadError> {
+        self.append_node_record(volume, EventType::Node, String::new())
+            .map(|_| ())
+    }
+
+    fn append_node_record(
+        &self,
+        volume: &Volume,
+        ty: EventType,
+        path: String,
+    ) -> Result<u64, UploadError> {
+        let ev = Event::node_record(self.config.node_id, ty, path, crate::vfs::now_nanos());
+        let p = PublishedEvent::new(ev, &self.config.node_name, None);
+        let aad = volume.event_aad(self.config.node_id);
+        Ok(volume
+            .cloud
+            .log
+            .append(self.config.node_id, &p.seal(&volume.keys, &aad))?)
     }
 
     /// A long chunk list stored apart from its event, fetched and verified.
@@ -658,6 +769,8 @@ struct Content {
 struct Scan {
     complete: bool,
     hash: Option<String>,
+    /// The chunk list of a version already in the cloud.
+    premade: Option<Vec<ChunkRef>>,
 }
 
 struct ChunkJob {

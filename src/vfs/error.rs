@@ -42,6 +42,8 @@ pub enum VfsError {
     Io(#[from] std::io::Error),
     #[error("fetching from the cloud failed: {0}")]
     Fetch(String),
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 pub type Result<T, E = VfsError> = std::result::Result<T, E>;
@@ -70,6 +72,7 @@ impl VfsError {
             // Never wrong bytes: a version that cannot be fetched and
             // verified fails the read.
             VfsError::Fetch(_) => libc::EIO,
+            VfsError::Restore(_) => libc::EINVAL,
         }
     }
 

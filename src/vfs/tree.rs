@@ -183,7 +183,12 @@ impl Tree {
             Record::PutEvent(_)
             | Record::SetEventHash { .. }
             | Record::Published { .. }
-            | Record::SetState { .. } => {}
+            | Record::SetState { .. }
+            | Record::PutRemote(_)
+            | Record::DelRemote(_)
+            | Record::PutVersion { .. }
+            | Record::PutLog(_)
+            | Record::DelLog(_) => {}
         }
     }
 

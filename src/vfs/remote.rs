@@ -1,0 +1,327 @@
+//! The remote tree: the volume as the event log says it is. Every node
+//! folds the same log with the same rules (`fold`), so every node holds the
+//! same remote tree; a node's own tree differs from it only where it has
+//! changes the log has not yet confirmed. Moving a folder rewrites one row.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::event::{Event, EventType};
+use crate::meta::{Kind, Record, RemoteRow};
+
+pub const REMOTE_ROOT: u64 = 1;
+
+pub struct RNode {
+    pub row: RemoteRow,
+    pub children: BTreeMap<String, u64>,
+}
+
+pub struct RemoteTree {
+    pub nodes: HashMap<u64, RNode>,
+    next_rid: u64,
+}
+
+fn root_row() -> RemoteRow {
+    RemoteRow {
+        rid: REMOTE_ROOT,
+        parent: REMOTE_ROOT,
+        name: String::new(),
+        kind: Kind::Dir,
+        mode: 0o755,
+        size: 0,
+        mtime: 0,
+        hash: None,
+        object: None,
+        target: None,
+        mivui: 0,
+    }
+}
+
+impl RemoteTree {
+    pub fn from_rows(rows: Vec<RemoteRow>) -> Self {
+        let mut t = RemoteTree {
+            nodes: HashMap::new(),
+            next_rid: REMOTE_ROOT + 1,
+        };
+        t.nodes.insert(
+            REMOTE_ROOT,
+            RNode {
+                row: root_row(),
+                children: BTreeMap::new(),
+            },
+        );
+        for row in rows {
+            t.next_rid = t.next_rid.max(row.rid + 1);
+            t.nodes.insert(
+                row.rid,
+                RNode {
+                    row,
+                    children: BTreeMap::new(),
+                },
+            );
+        }
+        let links: Vec<(u64, String, u64)> = t
+            .nodes
+            .values()
+            .filter(|n| n.row.rid != REMOTE_ROOT)
+            .map(|n| (n.row.parent, n.row.name.clone(), n.row.rid))
+            .collect();
+        for (parent, name, rid) in links {
+            if let Some(p) = t.nodes.get_mut(&parent) {
+                p.children.insert(name, rid);
+            }
+        }
+        t
+    }
+
+    pub fn get(&self, rid: u64) -> Option<&RNode> {
+        self.nodes.get(&rid)
+    }
+
+    pub fn resolve(&self, path: &str) -> Option<u64> {
+        let mut rid = REMOTE_ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            rid = *self.nodes.get(&rid)?.children.get(part)?;
+        }
+        Some(rid)
+    }
+
+    /// Applies a journaled record to memory.
+    pub fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::PutRemote(row) => {
+                if let Some(old) = self.nodes.get(&row.rid) {
+                    let (p, n) = (old.row.parent, old.row.name.clone());
+                    if let Some(pn) = self.nodes.get_mut(&p)
+                        && pn.children.get(&n) == Some(&row.rid)
+                    {
+                        pn.children.remove(&n);
+                    }
+                }
+                self.next_rid = self.next_rid.max(row.rid + 1);
+                if let Some(p) = self.nodes.get_mut(&row.parent) {
+                    p.children.insert(row.name.clone(), row.rid);
+                }
+                let children = self
+                    .nodes
+                    .remove(&row.rid)
+                    .map(|n| n.children)
+                    .unwrap_or_default();
+                self.nodes.insert(
+                    row.rid,
+                    RNode {
+                        row: row.clone(),
+                        children,
+                    },
+                );
+            }
+            Record::DelRemote(rid) => {
+                if let Some(old) = self.nodes.remove(rid)
+                    && let Some(p) = self.nodes.get_mut(&old.row.parent)
+                    && p.children.get(&old.row.name) == Some(rid)
+                {
+                    p.children.remove(&old.row.name);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records removing `rid` and everything below it (children first).
+    fn remove_subtree(&self, rid: u64, out: &mut Vec<Record>) {
+        let mut order = Vec::new();
+        let mut stack = vec![rid];
+        while let Some(r) = stack.pop() {
+            order.push(r);
+            if let Some(n) = self.nodes.get(&r) {
+                stack.extend(n.children.values().copied());
+            }
+        }
+        for r in order.into_iter().rev() {
+            out.push(Record::DelRemote(r));
+        }
+    }
+
+    fn alloc(&mut self) -> u64 {
+        let r = self.next_rid;
+        self.next_rid += 1;
+        r
+    }
+
+    /// The folder that holds `path`, made (as folders, replacing files in
+    /// the way) when missing. Records go to `out`; `self` is updated too, so
+    /// later steps of the same fold see them.
+    fn ensure_parent(&mut self, path: &str, mivui: u64, out: &mut Vec<Record>) -> (u64, String) {
+        let mut parts: Vec<&str> = path.split('/').collect();
+        let name = parts.pop().unwrap_or_default().to_string();
+        let mut cur = REMOTE_ROOT;
+        for part in parts {
+            let existing = self.nodes[&cur].children.get(part).copied();
+            cur = match existing {
+                Some(r) if self.nodes[&r].row.kind == Kind::Dir => r,
+                other => {
+                    if let Some(r) = other {
+                        self.emit_remove(r, out);
+                    }
+                    let rid = self.alloc();
+                    let row = RemoteRow {
+                        rid,
+                        parent: cur,
+                        name: part.to_string(),
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        size: 0,
+                        mtime: 0,
+                        hash: None,
+                        object: None,
+                        target: None,
+                        mivui,
+                    };
+                    self.emit(Record::PutRemote(row), out);
+                    rid
+                }
+            };
+        }
+        (cur, name)
+    }
+
+    fn emit(&mut self, rec: Record, out: &mut Vec<Record>) {
+        self.apply(&rec);
+        out.push(rec);
+    }
+
+    fn emit_remove(&mut self, rid: u64, out: &mut Vec<Record>) {
+        let mut recs = Vec::new();
+        self.remove_subtree(rid, &mut recs);
+        for r in recs {
+            self.emit(r, out);
+        }
+    }
+
+    /// Folds one log event into the tree (the same rules on every node) and
+    /// returns the records that did it. `object` is the version's chunk-list
+    /// id for content events.
+    ///
+    /// - create/modify/symlink: the version takes the path (folders on the
+    ///   way are made).
+    /// - delete: only if the path still holds the version the deleter saw
+    ///   (`base_hash`); otherwise a newer modification survives.
+    /// - mkdir: made if missing. rmdir: only if empty (a file written into a
+    ///   folder that another node deleted is kept).
+    /// - move: the subtree moves, replacing what is at the destination; a
+    ///   source that is gone by then moves nothing.
+    /// - setattr: mode and mtime, if the path exists.
+    pub fn fold(&mut self, ev: &Event, mivui: u64, object: Option<String>) -> Vec<Record> {
+        let mut out = Vec::new();
+        let p = ev.file_path.as_str();
+        let at = self.resolve(p);
+        match ev.event_type {
+            EventType::Create | EventType::Modify | EventType::Symlink => {
+                let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                let kind = if ev.event_type == EventType::Symlink {
+                    Kind::Symlink
+                } else {
+                    Kind::File
+                };
+                let existing = self.nodes[&parent].children.get(&name).copied();
+                let rid = match existing {
+                    Some(r) if self.nodes[&r].row.kind == kind => r,
+                    Some(r) => {
+                        self.emit_remove(r, &mut out);
+                        self.alloc()
+                    }
+                    None => self.alloc(),
+                };
+                let row = RemoteRow {
+                    rid,
+                    parent,
+                    name,
+                    kind,
+                    mode: ev.mode & 0o7777,
+                    size: ev.size,
+                    mtime: ev.mtime,
+                    hash: ev.file_hash.clone(),
+                    object,
+                    target: ev.link_target.clone(),
+                    mivui,
+                };
+                self.emit(Record::PutRemote(row), &mut out);
+            }
+            EventType::Delete => {
+                if let Some(r) = at {
+                    let n = &self.nodes[&r].row;
+                    let same = ev.base_hash.is_none() || n.hash == ev.base_hash;
+                    if n.kind != Kind::Dir && same {
+                        self.emit_remove(r, &mut out);
+                    }
+                }
+            }
+            EventType::Mkdir => {
+                if at.is_none() {
+                    let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                    let rid = self.alloc();
+                    let row = RemoteRow {
+                        rid,
+                        parent,
+                        name,
+                        kind: Kind::Dir,
+                        mode: ev.mode & 0o7777,
+                        size: 0,
+                        mtime: ev.mtime,
+                        hash: None,
+                        object: None,
+                        target: None,
+                        mivui,
+                    };
+                    self.emit(Record::PutRemote(row), &mut out);
+                }
+            }
+            EventType::Rmdir => {
+                if let Some(r) = at
+                    && r != REMOTE_ROOT
+                    && self.nodes[&r].row.kind == Kind::Dir
+                    && self.nodes[&r].children.is_empty()
+                {
+                    self.emit_remove(r, &mut out);
+                }
+            }
+            EventType::Move => {
+                let Some(src) = ev.src_path.as_deref().and_then(|s| self.resolve(s)) else {
+                    return out;
+                };
+                if src == REMOTE_ROOT || self.is_ancestor_path(ev.src_path.as_deref(), p) {
+                    return out;
+                }
+                let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                if !self.nodes.contains_key(&src) {
+                    return out; // the destination's folders replaced it
+                }
+                if let Some(t) = self.nodes[&parent].children.get(&name).copied()
+                    && t != src
+                {
+                    self.emit_remove(t, &mut out);
+                }
+                let mut row = self.nodes[&src].row.clone();
+                row.parent = parent;
+                row.name = name;
+                row.mivui = mivui;
+                self.emit(Record::PutRemote(row), &mut out);
+            }
+            EventType::Setattr => {
+                if let Some(r) = at
+                    && r != REMOTE_ROOT
+                {
+                    let mut row = self.nodes[&r].row.clone();
+                    row.mode = ev.mode & 0o7777;
+                    row.mtime = ev.mtime;
+                    self.emit(Record::PutRemote(row), &mut out);
+                }
+            }
+            EventType::Node | EventType::ForgetNode => {}
+        }
+        out
+    }
+
+    fn is_ancestor_path(&self, src: Option<&str>, dst: &str) -> bool {
+        src.is_some_and(|s| dst.starts_with(s) && dst.as_bytes().get(s.len()) == Some(&b'/'))
+    }
+}
