@@ -86,6 +86,45 @@ pub enum Cmd {
         #[command(subcommand)]
         command: KeyCmd,
     },
+    /// Every version of a path in the volume's history.
+    Versions {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back an old version (as a new change), also of a deleted file;
+    /// with --at on a folder, the whole folder as it was then.
+    Restore {
+        path: PathBuf,
+        /// The version's mivui (see `latus versions`).
+        #[arg(long, conflicts_with = "at")]
+        version: Option<u64>,
+        /// A time: 2026-11-26T14:05:00 or "2026-11-26 14:05" (UTC), unix
+        /// seconds, or an age like 2h, 3d, 30m.
+        #[arg(long)]
+        at: Option<String>,
+        /// Where to put it (default: where it was).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the versions the retention setting no longer keeps (objects
+    /// included); current versions and every chunk they use stay.
+    Prune {
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every node of the volume; `nodes remove ID` forgets one (its files stay).
+    Nodes {
+        #[command(subcommand)]
+        command: Option<NodesCmd>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The event journal, oldest first.
     Log {
         #[arg(long)]
@@ -94,6 +133,12 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCmd {
+    /// Forget a node: it leaves the list; its files stay.
+    Remove { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,7 +168,208 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Log { json, since } => log(&home, since, json),
         Cmd::Sync { wait, timeout } => sync(&home, wait, timeout),
         Cmd::Key { command } => key(&home, command),
+        Cmd::Versions { path, json } => versions(&home, &path, json),
+        Cmd::Restore {
+            path,
+            version,
+            at,
+            to,
+            json,
+        } => restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
+        Cmd::Prune { dry_run, json } => {
+            let v = history_call(&home, Request::Prune { dry_run }, true)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} {} versions and {} cloud objects ({} bytes)",
+                    if dry_run { "would remove" } else { "removed" },
+                    v["versions"],
+                    v["objects"],
+                    v["bytes"]
+                );
+            }
+            Ok(())
+        }
+        Cmd::Nodes { command, json } => match command {
+            Some(NodesCmd::Remove { id }) => {
+                let v = history_call(&home, Request::ForgetNode { id }, true)?;
+                println!("forgot node {} (its files stay)", v["forgotten"]);
+                Ok(())
+            }
+            None => {
+                let v = history_call(&home, Request::Nodes, false)?;
+                if json {
+                    println!("{v}");
+                } else {
+                    for n in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {:<20} last seen {}  {} events{}",
+                            n["id"].as_str().unwrap_or("?"),
+                            n["name"].as_str().unwrap_or("?"),
+                            format_time(n["last_seen"].as_i64().unwrap_or(0)),
+                            n["events_published"],
+                            if n["this_node"].as_bool() == Some(true) {
+                                "  (this node)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                Ok(())
+            }
+        },
     }
+}
+
+/// Asks the daemon, or (not mounted) answers from this process, with the
+/// cloud connected when `cloud` says it is needed.
+fn history_call(home: &Home, req: Request, cloud: bool) -> Result<serde_json::Value> {
+    match control::call(&home.socket_path(), &req, Duration::from_secs(3600)) {
+        Err(ControlError::NotRunning { .. }) => {}
+        other => return Ok(other?),
+    }
+    let (_lock, node) = daemon::open_node_locked(home)?;
+    let uploader = if cloud {
+        let volume = daemon::open_volume(&node)?;
+        Some(daemon::start_uploader(&node, volume))
+    } else {
+        None
+    };
+    let resp = daemon::answer_history(&node.vfs, uploader.as_ref(), &node.config, req);
+    if let Some(u) = &uploader {
+        u.stop();
+    }
+    node.vfs.shutdown()?;
+    match resp.error {
+        Some(e) if !resp.ok => bail!("{e}"),
+        _ => Ok(resp.data),
+    }
+}
+
+fn mountpoint_of(home: &Home) -> Option<PathBuf> {
+    control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT)
+        .ok()
+        .and_then(|v| v["mountpoint"].as_str().map(PathBuf::from))
+}
+
+fn versions(home: &Home, path: &Path, json: bool) -> Result<()> {
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let v = history_call(home, Request::Versions { path: rel.clone() }, false)?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("{rel}: no versions in history");
+    }
+    for e in list {
+        println!(
+            "{:>8}  {:<7} {}  {:<16} {:>12} bytes  {}",
+            e["mivui"],
+            e["event_type"].as_str().unwrap_or("?"),
+            format_time(e["time"].as_i64().unwrap_or(0)),
+            e["node"].as_str().unwrap_or("?"),
+            e["size"],
+            e["hash"].as_str().map_or("-", |h| &h[..h.len().min(16)])
+        );
+    }
+    Ok(())
+}
+
+fn restore(
+    home: &Home,
+    path: &Path,
+    version: Option<u64>,
+    at: Option<&str>,
+    to: Option<&Path>,
+    json: bool,
+) -> Result<()> {
+    let mp = mountpoint_of(home);
+    let rel = relative_path(path, mp.as_deref())?;
+    let to = to.map(|t| relative_path(t, mp.as_deref())).transpose()?;
+    let at = at.map(parse_time).transpose()?;
+    let v = history_call(
+        home,
+        Request::Restore {
+            path: rel.clone(),
+            version,
+            at,
+            to,
+        },
+        false,
+    )?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "restored {}: {} files, {} folders made, {} removed, {} already as they were",
+            v["path"].as_str().unwrap_or(&rel),
+            v["files_restored"],
+            v["folders_made"],
+            v["removed"],
+            v["unchanged"]
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS]][Z]` (UTC), unix seconds, or an age (`30m`,
+/// `2h`, `3d`), as nanoseconds since the epoch.
+fn parse_time(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let now = crate::vfs::now_nanos();
+    if let Some((n, unit)) = s
+        .strip_suffix(['m', 'h', 'd', 's'])
+        .map(|n| (n, s.as_bytes()[s.len() - 1]))
+        && let Ok(n) = n.parse::<i64>()
+    {
+        let secs = match unit {
+            b's' => 1,
+            b'm' => 60,
+            b'h' => 3600,
+            _ => 86_400,
+        };
+        return Ok(now - n * secs * 1_000_000_000);
+    }
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs * 1_000_000_000);
+    }
+    let bad =
+        || anyhow::anyhow!("{s:?} is not a time (try 2026-11-26T14:05:00, unix seconds, or 2h)");
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    if d.len() != 3 || t.len() < 2 || t.len() > 3 {
+        return Err(bad());
+    }
+    let days = days_from_civil(d[0], d[1], d[2]);
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t.get(2).copied().unwrap_or(0);
+    Ok(secs * 1_000_000_000)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn format_time(ns: i64) -> String {
+    let (y, mo, d, h, mi, s) = crate::vfs::utc_fields(ns.div_euclid(1_000_000_000));
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 
 pub fn init_tracing() {

@@ -14,10 +14,34 @@ use thiserror::Error;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    PathStatus { path: String },
-    Log { since: u64, limit: usize },
-    SyncWait { timeout_secs: u64 },
+    PathStatus {
+        path: String,
+    },
+    Log {
+        since: u64,
+        limit: usize,
+    },
+    SyncWait {
+        timeout_secs: u64,
+    },
     Unmount,
+    Versions {
+        path: String,
+    },
+    Restore {
+        path: String,
+        version: Option<u64>,
+        /// Nanoseconds since the epoch.
+        at: Option<i64>,
+        to: Option<String>,
+    },
+    Nodes,
+    ForgetNode {
+        id: String,
+    },
+    Prune {
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

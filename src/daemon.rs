@@ -542,6 +542,63 @@ fn handle(
             Ok(()) => Response::ok("unmounting"),
             Err(e) => Response::err(format!("unmount failed: {e}")),
         },
+        other => answer_history(&ctx.vfs, ctx.uploader.as_deref(), &ctx.config, other),
+    }
+}
+
+/// Version history, restore, nodes and prune: answered the same by a
+/// running daemon and by a one-shot command on an unmounted node.
+pub fn answer_history(
+    vfs: &Vfs,
+    uploader: Option<&Uploader>,
+    config: &Config,
+    req: Request,
+) -> Response {
+    let needs_cloud = || "this needs the cloud: mount without --offline".to_string();
+    let result: Result<serde_json::Value, String> = (|| match req {
+        Request::Versions { path } => vfs
+            .versions(&path)
+            .map(|v| serde_json::json!(v))
+            .map_err(|e| format!("{path}: {e}")),
+        Request::Restore {
+            path,
+            version,
+            at,
+            to,
+        } => {
+            let target = match (version, at) {
+                (Some(v), _) => crate::vfs::RestoreTarget::Version(v),
+                (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
+                (None, None) => crate::vfs::RestoreTarget::Latest,
+            };
+            vfs.restore(&path, target, to.as_deref())
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| format!("{path}: {e}"))
+        }
+        Request::Nodes => {
+            vfs.meta().commit_pending().map_err(|e| e.to_string())?;
+            let log = vfs.meta().whole_log().map_err(|e| e.to_string())?;
+            Ok(serde_json::json!(crate::sync::nodes(&log, config.node_id)))
+        }
+        Request::ForgetNode { id } => {
+            let id: uuid::Uuid = id.parse().map_err(|_| format!("{id:?} is not a node id"))?;
+            if id == config.node_id {
+                return Err("a node cannot forget itself".into());
+            }
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.forget_node(id)
+                .map(|m| serde_json::json!({ "forgotten": id, "mivui": m }))
+        }
+        Request::Prune { dry_run } => {
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.prune(&config.retention, dry_run)
+                .map(|r| serde_json::json!(r))
+        }
+        _ => Err("not a history request".into()),
+    })();
+    match result {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e),
     }
 }
 

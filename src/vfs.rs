@@ -228,8 +228,10 @@ pub struct Vfs {
     /// uploader runs, which hashes them as it reads them anyway.
     background_hashing: std::sync::atomic::AtomicBool,
     /// Tells the kernel about changes it did not make (remote apply).
-    invalidator: Mutex<Option<Box<dyn Fn(Invalidation) + Send + Sync>>>,
+    invalidator: Mutex<Option<Invalidator>>,
 }
+
+type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
 
 /// Brings back a committed version's content into the local store.
 pub trait ContentSource: Send + Sync {
@@ -630,6 +632,24 @@ impl Vfs {
         }
         self.meta.commit_pending()?;
         Ok(())
+    }
+
+    /// Objects a current file, the remote tree or an unpublished event
+    /// names: never pruned.
+    pub fn live_objects(&self) -> HashSet<String> {
+        let st = lock(&self.state);
+        st.tree
+            .nodes
+            .values()
+            .filter_map(|n| n.row.object.clone())
+            .chain(st.pinned.keys().cloned())
+            .chain(
+                st.remote
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.row.object.clone()),
+            )
+            .collect()
     }
 
     pub fn meta(&self) -> &Arc<Meta> {

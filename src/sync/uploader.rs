@@ -22,11 +22,12 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::chunker::for_each_chunk;
+use super::history::plan_prune;
 use super::payload::{INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
 use crate::event::{ChunkRef, Event, EventType};
-use crate::home::Config;
+use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, lock};
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
@@ -119,7 +120,6 @@ struct Inner {
     volume: Arc<VolumeHandle>,
     /// Chunk names known to be in the store (this run).
     known: Mutex<HashSet<String>>,
-    recovered: AtomicBool,
     /// This run announced the node in the log.
     greeted: AtomicBool,
     status: Mutex<UploaderStatus>,
@@ -149,7 +149,6 @@ impl Uploader {
             config,
             volume,
             known: Mutex::new(HashSet::new()),
-            recovered: AtomicBool::new(false),
             greeted: AtomicBool::new(false),
             status: Mutex::new(UploaderStatus::default()),
             progress: Condvar::new(),
@@ -229,6 +228,47 @@ impl Uploader {
                 .expect("lock poisoned")
                 .0;
         }
+    }
+
+    /// Appends a record that forgets node `id` (its files stay).
+    pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, String> {
+        let volume = self.inner.volume().map_err(|e| e.to_string())?;
+        self.inner
+            .append_node_record(&volume, EventType::ForgetNode, id.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes the versions `rule` no longer keeps, and the cloud objects
+    /// only they use.
+    pub fn prune(&self, rule: &Retention, dry_run: bool) -> Result<PruneReport, String> {
+        let i = &self.inner;
+        let volume = i.volume().map_err(|e| e.to_string())?;
+        i.meta.commit_pending().map_err(|e| e.to_string())?;
+        let log = i.meta.whole_log().map_err(|e| e.to_string())?;
+        let live = i.vfs.live_objects();
+        let chunks_of = |o: &str| i.meta.version_chunks(o).ok().flatten();
+        let plan = plan_prune(&log, &chunks_of, &live, rule, crate::vfs::now_nanos());
+        let mut report = PruneReport {
+            versions: plan.versions.len() as u64,
+            objects: plan.chunks.len() as u64,
+            bytes: plan.bytes,
+            dry_run,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        for name in &plan.chunks {
+            lock(&i.known).remove(name);
+            volume
+                .cloud
+                .objects
+                .delete(name)
+                .map_err(|e| format!("stopped after a failed delete: {e}"))?;
+        }
+        let forget: Vec<Record> = plan.versions.iter().map(|&m| Record::DelLog(m)).collect();
+        i.meta.append(&forget).map_err(|e| e.to_string())?;
+        report.dry_run = false;
+        Ok(report)
     }
 
     pub fn stop(&self) {
@@ -334,15 +374,16 @@ impl Inner {
         // of a node that is offline.
         self.refresh_pending(self.meta.state(PUBLISHED_THROUGH)?)?;
         let volume = self.volume()?;
-        if !self.recovered.load(Ordering::Acquire) {
-            self.read_log(&volume)?;
-            self.meta.commit_pending()?;
-            self.recovered.store(true, Ordering::Release);
-        }
+        // Another node may have pruned chunks since: check again.
+        lock(&self.known).clear();
+        // Pull first: conflicts are settled before this node's changes go.
+        self.read_log(&volume)?;
+        self.meta.commit_pending()?;
         if !self.greeted.load(Ordering::Acquire) {
             self.say_hello(&volume)?;
             self.greeted.store(true, Ordering::Release);
         }
+        let mut pushed = false;
         while !self.stopping() {
             let after = self.meta.state(PUBLISHED_THROUGH)?;
             let batch = self.meta.unpublished_events(after, BATCH_EVENTS)?;
@@ -352,8 +393,12 @@ impl Inner {
             let contents = self.upload_contents(&volume, &batch)?;
             self.append_in_order(&volume, batch, contents)?;
             self.meta.commit_pending()?;
+            pushed = true;
         }
-        self.read_log(&volume)?;
+        if pushed {
+            // Reading its own records back confirms them (see `vfs::apply`).
+            self.read_log(&volume)?;
+        }
         Ok(())
     }
 
@@ -578,7 +623,6 @@ impl Inner {
         let mivuis = match volume.cloud.log.append_batch(self.config.node_id, &sealed) {
             Ok(m) => m,
             Err(e) => {
-                self.recovered.store(false, Ordering::Release);
                 return Err(e.into());
             }
         };
@@ -591,7 +635,6 @@ impl Inner {
                 fill_hash,
             ) {
                 // In the log but not marked here: read it back first next time.
-                self.recovered.store(false, Ordering::Release);
                 return Err(e.into());
             }
             let mut st = lock(&self.status);
@@ -758,6 +801,15 @@ impl Inner {
         }
         serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub versions: u64,
+    pub objects: u64,
+    /// Plaintext bytes of the removed objects.
+    pub bytes: u64,
+    pub dry_run: bool,
 }
 
 struct Content {

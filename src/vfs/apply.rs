@@ -340,36 +340,67 @@ impl Vfs {
         Some(ino)
     }
 
-    /// A remote version that lost its name to a local one is kept beside it.
+    /// A remote version that lost its name to a local one is kept beside
+    /// it. Several losing versions from one node within a second share a
+    /// copy name: the copy this node made and has not yet seen confirmed
+    /// takes the newer version (the older stays in history).
     fn conflict_copy(&self, st: &mut State, ev: &Event, node_name: &str) -> super::Result<()> {
         let (parent_path, name) = split_parent(&ev.file_path);
         let Some(parent) = self.resolve_local(st, parent_path) else {
             return Ok(());
         };
         let when = if ev.time != 0 { ev.time } else { ev.mtime };
-        let copy = conflict_name(name, node_name, when);
-        if let Some(&existing) = st.tree.get(parent).and_then(|p| p.children.get(&copy)) {
-            let same = st
-                .tree
-                .get(existing)
-                .is_some_and(|n| n.row.hash == ev.file_hash);
-            if same {
-                return Ok(());
+        let base = conflict_name(name, node_name, when);
+        let mut copy = base.clone();
+        let mut replace = None;
+        for n in 2.. {
+            let Some(&existing) = st.tree.get(parent).and_then(|p| p.children.get(&copy)) else {
+                break;
+            };
+            let node = st.tree.get(existing).expect("child exists");
+            if node.row.hash == ev.file_hash {
+                return Ok(()); // this version is kept already
             }
-            tracing::warn!(path = %ev.file_path, copy = %copy, "a conflict copy's name is taken; the version stays in history");
-            return Ok(());
+            if node.row.kind == Kind::File
+                && !busy(node)
+                && st.touched.contains_key(&join(parent_path, &copy))
+            {
+                replace = Some(existing);
+                break;
+            }
+            copy = match base.rfind(" (conflict from ") {
+                Some(i) => {
+                    let close = base[i..].find(')').map_or(base.len(), |c| i + c);
+                    format!("{} {n}{}", &base[..close], &base[close..])
+                }
+                None => format!("{base} {n}"),
+            };
         }
-        let mut row = self.remote_row(st, parent, &copy, Kind::File);
+        let path = join(parent_path, &copy);
+        let mut row = match replace {
+            Some(ino) => st.tree.get(ino).expect("exists").row.clone(),
+            None => self.remote_row(st, parent, &copy, Kind::File),
+        };
+        let base_hash = row.hash.clone();
         row.mode = ev.mode & 0o7777;
         row.size = ev.size;
         row.mtime = ev.mtime;
         row.object = ev.object.clone();
         row.hash = ev.file_hash.clone();
         row.announced = true;
-        let path = join(parent_path, &copy);
-        let mut e = self.new_event(st, EventType::Create, path.clone(), &row, None);
+        let ty = if replace.is_some() {
+            EventType::Modify
+        } else {
+            EventType::Create
+        };
+        let mut e = self.new_event(st, ty, path.clone(), &row, None);
         e.detection = Detection::Conflict;
+        e.base_hash = base_hash;
         tracing::warn!(path = %ev.file_path, copy = %path, node = %node_name, "conflict: both versions kept");
+        if replace.is_some() {
+            self.replace_inode(st, row, vec![Record::PutEvent(e)])?;
+            return Ok(());
+        }
         st.invalidations
             .push(Invalidation::Entry { parent, name: copy });
         self.journal(st, vec![Record::PutInode(row), Record::PutEvent(e)])
@@ -557,20 +588,15 @@ impl Vfs {
         };
         let same_attrs = l == ROOT_INO || (row.mode & 0o7777 == rr.mode && row.mtime == rr.mtime);
         if !same_content || !same_attrs {
-            let old = row.object.clone();
             fill_from_remote(&mut row, &rr);
             row.ctime = now_nanos();
-            st.invalidations.push(Invalidation::Inode(l));
-            self.journal(st, vec![Record::PutInode(row.clone())])?;
-            if !same_content {
-                if let Some(n) = st.tree.get_mut(l) {
-                    n.content = None;
-                }
-                if let Some(o) = old
-                    && row.object.as_ref() != Some(&o)
-                {
-                    self.retire(st, o);
-                }
+            if same_content {
+                // Attributes only (with writeback caching the kernel keeps
+                // its own mtime of a cached file until it drops the inode).
+                st.invalidations.push(Invalidation::Inode(l));
+                self.journal(st, vec![Record::PutInode(row)])?;
+            } else {
+                self.replace_inode(st, row, Vec::new())?;
             }
         }
         if rr.kind != Kind::Dir {
@@ -599,6 +625,32 @@ impl Vfs {
             }
         }
         Ok(done)
+    }
+
+    /// Puts a new version of a file or symlink in place under a new inode
+    /// number, like a rename over it: with writeback caching the kernel
+    /// trusts its own size and times of a cached inode, so only a new inode
+    /// shows the new ones; open descriptors keep reading the version they
+    /// opened. Returns the new inode.
+    /// `more` is journaled with it (the restore's event).
+    pub(super) fn replace_inode(
+        &self,
+        st: &mut State,
+        mut row: InodeRow,
+        more: Vec<Record>,
+    ) -> super::Result<Ino> {
+        let old = row.ino;
+        row.ino = st.tree.alloc_ino();
+        let new = row.ino;
+        st.invalidations.push(Invalidation::Entry {
+            parent: row.parent,
+            name: row.name.clone(),
+        });
+        st.invalidations.push(Invalidation::Inode(old));
+        let mut records = vec![Record::DelInode(old), Record::PutInode(row)];
+        records.extend(more);
+        self.drop_inode(st, old, records)?;
+        Ok(new)
     }
 
     /// Removes a local subtree the log no longer has, keeping what is being

@@ -194,7 +194,6 @@ impl Vfs {
             .get(parent)
             .and_then(|p| p.children.get(name))
             .copied();
-        let mut records = Vec::new();
         let (mut row, ty, base) = match existing {
             Some(ino) => {
                 let n = st.tree.get(ino).expect("child exists");
@@ -232,7 +231,6 @@ impl Vfs {
                 (row, ty, None)
             }
         };
-        let old = row.object.clone();
         row.mode = v.mode;
         row.size = if v.kind == Kind::File { v.size } else { 0 };
         row.mtime = v.mtime;
@@ -244,21 +242,15 @@ impl Vfs {
         let mut ev = self.new_event(&mut st, ty, dest.to_string(), &row, None);
         ev.detection = Detection::Restore;
         ev.base_hash = base;
-        records.push(Record::PutInode(row.clone()));
-        records.push(Record::PutEvent(ev));
-        st.invalidations.push(super::Invalidation::Entry {
-            parent,
-            name: name.to_string(),
-        });
-        st.invalidations.push(super::Invalidation::Inode(row.ino));
-        self.journal(&mut st, records)?;
-        if let Some(n) = st.tree.get_mut(row.ino) {
-            n.content = None;
-        }
-        if let Some(o) = old
-            && row.object.as_ref() != Some(&o)
-        {
-            self.retire(&mut st, o);
+        if existing.is_some() {
+            // A new inode, so the kernel shows the new size (see replace_inode).
+            self.replace_inode(&mut st, row, vec![Record::PutEvent(ev)])?;
+        } else {
+            st.invalidations.push(super::Invalidation::Entry {
+                parent,
+                name: name.to_string(),
+            });
+            self.journal(&mut st, vec![Record::PutInode(row), Record::PutEvent(ev)])?;
         }
         let inval = std::mem::take(&mut st.invalidations);
         drop(st);
