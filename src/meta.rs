@@ -54,6 +54,9 @@ pub const PUBLISHED_THROUGH: &str = "published_through";
 pub const LOG_SEEN: &str = "log_seen";
 /// The highest local event id this node has read back from the log.
 pub const OWN_SEEN: &str = "own_seen";
+/// 1 once the remote tree is built from the log (databases from before it
+/// existed read the log again from the start).
+pub const REMOTE_FORMAT: &str = "remote_format";
 const WAL_APPLIED: &str = "wal_applied";
 
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);

@@ -348,6 +348,7 @@ impl Vfs {
         };
         vfs.ensure_root(owner)?;
         vfs.pin_unpublished()?;
+        vfs.upgrade_remote_tree()?;
         vfs.load_touched()?;
         report.discarded_unclosed_versions = vfs.collect_garbage()?;
         report.announced_files = vfs.announce_unclosed()?;
@@ -404,6 +405,35 @@ impl Vfs {
             .cloned()
             .collect();
         st.retired.extend(retired);
+        Ok(())
+    }
+
+    /// A database from before the remote tree existed reads the log again
+    /// from the start to build it; until then nothing is reconciled.
+    fn upgrade_remote_tree(&self) -> Result<()> {
+        use crate::meta::{LOG_SEEN, OWN_SEEN, REMOTE_FORMAT};
+        if self.meta.state(REMOTE_FORMAT)? != 0 {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        if self.meta.state(LOG_SEEN)? > 0 {
+            tracing::info!("building the remote tree: reading the volume's log from the start");
+            for key in [LOG_SEEN, OWN_SEEN] {
+                records.push(Record::SetState {
+                    key: key.to_string(),
+                    value: 0,
+                });
+            }
+        }
+        records.push(Record::SetState {
+            key: REMOTE_FORMAT.to_string(),
+            value: 1,
+        });
+        let mut st = lock(&self.state);
+        self.journal(&mut st, records)?;
+        drop(st);
+        // `state` reads the database: the counters must be there first.
+        self.meta.commit_pending()?;
         Ok(())
     }
 

@@ -586,7 +586,9 @@ impl Vfs {
             Kind::Symlink => row.target.as_deref() == rr.target.as_deref().map(str::as_bytes),
             Kind::Dir => true,
         };
-        let same_attrs = l == ROOT_INO || (row.mode & 0o7777 == rr.mode && row.mtime == rr.mtime);
+        // Folder mtimes are each node's own (adding a child is no event).
+        let same_attrs = l == ROOT_INO
+            || (row.mode & 0o7777 == rr.mode && (rr.kind == Kind::Dir || row.mtime == rr.mtime));
         if !same_content || !same_attrs {
             fill_from_remote(&mut row, &rr);
             row.ctime = now_nanos();
