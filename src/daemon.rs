@@ -135,11 +135,11 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.key,
         volume,
     ));
-    node.vfs.set_content_source(Arc::new(Fetcher::new(
+    node.vfs.set_content_source(Fetcher::new(
         node.meta.clone(),
         node.store.clone(),
         handle.clone(),
-    )));
+    ));
     Uploader::start(
         node.vfs.clone(),
         node.meta.clone(),

@@ -239,6 +239,17 @@ pub trait ContentSource: Send + Sync {
     /// the store, complete and verified, or fails saying why.
     fn fetch(&self, object: &str, size: u64, hash: Option<&str>)
     -> std::result::Result<(), String>;
+
+    /// Bytes `offset..offset + len` of the version, fetching only the
+    /// chunks that cover them (each verified before any byte is returned).
+    fn read_range(
+        &self,
+        object: &str,
+        size: u64,
+        hash: Option<&str>,
+        offset: u64,
+        len: usize,
+    ) -> std::result::Result<Vec<u8>, String>;
 }
 
 pub fn now_nanos() -> Nanos {
@@ -1312,9 +1323,9 @@ impl Vfs {
     pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (file, len) = match self.file_for_read(ino, fh) {
             Err(VfsError::Store(e)) if e.is_not_found() => {
-                // The local copy is gone: fetch it back (outside the lock).
-                self.fetch_missing(ino)?;
-                self.file_for_read(ino, fh)?
+                // Only in the cloud: fetch the chunks this read covers
+                // (outside the lock).
+                return self.read_remote(ino, offset, size);
             }
             other => other?,
         };
@@ -1343,6 +1354,35 @@ impl Vfs {
         let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
         let len = n.size();
         Ok((current_file(&self.store, n)?, len))
+    }
+
+    fn read_remote(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (object, len, hash, path) = {
+            let st = lock(&self.state);
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            let object = n.row.object.clone().ok_or(VfsError::NotFound)?;
+            (
+                object,
+                n.row.size,
+                n.row.hash.clone(),
+                st.tree.path(ino).unwrap_or_default(),
+            )
+        };
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        let want = (size as u64).min(len - offset) as usize;
+        let source = lock(&self.content_source).clone().ok_or_else(|| {
+            VfsError::Fetch(format!(
+                "{path}: its content is only in the cloud and no cloud is connected"
+            ))
+        })?;
+        source
+            .read_range(&object, len, hash.as_deref(), offset, want)
+            .map_err(|e| {
+                tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed");
+                VfsError::Fetch(format!("{path}: {e}"))
+            })
     }
 
     /// Rebuilds a committed version whose local copy is missing from the

@@ -1,45 +1,81 @@
-//! Brings a published version back from the cloud into the local store
-//! when its local copy is gone. Chunks download in parallel; each is
-//! authenticated (its sealed object is bound to its name), its plaintext
-//! must hash to its name, and the whole must match the version's SHA-512,
-//! before the object is put in place: a reader never gets wrong bytes.
-//! Readers of the same version share one download.
+//! Brings published content back from the cloud: only the chunks a read
+//! covers (plus readahead when reads are sequential), into a sparse local
+//! copy that becomes the version's object once every chunk is there.
+//!
+//! Every chunk is authenticated (its sealed object is bound to its name)
+//! and its plaintext must hash to its name before any byte of it is
+//! served; a complete copy must also match the version's SHA-512 before it
+//! is put in place. Readers of the same chunk share one download.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use super::volume::{Volume, VolumeHandle};
 use crate::event::ChunkRef;
-use crate::locks::{Condvar, Mutex, lock};
+use crate::locks::{Condvar, Mutex, MutexGuard, lock};
 use crate::meta::Meta;
 use crate::store::ContentStore;
 use crate::vfs::{ContentSource, sha512_of};
 
 const FETCH_WORKERS: usize = 4;
+/// Chunks fetched ahead of a sequential reader (about 8 MiB at the
+/// average chunk size).
+const READAHEAD_CHUNKS: usize = 8;
+
+/// A version being brought back piece by piece.
+struct Partial {
+    /// The temporary store object the chunks are written into.
+    temp: String,
+    file: Arc<File>,
+    chunks: Vec<ChunkRef>,
+    offsets: Vec<u64>,
+    present: Vec<bool>,
+    loading: Vec<bool>,
+    missing: usize,
+    /// Where the last read ended: a read starting there is sequential.
+    next_offset: u64,
+    size: u64,
+    hash: Option<String>,
+}
+
+impl Partial {
+    /// Chunk indices covering `offset..offset + len`.
+    fn covering(&self, offset: u64, len: u64) -> std::ops::Range<usize> {
+        let end = offset + len.max(1);
+        let first = self
+            .offsets
+            .partition_point(|&o| o <= offset)
+            .saturating_sub(1);
+        let last = self.offsets.partition_point(|&o| o < end);
+        first..last.max(first + 1).min(self.chunks.len())
+    }
+}
 
 pub struct Fetcher {
     meta: Arc<Meta>,
     store: Arc<ContentStore>,
     volume: Arc<VolumeHandle>,
-    in_flight: Mutex<HashSet<String>>,
-    finished: Condvar,
+    partials: Mutex<HashMap<String, Partial>>,
+    changed: Condvar,
+    me: Weak<Fetcher>,
 }
 
 impl Fetcher {
-    pub fn new(meta: Arc<Meta>, store: Arc<ContentStore>, volume: Arc<VolumeHandle>) -> Self {
-        Self {
+    pub fn new(meta: Arc<Meta>, store: Arc<ContentStore>, volume: Arc<VolumeHandle>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             meta,
             store,
             volume,
-            in_flight: Mutex::new(HashSet::new()),
-            finished: Condvar::new(),
-        }
+            partials: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            me: me.clone(),
+        })
     }
 
-    fn fetch_now(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), String> {
+    fn chunks_of(&self, object: &str, size: u64) -> Result<Vec<ChunkRef>, String> {
         let mut chunks = self
             .meta
             .version_chunks(object)
@@ -62,58 +98,212 @@ impl Fetcher {
                 "the version's chunks add up to {total} bytes, it has {size}"
             ));
         }
-        let volume = self.volume.get().map_err(|e| e.to_string())?;
-        let (temp, file) = self.store.create().map_err(|e| e.to_string())?;
-        let result = download(&volume, &chunks, &file).and_then(|()| {
-            if let Some(want) = hash {
-                let got = sha512_of(&file, size).map_err(|e| e.to_string())?;
-                if got != want {
+        Ok(chunks)
+    }
+
+    /// The partial copy of `object`, made when missing.
+    fn partial<'a>(
+        &self,
+        map: &'a mut HashMap<String, Partial>,
+        object: &str,
+        size: u64,
+        hash: Option<&str>,
+    ) -> Result<&'a mut Partial, String> {
+        if !map.contains_key(object) {
+            let chunks = self.chunks_of(object, size)?;
+            let (temp, file) = self.store.create().map_err(|e| e.to_string())?;
+            file.set_len(size).map_err(|e| e.to_string())?;
+            let offsets: Vec<u64> = chunks
+                .iter()
+                .scan(0u64, |off, c| {
+                    let at = *off;
+                    *off += c.size;
+                    Some(at)
+                })
+                .collect();
+            let n = chunks.len();
+            map.insert(
+                object.to_string(),
+                Partial {
+                    temp,
+                    file: Arc::new(file),
+                    chunks,
+                    offsets,
+                    present: vec![false; n],
+                    loading: vec![false; n],
+                    missing: n,
+                    next_offset: 0,
+                    size,
+                    hash: hash.map(str::to_string),
+                },
+            );
+        }
+        Ok(map.get_mut(object).expect("inserted"))
+    }
+
+    /// Makes chunks `want` of `object` present, fetching those nobody is
+    /// fetching and waiting for the others. Starts `ahead` in the
+    /// background. Returns the partial's file.
+    fn ensure(
+        &self,
+        object: &str,
+        size: u64,
+        hash: Option<&str>,
+        want: impl Fn(&Partial) -> (std::ops::Range<usize>, std::ops::Range<usize>),
+    ) -> Result<Option<Arc<File>>, String> {
+        let mut map = lock(&self.partials);
+        loop {
+            if !map.contains_key(object) && self.store.open_object(object).is_ok() {
+                return Ok(None); // complete and in place
+            }
+            let p = self.partial(&mut map, object, size, hash)?;
+            let (need, ahead) = want(p);
+            let mine: Vec<usize> = need
+                .clone()
+                .filter(|&i| !p.present[i] && !p.loading[i])
+                .collect();
+            let waiting = need.clone().any(|i| !p.present[i] && p.loading[i]);
+            let background: Vec<usize> =
+                ahead.filter(|&i| !p.present[i] && !p.loading[i]).collect();
+            for &i in mine.iter().chain(&background) {
+                p.loading[i] = true;
+            }
+            if !background.is_empty()
+                && let Some(me) = self.me.upgrade()
+            {
+                let object = object.to_string();
+                std::thread::spawn(move || {
+                    if let Err(e) = me.load(&object, &background) {
+                        tracing::debug!(error = %e, "readahead failed");
+                    }
+                });
+            }
+            if mine.is_empty() && !waiting {
+                let file = p.file.clone();
+                self.finish_if_complete(&mut map, object)?;
+                return Ok(Some(file));
+            }
+            if !mine.is_empty() {
+                drop(map);
+                self.load(object, &mine)?;
+                map = lock(&self.partials);
+                continue;
+            }
+            map = self.changed.wait(map).expect("lock poisoned");
+        }
+    }
+
+    /// Fetches chunks `idx` of `object` (marked loading by the caller).
+    fn load(&self, object: &str, idx: &[usize]) -> Result<(), String> {
+        let (file, jobs) = {
+            let map = lock(&self.partials);
+            let p = map.get(object).ok_or("the partial copy went away")?;
+            let jobs: Vec<(usize, ChunkRef, u64)> = idx
+                .iter()
+                .map(|&i| (i, p.chunks[i].clone(), p.offsets[i]))
+                .collect();
+            (p.file.clone(), jobs)
+        };
+        let result = match self.volume.get() {
+            Ok(volume) => download(&volume, &jobs, &file),
+            Err(e) => Downloaded {
+                done: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let mut map = lock(&self.partials);
+        if let Some(p) = map.get_mut(object) {
+            for (i, ok) in &result.done {
+                p.loading[*i] = false;
+                if *ok && !p.present[*i] {
+                    p.present[*i] = true;
+                    p.missing -= 1;
+                }
+            }
+            for (i, _, _) in &jobs {
+                p.loading[*i] = false;
+            }
+        }
+        drop(map);
+        self.changed.notify_all();
+        match result.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Once every chunk is there and the whole matches the version's hash,
+    /// the copy becomes the version's object.
+    fn finish_if_complete(
+        &self,
+        map: &mut MutexGuard<'_, HashMap<String, Partial>>,
+        object: &str,
+    ) -> Result<(), String> {
+        let Some(p) = map.get(object) else {
+            return Ok(());
+        };
+        if p.missing > 0 {
+            return Ok(());
+        }
+        let p = map.remove(object).expect("present");
+        let result = (|| {
+            if let Some(want) = &p.hash {
+                let got = sha512_of(&p.file, p.size).map_err(|e| e.to_string())?;
+                if &got != want {
+                    tracing::error!(
+                        object,
+                        "fetched content does not match the version's SHA-512"
+                    );
                     return Err(
                         "the fetched content does not match the version's SHA-512".to_string()
                     );
                 }
             }
-            file.sync_data().map_err(|e| e.to_string())?;
-            self.store.install(&temp, object).map_err(|e| e.to_string())
-        });
+            p.file.sync_data().map_err(|e| e.to_string())?;
+            self.store
+                .install(&p.temp, object)
+                .map_err(|e| e.to_string())
+        })();
         if result.is_err() {
-            let _ = self.store.remove(&temp);
+            let _ = self.store.remove(&p.temp);
         }
         result
     }
 }
 
-/// Every chunk, fetched and verified, written at its offset.
-fn download(volume: &Volume, chunks: &[ChunkRef], file: &File) -> Result<(), String> {
-    let offsets: Vec<u64> = chunks
-        .iter()
-        .scan(0u64, |off, c| {
-            let at = *off;
-            *off += c.size;
-            Some(at)
-        })
-        .collect();
+struct Downloaded {
+    /// (chunk index, verified and written)
+    done: Vec<(usize, bool)>,
+    error: Option<String>,
+}
+
+/// The chunks, fetched in parallel, verified, written at their offsets.
+fn download(volume: &Volume, jobs: &[(usize, ChunkRef, u64)], file: &File) -> Downloaded {
     let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<String>> = Mutex::new(None);
+    let out: Mutex<Downloaded> = Mutex::new(Downloaded {
+        done: Vec::new(),
+        error: None,
+    });
     std::thread::scope(|s| {
-        for _ in 0..FETCH_WORKERS.min(chunks.len()) {
+        for _ in 0..FETCH_WORKERS.min(jobs.len()) {
             s.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= chunks.len() || lock(&failure).is_some() {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= jobs.len() {
                         return;
                     }
-                    if let Err(e) = fetch_chunk(volume, &chunks[i], file, offsets[i]) {
-                        lock(&failure).get_or_insert(e);
+                    let (i, c, offset) = &jobs[k];
+                    let r = fetch_chunk(volume, c, file, *offset);
+                    let mut o = lock(&out);
+                    o.done.push((*i, r.is_ok()));
+                    if let Err(e) = r {
+                        o.error.get_or_insert(e);
                     }
                 }
             });
         }
     });
-    match failure.into_inner().expect("lock poisoned") {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    out.into_inner().expect("lock poisoned")
 }
 
 fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Result<(), String> {
@@ -138,19 +328,52 @@ fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Resul
 
 impl ContentSource for Fetcher {
     fn fetch(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), String> {
-        {
-            let mut f = lock(&self.in_flight);
-            while f.contains(object) {
-                f = self.finished.wait(f).expect("lock poisoned");
-            }
-            if self.store.open_object(object).is_ok() {
-                return Ok(()); // another reader brought it back
-            }
-            f.insert(object.to_string());
+        if size == 0 {
+            return Ok(());
         }
-        let result = self.fetch_now(object, size, hash);
-        lock(&self.in_flight).remove(object);
-        self.finished.notify_all();
-        result
+        self.ensure(object, size, hash, |p| (0..p.chunks.len(), 0..0))
+            .map(|_| ())
+    }
+
+    fn read_range(
+        &self,
+        object: &str,
+        size: u64,
+        hash: Option<&str>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; len];
+        if len == 0 {
+            return Ok(buf);
+        }
+        let file = self.ensure(object, size, hash, |p| {
+            let need = p.covering(offset, len as u64);
+            let sequential = offset == p.next_offset;
+            let ahead = if sequential {
+                need.end..(need.end + READAHEAD_CHUNKS).min(p.chunks.len())
+            } else {
+                0..0
+            };
+            (need, ahead)
+        })?;
+        if let Some(p) = lock(&self.partials).get_mut(object) {
+            p.next_offset = offset + len as u64;
+        }
+        let file = match file {
+            Some(f) => f,
+            None => Arc::new(self.store.open_object(object).map_err(|e| e.to_string())?),
+        };
+        let mut done = 0;
+        while done < len {
+            let n = file
+                .read_at(&mut buf[done..], offset + done as u64)
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(buf)
     }
 }
