@@ -52,6 +52,9 @@ pub enum Cmd {
         /// Join a volume with an exported key file.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Cap of the local cache (e.g. 20G; default: a tenth of the disk).
+        #[arg(long)]
+        cache_size: Option<String>,
     },
     /// Mount the latus folder (initialises the node on first use).
     Mount {
@@ -125,6 +128,23 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Keep PATH offline: download everything below it now (with progress),
+    /// and future changes eagerly.
+    Pin { path: PathBuf },
+    /// Back to automatic placement (the cache decides).
+    Unpin { path: PathBuf },
+    /// Online-only: evict the local copies below PATH that are safely in the
+    /// cloud; they stay listed and download when opened.
+    Free { path: PathBuf },
+    /// Never leaves this node: no upload, no event (other nodes stop seeing
+    /// it); --off publishes it again.
+    LocalOnly {
+        path: PathBuf,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Change a setting: `cache-size SIZE` (e.g. 20G).
+    Set { setting: String, value: String },
     /// The event journal, oldest first.
     Log {
         #[arg(long)]
@@ -157,7 +177,35 @@ pub fn run(cli: Cli) -> Result<()> {
             cloud,
             name,
             key_file,
-        } => init(&home, cloud, name, key_file.as_deref()),
+            cache_size,
+        } => {
+            let cap = cache_size
+                .map(|s| {
+                    crate::cache::parse_size(&s).ok_or_else(|| {
+                        anyhow::anyhow!("--cache-size {s:?}: expected a size like 20G")
+                    })
+                })
+                .transpose()?;
+            init(&home, cloud, name, key_file.as_deref())?;
+            if let Some(b) = cap {
+                set_cache_size(&home, b)?;
+            }
+            Ok(())
+        }
+        Cmd::Pin { path } => pin(&home, &path),
+        Cmd::Unpin { path } => placement(&home, &path, "auto"),
+        Cmd::Free { path } => placement(&home, &path, "online-only"),
+        Cmd::LocalOnly { path, off } => {
+            placement(&home, &path, if off { "auto" } else { "local-only" })
+        }
+        Cmd::Set { setting, value } => match setting.as_str() {
+            "cache-size" => {
+                let b = crate::cache::parse_size(&value)
+                    .ok_or_else(|| anyhow::anyhow!("{value:?}: expected a size like 20G"))?;
+                set_cache_size(&home, b)
+            }
+            other => bail!("unknown setting {other:?} (known: cache-size)"),
+        },
         Cmd::Mount {
             mountpoint,
             foreground,
@@ -221,6 +269,108 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+fn set_cache_size(home: &Home, bytes: u64) -> Result<()> {
+    let mut cfg = home.load_config()?;
+    cfg.cache_bytes = Some(bytes);
+    home.save_config(&cfg)?;
+    let live = control::call(
+        &home.socket_path(),
+        &Request::SetCacheCap { bytes },
+        CALL_TIMEOUT,
+    )
+    .is_ok();
+    println!(
+        "cache cap: {bytes} bytes{}",
+        if live { " (in force now)" } else { "" }
+    );
+    Ok(())
+}
+
+fn placement(home: &Home, path: &Path, rule: &str) -> Result<()> {
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let v = history_call(
+        home,
+        Request::Placement {
+            path: rel.clone(),
+            rule: rule.to_string(),
+        },
+        false,
+    )?;
+    let shown = if rel.is_empty() { "the folder" } else { &rel };
+    match rule {
+        "online-only" => println!(
+            "{shown}: online-only; freed {} bytes in {} files ({} kept: not yet uploaded or open)",
+            v["bytes"], v["files"], v["kept"]
+        ),
+        _ => println!("{shown}: {rule}"),
+    }
+    Ok(())
+}
+
+/// Pins PATH, then downloads everything below it that is only in the
+/// cloud, with a progress bar on a terminal.
+fn pin(home: &Home, path: &Path) -> Result<()> {
+    use std::io::IsTerminal;
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let req = Request::Placement {
+        path: rel.clone(),
+        rule: "pinned".into(),
+    };
+    if let Err(ControlError::NotRunning { .. }) =
+        control::call(&home.socket_path(), &req, CALL_TIMEOUT)
+    {
+        bail!("pinning downloads through the mounted folder: mount it first");
+    }
+    let list = control::call(
+        &home.socket_path(),
+        &Request::CloudOnly { path: rel.clone() },
+        CALL_TIMEOUT,
+    )?;
+    let items = list.as_array().cloned().unwrap_or_default();
+    let total: u64 = items.iter().filter_map(|i| i["size"].as_u64()).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        bar.set_message(format!("{}/{} files", n, items.len()));
+        let ino = item["ino"].as_u64().unwrap_or(0);
+        if let Err(e) = control::call(
+            &home.socket_path(),
+            &Request::Hydrate { ino },
+            Duration::from_secs(24 * 3600),
+        ) {
+            failed.push(format!("{}: {e}", item["path"].as_str().unwrap_or("?")));
+        }
+        bar.inc(item["size"].as_u64().unwrap_or(0));
+    }
+    bar.finish_and_clear();
+    let shown = if rel.is_empty() { "the folder" } else { &rel };
+    println!(
+        "{shown}: pinned; downloaded {} files ({total} bytes) in {:.1} s",
+        items.len() - failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} files could not be downloaded now (they will be when the cloud answers):\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// Asks the daemon, or (not mounted) answers from this process, with the

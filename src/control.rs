@@ -42,6 +42,22 @@ pub enum Request {
     Prune {
         dry_run: bool,
     },
+    /// Sets a placement rule (`auto` clears it).
+    Placement {
+        path: String,
+        rule: String,
+    },
+    /// Files below a path whose content is only in the cloud.
+    CloudOnly {
+        path: String,
+    },
+    /// Downloads one file's whole content.
+    Hydrate {
+        ino: u64,
+    },
+    SetCacheCap {
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

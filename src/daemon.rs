@@ -97,6 +97,10 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
         config.ignore.clone(),
         owner,
     )?;
+    vfs.set_cache_cap(cache_cap(&config, home));
+    vfs.set_hydration_policy(Arc::new(crate::hydration::Gate::new(
+        config.hydration.clone(),
+    )));
     Ok(OpenNode {
         config,
         key,
@@ -105,6 +109,40 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
         vfs,
         recovery,
     })
+}
+
+/// The configured cache cap, else a tenth of the disk holding the home.
+pub fn cache_cap(config: &Config, home: &Home) -> u64 {
+    if let Some(b) = config.cache_bytes {
+        return b;
+    }
+    let Ok(path) = std::ffi::CString::new(home.root().as_os_str().as_encoded_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into a zeroed struct we own; path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+        return 0;
+    }
+    (s.f_blocks as u64).saturating_mul(s.f_frsize as u64) / 10
+}
+
+/// Downloads what pinned rules keep here (after a pin, or when the log
+/// brings files below one) and keeps the cache under its cap.
+fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        for ino in vfs.pinned_to_fetch() {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = vfs.hydrate(ino) {
+                tracing::warn!(ino, error = %e, "could not download a pinned file; retrying later");
+                vfs.retry_pins();
+            }
+        }
+        vfs.enforce_cache_cap();
+        std::thread::sleep(poll);
+    }
 }
 
 /// Opens the node's volume to check its key. A cloud that does not answer
@@ -415,6 +453,19 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(io(socket.display().to_string()))?;
     let uploader = (!offline).then(|| Arc::new(start_uploader(&node, volume)));
+    let pinner_stop = Arc::new(AtomicBool::new(false));
+    let pinner = if offline {
+        None
+    } else {
+        let (vfs, stop) = (node.vfs.clone(), pinner_stop.clone());
+        let poll = std::time::Duration::from_millis(node.config.poll_ms.max(100));
+        Some(
+            std::thread::Builder::new()
+                .name("latus-pinner".into())
+                .spawn(move || run_pinner(vfs, poll, stop))
+                .map_err(io("spawn pinner"))?,
+        )
+    };
     let ctx = Arc::new(StatusContext {
         uploader: uploader.clone(),
         vfs: node.vfs.clone(),
@@ -450,6 +501,10 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
     let served = session.run();
     tracing::info!("filesystem session ended; flushing");
     let _ = fs::remove_file(&socket);
+    pinner_stop.store(true, Ordering::Release);
+    if let Some(p) = pinner {
+        let _ = p.join();
+    }
     if let Some(u) = &uploader {
         u.stop();
     }
@@ -491,6 +546,9 @@ pub struct DaemonStatus {
     pub recovered: RecoveryReport,
     pub queue: crate::sync::UploaderStatus,
     pub offline: bool,
+    pub cache: crate::vfs::CacheStatus,
+    /// Per program: reads of content only in the cloud, bytes, refusals.
+    pub hydration: std::collections::BTreeMap<String, crate::hydration::ProgramCount>,
 }
 
 fn handle(
@@ -514,6 +572,8 @@ fn handle(
                 .map(|u| u.status())
                 .unwrap_or_default(),
             offline: ctx.uploader.is_none(),
+            cache: ctx.vfs.cache_status(),
+            hydration: ctx.vfs.hydration_counts(),
         }),
         Request::SyncWait { timeout_secs } => match &ctx.uploader {
             None => Response::err(
@@ -588,6 +648,29 @@ pub fn answer_history(
             let u = uploader.ok_or_else(needs_cloud)?;
             u.forget_node(id)
                 .map(|m| serde_json::json!({ "forgotten": id, "mivui": m }))
+        }
+        Request::Placement { path, rule } => {
+            let rule = crate::meta::Placement::parse(&rule)?;
+            vfs.set_placement(&path, rule)
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| format!("{path}: {e}"))
+        }
+        Request::CloudOnly { path } => vfs
+            .cloud_only_below(&path)
+            .map(|v| serde_json::json!(v))
+            .map_err(|e| format!("{path}: {e}")),
+        Request::Hydrate { ino } => {
+            if uploader.is_none() {
+                return Err(needs_cloud());
+            }
+            vfs.hydrate(ino)
+                .map(|()| serde_json::json!({ "ino": ino }))
+                .map_err(|e| e.to_string())
+        }
+        Request::SetCacheCap { bytes } => {
+            vfs.set_cache_cap(bytes);
+            vfs.enforce_cache_cap();
+            Ok(serde_json::json!({ "cap_bytes": bytes }))
         }
         Request::Prune { dry_run } => {
             let u = uploader.ok_or_else(needs_cloud)?;

@@ -339,7 +339,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let _s = span!("read", req, ino.0);
-        match self.vfs.read(ino.0, fh.0, offset, size) {
+        match self.vfs.read_as(ino.0, fh.0, offset, size, req.pid()) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno("read", ino.0, e)),
         }

@@ -73,6 +73,14 @@ pub struct Config {
     /// Version history kept by `latus prune` (all when both are unset).
     #[serde(default)]
     pub retention: Retention,
+    /// The local cache's cap in bytes (content beyond it that is safely in
+    /// the cloud is evicted, least recently used first); unset: a tenth of
+    /// the disk holding the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+    /// What reading content that is only in the cloud does, per program.
+    #[serde(default)]
+    pub hydration: crate::hydration::Policy,
 }
 
 fn default_poll_ms() -> u64 {
@@ -147,6 +155,14 @@ impl Home {
         self.config_path().exists()
     }
 
+    /// Replaces config.json atomically (a crash leaves the old or the new).
+    pub fn save_config(&self, config: &Config) -> Result<(), HomeError> {
+        let json = serde_json::to_vec_pretty(config).expect("config serialises");
+        let tmp = self.root.join("config.json.tmp");
+        write_private(&tmp, &json)?;
+        fs::rename(&tmp, self.config_path()).map_err(io_err(&tmp))
+    }
+
     pub fn load_config(&self) -> Result<Config, HomeError> {
         let path = self.config_path();
         let bytes = match fs::read(&path) {
@@ -206,6 +222,8 @@ impl Home {
             created: unix_now_secs(),
             poll_ms: default_poll_ms(),
             retention: Retention::default(),
+            cache_bytes: None,
+            hydration: Default::default(),
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         // Written last and atomically: a home with config.json is complete.

@@ -5,6 +5,7 @@
 //! emits events) → `meta` (redb + write-ahead journal) and `store` (local
 //! content objects).
 
+pub mod cache;
 pub mod cli;
 pub mod cloud;
 pub mod control;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod event;
 pub mod fuse;
 pub mod home;
+pub mod hydration;
 pub mod ignore;
 pub mod locks;
 pub mod meta;

@@ -39,7 +39,7 @@ use crate::event::Event;
 use crate::locks::{Condvar, Mutex, lock};
 use crate::store::{ContentStore, ObjectId};
 
-pub use record::{Ino, InodeRow, Kind, LogEntry, Nanos, ROOT_INO, Record, RemoteRow};
+pub use record::{Ino, InodeRow, Kind, LogEntry, Nanos, Placement, ROOT_INO, Record, RemoteRow};
 use wal::{Wal, WalEntry};
 
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");

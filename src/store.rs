@@ -50,6 +50,8 @@ const SPARE_SUFFIX: &str = ".spare";
 pub struct ContentStore {
     dir: PathBuf,
     spares: Mutex<Option<Receiver<(ObjectId, File)>>>,
+    /// Disk taken by each object, and when it was last used.
+    usage: Mutex<crate::cache::Usage>,
 }
 
 impl ContentStore {
@@ -60,10 +62,55 @@ impl ContentStore {
             fs::create_dir_all(&d).map_err(|source| StoreError::Io { path: d, source })?;
         }
         let _ = fs::remove_dir_all(dir.join("spare")); // layout of an earlier version
-        Ok(Self {
+        let store = Self {
             dir,
             spares: Mutex::new(None),
-        })
+            usage: Mutex::new(Default::default()),
+        };
+        store.scan_usage();
+        Ok(store)
+    }
+
+    /// Disk used by every object (blocks, so sparse copies count what they hold).
+    fn scan_usage(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let mut usage = lock(&self.usage);
+        for shard in 0..=255u8 {
+            let Ok(rd) = fs::read_dir(self.dir.join(format!("{shard:02x}"))) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(SPARE_SUFFIX) {
+                    continue;
+                }
+                if let Ok(m) = entry.metadata() {
+                    usage.set(&name, m.blocks() * 512);
+                }
+            }
+        }
+    }
+
+    /// Records the disk an object takes now (after it was written or filled).
+    pub fn note_usage(&self, id: &str) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = fs::metadata(self.path(id)) {
+            lock(&self.usage).set(id, m.blocks() * 512);
+        }
+    }
+
+    pub fn touch(&self, id: &str) {
+        lock(&self.usage).touch(id);
+    }
+
+    /// Bytes of disk all objects take.
+    pub fn used_bytes(&self) -> u64 {
+        lock(&self.usage).total()
+    }
+
+    /// Objects, least recently used first, with the disk each takes.
+    pub fn least_recent(&self) -> Vec<(ObjectId, u64)> {
+        lock(&self.usage).least_recent()
     }
 
     /// Starts the background maker of spare objects (for the daemon; tests
@@ -160,7 +207,10 @@ impl ContentStore {
     /// Puts object `temp_id` (made with `create`, complete and verified)
     /// in place as object `id`.
     pub fn install(&self, temp_id: &str, id: &str) -> Result<(), StoreError> {
-        fs::rename(self.path(temp_id), self.path(id)).map_err(self.err(id))
+        fs::rename(self.path(temp_id), self.path(id)).map_err(self.err(id))?;
+        lock(&self.usage).remove(temp_id);
+        self.note_usage(id);
+        Ok(())
     }
 
     pub fn open_object(&self, id: &str) -> Result<File, StoreError> {
@@ -171,6 +221,7 @@ impl ContentStore {
     }
 
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        lock(&self.usage).remove(id);
         match fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(id)(e)),
             _ => Ok(()),

@@ -14,6 +14,7 @@
 mod apply;
 mod error;
 mod hasher;
+mod placement;
 mod remote;
 mod restore;
 mod tree;
@@ -38,6 +39,7 @@ pub use apply::{ApplyReport, Invalidation, RemoteRecord, conflict_name, safe_pat
 pub use error::{Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
+pub use placement::{CacheStatus, EvictReport, HydrateItem, PlacementInfo};
 use remote::RemoteTree;
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
@@ -52,6 +54,10 @@ const LARGE_COPY: u64 = 8 << 20;
 /// Modification-time changes smaller than this are the kernel's own
 /// bookkeeping (see `setattr`), journaled without an event.
 const MTIME_NOISE: Nanos = 2_000_000_000;
+/// Read-only: `local`, `pending`, `cloud` or `local-only`.
+const XATTR_STATE: &str = "user.latus.state";
+/// The placement rule in force; setting it sets a rule on this path.
+const XATTR_PLACEMENT: &str = "user.latus.placement";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -154,6 +160,8 @@ pub struct PathStatus {
     pub mode: u32,
     pub file_hash: Option<String>,
     pub last_event: Option<Event>,
+    /// The placement rule in force and the path that sets it.
+    pub placement: PlacementInfo,
 }
 
 /// What mounting found and repaired after an unclean stop.
@@ -227,8 +235,17 @@ pub struct Vfs {
     /// Whether large versions are hashed by the hasher thread; off while an
     /// uploader runs, which hashes them as it reads them anyway.
     background_hashing: std::sync::atomic::AtomicBool,
+    /// The hydration policy (with per-program counts); none: every reader
+    /// may download.
+    hydration: Mutex<Option<Arc<crate::hydration::Gate>>>,
     /// Tells the kernel about changes it did not make (remote apply).
     invalidator: Mutex<Option<Invalidator>>,
+    /// The local cache's cap in bytes (0: none).
+    cache_cap: std::sync::atomic::AtomicU64,
+    /// The cache is over its cap with content that may not be evicted.
+    over_cap: std::sync::atomic::AtomicBool,
+    /// Something may need an eager download (a pin, files the log brought).
+    pin_dirty: std::sync::atomic::AtomicBool,
 }
 
 type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
@@ -342,6 +359,10 @@ impl Vfs {
             content_source: Mutex::new(None),
             background_hashing: std::sync::atomic::AtomicBool::new(true),
             invalidator: Mutex::new(None),
+            hydration: Mutex::new(None),
+            cache_cap: std::sync::atomic::AtomicU64::new(0),
+            over_cap: std::sync::atomic::AtomicBool::new(false),
+            pin_dirty: std::sync::atomic::AtomicBool::new(true),
         });
         let weak: Weak<Vfs> = Arc::downgrade(&vfs);
         let (tx, thread) = hasher::spawn(move |done| {
@@ -390,6 +411,7 @@ impl Vfs {
             target: None,
             xattrs: Default::default(),
             announced: true,
+            placement: None,
         };
         self.journal(&mut st, vec![Record::PutInode(root)])
     }
@@ -507,9 +529,11 @@ impl Vfs {
         let mut records = Vec::new();
         if let Some(hash) = hash {
             // The current row too, if this is still its version.
-            let current = st.tree.nodes.values().find(|n| {
-                n.linked && n.row.hash.is_none() && object.is_some() && n.row.object == object
-            });
+            let owners = object.as_deref().map_or(&[][..], |o| st.tree.owners(o));
+            let current = owners
+                .iter()
+                .filter_map(|i| st.tree.get(*i))
+                .find(|n| n.linked && n.row.hash.is_none());
             if let Some(n) = current {
                 let mut row = n.row.clone();
                 row.hash = Some(hash.clone());
@@ -530,6 +554,10 @@ impl Vfs {
         self.journal(&mut st, records)?;
         if let Some(o) = object {
             self.unpin(&mut st, &o);
+            let owners = st.tree.owners(&o).to_vec();
+            for i in owners {
+                self.evict_if_online_only(&st, i);
+            }
         }
         Ok(())
     }
@@ -922,6 +950,7 @@ impl Vfs {
             target: None,
             xattrs: Default::default(),
             announced: false,
+            placement: None,
         })
     }
 
@@ -1306,6 +1335,9 @@ impl Vfs {
             s.mtime = now;
             s.ctime = now;
         }
+        if let Some(o) = &st.tree.get(ino).expect("checked").row.object {
+            self.store.touch(o);
+        }
         Self::open_handle(&mut st, ino, mode, caller.pid)
     }
 
@@ -1321,10 +1353,24 @@ impl Vfs {
     }
 
     pub fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.read_as(ino, fh, offset, size, 0)
+    }
+
+    /// A read by process `pid` (0: unknown), which the hydration policy
+    /// may refuse for content only in the cloud.
+    pub fn read_as(&self, ino: Ino, fh: u64, offset: u64, size: u32, pid: u32) -> Result<Vec<u8>> {
         let (file, len) = match self.file_for_read(ino, fh) {
             Err(VfsError::Store(e)) if e.is_not_found() => {
                 // Only in the cloud: fetch the chunks this read covers
                 // (outside the lock).
+                if pid != 0
+                    && let Some(gate) = lock(&self.hydration).as_ref()
+                {
+                    let program = crate::hydration::program_of(pid);
+                    if !gate.allow(&program, offset, size as u64) {
+                        return Err(VfsError::Refused(program));
+                    }
+                }
                 return self.read_remote(ino, offset, size);
             }
             other => other?,
@@ -1377,12 +1423,15 @@ impl Vfs {
                 "{path}: its content is only in the cloud and no cloud is connected"
             ))
         })?;
-        source
+        let data = source
             .read_range(&object, len, hash.as_deref(), offset, want)
             .map_err(|e| {
                 tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed");
                 VfsError::Fetch(format!("{path}: {e}"))
-            })
+            })?;
+        self.store.touch(&object);
+        self.enforce_cache_cap();
+        Ok(data)
     }
 
     /// Rebuilds a committed version whose local copy is missing from the
@@ -1473,6 +1522,19 @@ impl Vfs {
                 .is_some_and(|o| !self.store.path(o).exists())
     }
 
+    pub fn set_hydration_policy(&self, gate: Arc<crate::hydration::Gate>) {
+        *lock(&self.hydration) = Some(gate);
+    }
+
+    pub fn hydration_counts(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::hydration::ProgramCount> {
+        lock(&self.hydration)
+            .as_ref()
+            .map(|g| g.counts())
+            .unwrap_or_default()
+    }
+
     pub fn set_content_source(&self, source: Arc<dyn ContentSource>) {
         *lock(&self.content_source) = Some(source);
     }
@@ -1544,7 +1606,7 @@ impl Vfs {
         let (linked, open, writers) = (n.linked, n.open, n.writers);
         if !linked {
             if open == 0 {
-                let n = st.tree.nodes.remove(&ino).expect("orphan exists");
+                let n = st.tree.forget(ino).expect("orphan exists");
                 self.free_content(&mut st, n.row.object, n.staging.map(|s| s.object));
             }
             return Ok(());
@@ -1556,6 +1618,7 @@ impl Vfs {
             && let Some(n) = st.tree.get_mut(ino)
         {
             n.content = None; // no descriptor per closed file
+            self.evict_if_online_only(&st, ino);
         }
         Ok(())
     }
@@ -1626,6 +1689,11 @@ impl Vfs {
             records.push(Record::PutEvent(ev));
         }
         self.journal(st, records)?;
+        if new_file.is_some()
+            && let Some(o) = &row.object
+        {
+            self.store.note_usage(o);
+        }
         let n = st.tree.get_mut(ino).expect("exists");
         if let Some(f) = new_file {
             n.staging = None;
@@ -1729,6 +1797,16 @@ impl Vfs {
 
     pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = name.to_str().ok_or(VfsError::NameNotUtf8)?;
+        if name == XATTR_PLACEMENT {
+            let v = std::str::from_utf8(value).map_err(|_| VfsError::Invalid("placement"))?;
+            let rule = crate::meta::Placement::parse(v.trim_end_matches('\0')).map_err(|_| {
+                VfsError::Invalid("placement: auto, pinned, online-only or local-only")
+            })?;
+            return self.set_placement_ino(ino, rule).map(|_| ());
+        }
+        if name == XATTR_STATE {
+            return Err(VfsError::NotPermitted("user.latus.state is read-only"));
+        }
         if !name.starts_with("user.") {
             return Err(VfsError::Unsupported("only user.* extended attributes"));
         }
@@ -1754,7 +1832,13 @@ impl Vfs {
         let name = name.to_str().ok_or(VfsError::NoAttr)?;
         let st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
-        n.row.xattrs.get(name).cloned().ok_or(VfsError::NoAttr)
+        match name {
+            XATTR_STATE => Ok(self.state_of(&st, ino).as_bytes().to_vec()),
+            XATTR_PLACEMENT => Ok(crate::meta::Placement::name(st.tree.rule_at(ino).0)
+                .as_bytes()
+                .to_vec()),
+            _ => n.row.xattrs.get(name).cloned().ok_or(VfsError::NoAttr),
+        }
     }
 
     /// NUL-terminated names, as listxattr(2) returns them.
@@ -1771,6 +1855,9 @@ impl Vfs {
 
     pub fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
         let name = name.to_str().ok_or(VfsError::NoAttr)?;
+        if name == XATTR_PLACEMENT {
+            return self.set_placement_ino(ino, None).map(|_| ());
+        }
         let mut st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
         if !n.row.xattrs.contains_key(name) {
@@ -1846,7 +1933,7 @@ impl Vfs {
 
     pub fn path_status(&self, path: &str) -> Result<PathStatus> {
         let ino = self.resolve(path)?;
-        let (status_path, row, size, visible, unsent, cloud_only) = {
+        let (status_path, row, size, visible, unsent, cloud_only, placement) = {
             let st = lock(&self.state);
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
             let p = st.tree.path(ino).unwrap_or_default();
@@ -1858,7 +1945,16 @@ impl Vfs {
                     .object
                     .as_ref()
                     .is_some_and(|o| st.pinned.contains_key(o));
-            (p, n.row.clone(), n.size(), visible, unsent, cloud_only)
+            let placement = self.placement_info(&st, ino);
+            (
+                p,
+                n.row.clone(),
+                n.size(),
+                visible,
+                unsent,
+                cloud_only,
+                placement,
+            )
         };
         self.meta.commit_pending()?;
         let last_event = self.meta.last_event_for(&status_path)?;
@@ -1877,6 +1973,7 @@ impl Vfs {
             mode: row.mode,
             file_hash: row.hash,
             last_event,
+            placement,
         })
     }
 }
@@ -1885,6 +1982,33 @@ fn mark_touched(touched: &mut BTreeMap<String, u64>, ev: &Event) {
     for p in std::iter::once(&ev.file_path).chain(ev.src_path.as_ref()) {
         let e = touched.entry(p.clone()).or_default();
         *e = (*e).max(ev.id);
+    }
+}
+
+impl Vfs {
+    /// A path's state from memory (for the xattr): `local-only` outside
+    /// the cloud, `pending` while this node's changes to it are not yet
+    /// back from the log, `cloud` when its content is only there.
+    fn state_of(&self, st: &State, ino: Ino) -> &'static str {
+        let Some(path) = st.tree.visible_path(ino, &self.ignore) else {
+            return "local-only";
+        };
+        let Some(n) = st.tree.get(ino) else {
+            return "local-only";
+        };
+        let unsent = n.staging.is_some()
+            || !n.row.announced
+            || n.row
+                .object
+                .as_ref()
+                .is_some_and(|o| st.pinned.contains_key(o));
+        if unsent || st.touched.contains_key(&path) {
+            "pending"
+        } else if self.is_cloud_only(n) {
+            "cloud"
+        } else {
+            "local"
+        }
     }
 }
 

@@ -52,6 +52,45 @@ pub struct InodeRow {
     /// unannounced inodes (ignored names, files not yet closed) emit none.
     #[serde(default)]
     pub announced: bool,
+    /// A placement rule set on this file or folder (inherited below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// Where content lives on this node (`auto`, the default, is no rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Always kept here; remote changes are downloaded eagerly.
+    Pinned,
+    /// Local copies go once safely in the cloud; fetched on open.
+    OnlineOnly,
+    /// Never leaves this node: no upload, no event.
+    LocalOnly,
+}
+
+impl Placement {
+    pub fn name(rule: Option<Placement>) -> &'static str {
+        match rule {
+            None => "auto",
+            Some(Placement::Pinned) => "pinned",
+            Some(Placement::OnlineOnly) => "online-only",
+            Some(Placement::LocalOnly) => "local-only",
+        }
+    }
+
+    /// `auto` (no rule), `pinned`, `online-only` or `local-only`.
+    pub fn parse(s: &str) -> Result<Option<Placement>, String> {
+        match s.trim() {
+            "auto" | "" => Ok(None),
+            "pinned" => Ok(Some(Placement::Pinned)),
+            "online-only" => Ok(Some(Placement::OnlineOnly)),
+            "local-only" => Ok(Some(Placement::LocalOnly)),
+            other => Err(format!(
+                "{other:?} is not a placement (auto, pinned, online-only, local-only)"
+            )),
+        }
+    }
 }
 
 /// One entry of the remote tree: the volume as the event log says it is

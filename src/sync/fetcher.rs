@@ -213,6 +213,7 @@ impl Fetcher {
         };
         let mut map = lock(&self.partials);
         if let Some(p) = map.get_mut(object) {
+            self.store.note_usage(&p.temp);
             for (i, ok) in &result.done {
                 p.loading[*i] = false;
                 if *ok && !p.present[*i] {

@@ -436,6 +436,7 @@ impl Vfs {
             target: None,
             xattrs: Default::default(),
             announced: true,
+            placement: None,
         }
     }
 
@@ -544,6 +545,8 @@ impl Vfs {
         let mut row = self.remote_row(st, parent, name, r.kind);
         fill_from_remote(&mut row, &r);
         let ino = row.ino;
+        self.pin_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
         st.invalidations.push(Invalidation::Entry {
             parent,
             name: name.to_string(),
@@ -644,6 +647,8 @@ impl Vfs {
         let old = row.ino;
         row.ino = st.tree.alloc_ino();
         let new = row.ino;
+        self.pin_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
         st.invalidations.push(Invalidation::Entry {
             parent: row.parent,
             name: row.name.clone(),

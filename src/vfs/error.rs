@@ -44,6 +44,8 @@ pub enum VfsError {
     Fetch(String),
     #[error("restore: {0}")]
     Restore(String),
+    #[error("the hydration policy refuses downloads for program {0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = VfsError> = std::result::Result<T, E>;
@@ -73,6 +75,7 @@ impl VfsError {
             // verified fails the read.
             VfsError::Fetch(_) => libc::EIO,
             VfsError::Restore(_) => libc::EINVAL,
+            VfsError::Refused(_) => libc::EACCES,
         }
     }
 

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use crate::ignore::IgnoreRules;
-use crate::meta::{Ino, InodeRow, Kind, Nanos, ROOT_INO, Record};
+use crate::meta::{Ino, InodeRow, Kind, Nanos, Placement, ROOT_INO, Record};
 use crate::store::ObjectId;
 
 /// A version being written: a private object, never named by a committed row.
@@ -59,6 +59,9 @@ impl Node {
 pub struct Tree {
     pub nodes: HashMap<Ino, Node>,
     pub next_ino: Ino,
+    /// Which inodes name each content object (a restore or a conflict copy
+    /// can share one).
+    by_object: HashMap<String, Vec<Ino>>,
 }
 
 impl Tree {
@@ -66,6 +69,9 @@ impl Tree {
         let mut tree = Tree::default();
         let max = rows.iter().map(|r| r.ino).max().unwrap_or(ROOT_INO);
         for row in rows {
+            if let Some(o) = &row.object {
+                tree.by_object.entry(o.clone()).or_default().push(row.ino);
+            }
             tree.nodes.insert(row.ino, Node::new(row));
         }
         let links: Vec<(Ino, Ino, String, bool)> = tree
@@ -97,6 +103,38 @@ impl Tree {
         self.nodes.get_mut(&ino)
     }
 
+    /// The inodes whose committed content is `object`.
+    pub fn owners(&self, object: &str) -> &[Ino] {
+        self.by_object.get(object).map_or(&[], Vec::as_slice)
+    }
+
+    fn index(&mut self, ino: Ino, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old
+            && let Some(v) = self.by_object.get_mut(o)
+        {
+            v.retain(|&i| i != ino);
+            if v.is_empty() {
+                self.by_object.remove(o);
+            }
+        }
+        if let Some(n) = new {
+            let v = self.by_object.entry(n.to_string()).or_default();
+            if !v.contains(&ino) {
+                v.push(ino);
+            }
+        }
+    }
+
+    /// Drops an inode from memory (an orphan at its last release).
+    pub fn forget(&mut self, ino: Ino) -> Option<Node> {
+        let n = self.nodes.remove(&ino)?;
+        self.index(ino, n.row.object.as_deref(), None);
+        Some(n)
+    }
+
     pub fn alloc_ino(&mut self) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -125,6 +163,9 @@ impl Tree {
     /// The path, if events should be emitted for it: linked, and no
     /// component matches an ignore rule.
     pub fn visible_path(&self, ino: Ino, ignore: &IgnoreRules) -> Option<String> {
+        if self.rule_at(ino).0 == Some(Placement::LocalOnly) {
+            return None;
+        }
         let p = self.path(ino)?;
         if p.split('/').any(|c| ignore.name_is_ignored(c)) {
             return None;
@@ -143,6 +184,23 @@ impl Tree {
         } else {
             format!("{base}/{name}")
         })
+    }
+
+    /// The placement rule in force at `ino` and the inode that sets it.
+    pub fn rule_at(&self, mut ino: Ino) -> (Option<Placement>, Option<Ino>) {
+        for _ in 0..4096 {
+            let Some(n) = self.nodes.get(&ino) else {
+                break;
+            };
+            if let Some(r) = n.row.placement {
+                return (Some(r), Some(ino));
+            }
+            if ino == ROOT_INO {
+                break;
+            }
+            ino = n.row.parent;
+        }
+        (None, None)
     }
 
     pub fn is_ancestor(&self, maybe_ancestor: Ino, mut ino: Ino) -> bool {
@@ -196,6 +254,8 @@ impl Tree {
         let ino = row.ino;
         // A deleted inode still open (an orphan) never comes back: its
         // attributes change in memory only, until its last release.
+        let old_object = self.nodes.get(&ino).and_then(|n| n.row.object.clone());
+        self.index(ino, old_object.as_deref(), row.object.as_deref());
         if let Some(n) = self.nodes.get_mut(&ino)
             && !n.linked
         {
@@ -259,7 +319,7 @@ impl Tree {
         if n.open > 0 {
             n.linked = false;
         } else {
-            self.nodes.remove(&ino);
+            self.forget(ino);
         }
     }
 }

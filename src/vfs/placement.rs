@@ -1,0 +1,340 @@
+//! Placement rules (pinned, online-only, local-only; `auto` is no rule) and
+//! the local cache they steer: what is kept, what is fetched eagerly, and
+//! what may be evicted to keep the cache under its cap. Content not yet in
+//! the cloud, pinned content and local-only content is never evicted, and
+//! neither is a file that is open.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::tree::Node;
+use super::{State, Vfs, VfsError, lock};
+use crate::event::EventType;
+use crate::meta::{Ino, Kind, Placement, ROOT_INO, Record};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementInfo {
+    /// The rule in force: auto, pinned, online-only or local-only.
+    pub rule: &'static str,
+    /// The path that sets it (`None` for auto).
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct EvictReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// Files kept because their content is not yet in the cloud, or open.
+    pub kept: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HydrateItem {
+    pub ino: Ino,
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStatus {
+    pub cap_bytes: u64,
+    pub used_bytes: u64,
+    /// What is over the cap is content that may not be evicted (not yet
+    /// uploaded, pinned, local-only, or open).
+    pub over_cap: bool,
+}
+
+impl Vfs {
+    pub(super) fn placement_info(&self, st: &State, ino: Ino) -> PlacementInfo {
+        let (rule, from) = st.tree.rule_at(ino);
+        PlacementInfo {
+            rule: Placement::name(rule),
+            from: from.and_then(|i| st.tree.path(i)),
+        }
+    }
+
+    /// Sets (or with `None` clears) the rule on `path`. Turning local-only
+    /// on withdraws the subtree from the cloud (delete events: other nodes
+    /// remove it); turning it off publishes it again. Online-only evicts
+    /// what is safely in the cloud before it returns; pinned marks the
+    /// subtree for eager download.
+    pub fn set_placement(&self, path: &str, rule: Option<Placement>) -> super::Result<EvictReport> {
+        let ino = self.resolve(path)?;
+        self.set_placement_ino(ino, rule)
+    }
+
+    pub(super) fn set_placement_ino(
+        &self,
+        ino: Ino,
+        rule: Option<Placement>,
+    ) -> super::Result<EvictReport> {
+        {
+            let mut st = lock(&self.state);
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            if ino == ROOT_INO && rule == Some(Placement::LocalOnly) {
+                return Err(VfsError::Invalid("the whole folder cannot be local-only"));
+            }
+            let was_local = st.tree.rule_at(ino).0 == Some(Placement::LocalOnly);
+            let mut row = n.row.clone();
+            row.placement = rule;
+            self.journal(&mut st, vec![Record::PutInode(row)])?;
+            // What the subtree is to other nodes after the change.
+            let now_local = st.tree.rule_at(ino).0 == Some(Placement::LocalOnly);
+            if now_local && !was_local {
+                self.withdraw(&mut st, ino)?;
+            } else if was_local && !now_local {
+                self.publish_subtree(&mut st, ino)?;
+            }
+        }
+        match rule {
+            Some(Placement::OnlineOnly) => self.evict_below_ino(ino),
+            Some(Placement::Pinned) => {
+                self.pin_dirty.store(true, Ordering::Release);
+                Ok(EvictReport::default())
+            }
+            _ => Ok(EvictReport::default()),
+        }
+    }
+
+    /// Delete events for everything announced below and at `ino`, children
+    /// first; the local files stay, unannounced.
+    fn withdraw(&self, st: &mut State, ino: Ino) -> super::Result<()> {
+        let base = st.tree.path(ino).unwrap_or_default();
+        let mut all = vec![ino];
+        all.extend(st.tree.descendants(ino));
+        all.reverse();
+        let mut records = Vec::new();
+        for i in all {
+            let n = st.tree.get(i).expect("exists");
+            if !n.row.announced {
+                continue;
+            }
+            let p = st.tree.path(i).unwrap_or_else(|| base.clone());
+            if p.split('/').any(|c| self.ignore.name_is_ignored(c)) {
+                continue;
+            }
+            let mut row = n.row.clone();
+            let ty = if row.kind == Kind::Dir {
+                EventType::Rmdir
+            } else {
+                EventType::Delete
+            };
+            let ev = self.new_event(st, ty, p, &row, None);
+            row.announced = false;
+            records.push(Record::PutInode(row));
+            records.push(Record::PutEvent(ev));
+        }
+        self.journal(st, records)
+    }
+
+    /// Create events for everything visible below and at `ino`, parents
+    /// first (files being written are announced when closed).
+    fn publish_subtree(&self, st: &mut State, ino: Ino) -> super::Result<()> {
+        let mut all = vec![ino];
+        all.extend(st.tree.descendants(ino));
+        let mut records = Vec::new();
+        for i in all {
+            let Some(p) = st.tree.visible_path(i, &self.ignore) else {
+                continue;
+            };
+            let n = st.tree.get(i).expect("exists");
+            if n.row.announced || (n.row.kind == Kind::File && n.staging.is_some()) {
+                continue;
+            }
+            let mut row = n.row.clone();
+            row.announced = true;
+            let ty = match row.kind {
+                Kind::Dir => EventType::Mkdir,
+                Kind::Symlink => EventType::Symlink,
+                Kind::File => EventType::Create,
+            };
+            let ev = self.new_event(st, ty, p, &row, None);
+            // Memory first, so the children's paths see the parent announced.
+            records.push(Record::PutInode(row));
+            records.push(Record::PutEvent(ev));
+        }
+        self.journal(st, records)
+    }
+
+    /// Whether `object`'s local copy may go: named by no unpublished event
+    /// (so the file's version is in the cloud), and no file naming it is
+    /// open, being written, unannounced, pinned or local-only. An object no
+    /// file names must have a known chunk list (a partial download has not).
+    pub(super) fn can_evict(&self, st: &State, object: &str) -> bool {
+        if st.pinned.contains_key(object) {
+            return false;
+        }
+        let owners = st.tree.owners(object);
+        if owners.is_empty() {
+            return matches!(self.meta.version_chunks(object), Ok(Some(_)));
+        }
+        for &i in owners {
+            let Some(n) = st.tree.get(i) else { continue };
+            if n.open > 0 || n.staging.is_some() || !n.row.announced {
+                return false;
+            }
+            if matches!(
+                st.tree.rule_at(i).0,
+                Some(Placement::Pinned | Placement::LocalOnly)
+            ) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn has_local_copy(&self, n: &Node) -> bool {
+        n.row
+            .object
+            .as_ref()
+            .is_some_and(|o| self.store.path(o).exists())
+    }
+
+    /// Evicts the local copies below `path` that are safely in the cloud.
+    pub fn evict_below(&self, path: &str) -> super::Result<EvictReport> {
+        let ino = self.resolve(path)?;
+        self.evict_below_ino(ino)
+    }
+
+    fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
+        let mut report = EvictReport::default();
+        let st = lock(&self.state);
+        let mut all = vec![ino];
+        all.extend(st.tree.descendants(ino));
+        for i in all {
+            let Some(n) = st.tree.get(i) else { continue };
+            if n.row.kind != Kind::File || !self.has_local_copy(n) {
+                continue;
+            }
+            let object = n.row.object.clone().expect("has a copy");
+            // Pinned below an online-only folder stays; so does what is
+            // not uploaded or open.
+            let evictable =
+                st.tree.rule_at(i).0 == Some(Placement::OnlineOnly) && self.can_evict(&st, &object);
+            if !evictable {
+                report.kept += 1;
+                continue;
+            }
+            let bytes = n.row.size;
+            self.store.remove(&object)?;
+            report.files += 1;
+            report.bytes += bytes;
+        }
+        Ok(report)
+    }
+
+    /// Files below `path` whose content is only in the cloud.
+    pub fn cloud_only_below(&self, path: &str) -> super::Result<Vec<HydrateItem>> {
+        let ino = self.resolve(path)?;
+        let st = lock(&self.state);
+        let mut all = vec![ino];
+        all.extend(st.tree.descendants(ino));
+        Ok(all
+            .into_iter()
+            .filter_map(|i| {
+                let n = st.tree.get(i)?;
+                (n.row.kind == Kind::File && self.is_cloud_only(n)).then(|| HydrateItem {
+                    ino: i,
+                    path: st.tree.path(i).unwrap_or_default(),
+                    size: n.row.size,
+                })
+            })
+            .collect())
+    }
+
+    /// Brings a file's whole content here (no-op if it is here).
+    pub fn hydrate(&self, ino: Ino) -> super::Result<()> {
+        let missing = {
+            let st = lock(&self.state);
+            let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+            self.is_cloud_only(n)
+        };
+        if missing {
+            self.fetch_missing(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Cloud-only files under a pinned rule, when something changed since
+    /// the last call (a pin, or files the log brought).
+    pub fn pinned_to_fetch(&self) -> Vec<Ino> {
+        if !self.pin_dirty.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let st = lock(&self.state);
+        st.tree
+            .nodes
+            .values()
+            .filter(|n| n.linked && n.row.kind == Kind::File && self.is_cloud_only(n))
+            .filter(|n| st.tree.rule_at(n.row.ino).0 == Some(Placement::Pinned))
+            .map(|n| n.row.ino)
+            .collect()
+    }
+
+    /// A pinned download failed: try again on a later round.
+    pub fn retry_pins(&self) {
+        self.pin_dirty.store(true, Ordering::Release);
+    }
+
+    pub fn set_cache_cap(&self, bytes: u64) {
+        self.cache_cap.store(bytes, Ordering::Release);
+    }
+
+    pub fn cache_status(&self) -> CacheStatus {
+        CacheStatus {
+            cap_bytes: self.cache_cap.load(Ordering::Acquire),
+            used_bytes: self.store.used_bytes(),
+            over_cap: self.over_cap.load(Ordering::Acquire),
+        }
+    }
+
+    /// Evicts least recently used content that may go until the cache is
+    /// back under 95% of its cap. Returns the bytes freed.
+    pub fn enforce_cache_cap(&self) -> u64 {
+        let cap = self.cache_cap.load(Ordering::Acquire);
+        let mut used = self.store.used_bytes();
+        if cap == 0 || used <= cap {
+            self.over_cap.store(false, Ordering::Release);
+            return 0;
+        }
+        let target = cap / 100 * 95;
+        let mut freed = 0;
+        let st = lock(&self.state);
+        for (object, bytes) in self.store.least_recent() {
+            if used <= target {
+                break;
+            }
+            if self.can_evict(&st, &object) && self.store.remove(&object).is_ok() {
+                used = used.saturating_sub(bytes);
+                freed += bytes;
+            }
+        }
+        drop(st);
+        let over = used > cap;
+        if over && !self.over_cap.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                used,
+                cap,
+                "the cache is over its cap with content that may not be evicted (not yet uploaded, pinned, local-only or open)"
+            );
+        } else if !over {
+            self.over_cap.store(false, Ordering::Release);
+        }
+        freed
+    }
+
+    /// An online-only file's copy goes once it is closed and in the cloud.
+    pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {
+        let Some(n) = st.tree.get(ino) else { return };
+        if n.row.kind != Kind::File || st.tree.rule_at(ino).0 != Some(Placement::OnlineOnly) {
+            return;
+        }
+        if let Some(o) = n.row.object.clone()
+            && self.has_local_copy(n)
+            && self.can_evict(st, &o)
+        {
+            let _ = self.store.remove(&o);
+        }
+    }
+}
