@@ -141,7 +141,8 @@ fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
             }
         }
         vfs.enforce_cache_cap();
-        std::thread::sleep(poll);
+        // Woken early by the stop.
+        std::thread::park_timeout(poll);
     }
 }
 
@@ -503,6 +504,7 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
     let _ = fs::remove_file(&socket);
     pinner_stop.store(true, Ordering::Release);
     if let Some(p) = pinner {
+        p.thread().unpark();
         let _ = p.join();
     }
     if let Some(u) = &uploader {

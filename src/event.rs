@@ -37,6 +37,8 @@ pub enum EventType {
     Node,
     /// Log-only: a node forgotten by `latus nodes remove` (`file_path` is its id).
     ForgetNode,
+    /// Log-only: versions removed by `latus prune` (listed in the payload).
+    Prune,
 }
 
 /// One change. `mivui` stays `None` until the cloud assigns the sequence.
@@ -105,7 +107,10 @@ impl EventType {
 
     /// Records about nodes, not about the tree.
     pub fn is_node_record(self) -> bool {
-        matches!(self, EventType::Node | EventType::ForgetNode)
+        matches!(
+            self,
+            EventType::Node | EventType::ForgetNode | EventType::Prune
+        )
     }
 }
 

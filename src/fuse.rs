@@ -152,7 +152,10 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_WRITEBACK_CACHE;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        let granted = wanted & config.capabilities();
+        let _ = config.add_capabilities(granted);
+        self.vfs
+            .set_kernel_keeps_times(granted.contains(InitFlags::FUSE_WRITEBACK_CACHE));
         Ok(())
     }
 

@@ -240,6 +240,8 @@ pub struct Vfs {
     hydration: Mutex<Option<Arc<crate::hydration::Gate>>>,
     /// Tells the kernel about changes it did not make (remote apply).
     invalidator: Mutex<Option<Invalidator>>,
+    /// The kernel keeps write times (writeback caching) and sends them.
+    kernel_times: std::sync::atomic::AtomicBool,
     /// The local cache's cap in bytes (0: none).
     cache_cap: std::sync::atomic::AtomicU64,
     /// The cache is over its cap with content that may not be evicted.
@@ -360,6 +362,7 @@ impl Vfs {
             background_hashing: std::sync::atomic::AtomicBool::new(true),
             invalidator: Mutex::new(None),
             hydration: Mutex::new(None),
+            kernel_times: std::sync::atomic::AtomicBool::new(false),
             cache_cap: std::sync::atomic::AtomicU64::new(0),
             over_cap: std::sync::atomic::AtomicBool::new(false),
             pin_dirty: std::sync::atomic::AtomicBool::new(true),
@@ -1522,6 +1525,12 @@ impl Vfs {
                 .is_some_and(|o| !self.store.path(o).exists())
     }
 
+    /// Writeback caching is on: writes leave the times to the kernel.
+    pub fn set_kernel_keeps_times(&self, on: bool) {
+        self.kernel_times
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn set_hydration_policy(&self, gate: Arc<crate::hydration::Gate>) {
         *lock(&self.hydration) = Some(gate);
     }
@@ -1552,9 +1561,14 @@ impl Vfs {
         let s = n.staging.as_mut().expect("staging ensured");
         s.file.write_all_at(data, offset)?;
         s.size = s.size.max(offset + data.len() as u64);
-        let now = now_nanos();
-        s.mtime = now;
-        s.ctime = now;
+        // With writeback caching the kernel keeps the write times and sends
+        // them (SETATTR) before the close: its time is the one the writer
+        // sees, so it is the one published.
+        if !self.kernel_times.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = now_nanos();
+            s.mtime = now;
+            s.ctime = now;
+        }
         Ok(data.len() as u32)
     }
 

@@ -29,6 +29,9 @@ pub struct PublishedEvent {
     /// holding the list, which would not fit in one log record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_list: Option<String>,
+    /// For `prune` records: the `mivui`s of the versions removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<u64>,
 }
 
 /// Chunk lists longer than this (about 90 KB of JSON, a 1 GiB file at the
@@ -46,6 +49,7 @@ impl PublishedEvent {
             node_name: node_name.to_string(),
             chunks,
             chunk_list: None,
+            pruned: Vec::new(),
         }
     }
 

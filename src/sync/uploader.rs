@@ -233,9 +233,32 @@ impl Uploader {
     /// Appends a record that forgets node `id` (its files stay).
     pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, String> {
         let volume = self.inner.volume().map_err(|e| e.to_string())?;
-        self.inner
-            .append_node_record(&volume, EventType::ForgetNode, id.to_string())
-            .map_err(|e| e.to_string())
+        let m = self
+            .inner
+            .append_node_record(&volume, EventType::ForgetNode, id.to_string(), Vec::new())
+            .map_err(|e| e.to_string())?;
+        self.wait_log_seen(m);
+        Ok(m)
+    }
+
+    /// Waits (a little) until the log is read up to `mivui`, so a command
+    /// sees its own record's effect.
+    fn wait_log_seen(&self, mivui: u64) {
+        self.inner.ring_bell(true);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut st = lock(&self.inner.status);
+        while st.log_seen < mivui {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .inner
+                .progress
+                .wait_timeout(st, deadline - now)
+                .expect("lock poisoned")
+                .0;
+        }
     }
 
     /// Removes the versions `rule` no longer keeps, and the cloud objects
@@ -265,8 +288,16 @@ impl Uploader {
                 .delete(name)
                 .map_err(|e| format!("stopped after a failed delete: {e}"))?;
         }
-        let forget: Vec<Record> = plan.versions.iter().map(|&m| Record::DelLog(m)).collect();
-        i.meta.append(&forget).map_err(|e| e.to_string())?;
+        // Every node drops the versions from its history when it reads this.
+        let m = i
+            .append_node_record(
+                &volume,
+                EventType::Prune,
+                String::new(),
+                plan.versions.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+        self.wait_log_seen(m);
         report.dry_run = false;
         Ok(report)
     }
@@ -695,6 +726,7 @@ impl Inner {
                     None
                 };
                 records.push(RemoteRecord {
+                    pruned: p.pruned,
                     mivui: rec.mivui,
                     originator: rec.originator,
                     node_name: p.node_name,
@@ -765,7 +797,7 @@ impl Inner {
 
     /// Announces this node (name, time) in the log, once per run.
     fn say_hello(&self, volume: &Volume) -> Result<(), UploadError> {
-        self.append_node_record(volume, EventType::Node, String::new())
+        self.append_node_record(volume, EventType::Node, String::new(), Vec::new())
             .map(|_| ())
     }
 
@@ -774,9 +806,11 @@ impl Inner {
         volume: &Volume,
         ty: EventType,
         path: String,
+        pruned: Vec<u64>,
     ) -> Result<u64, UploadError> {
         let ev = Event::node_record(self.config.node_id, ty, path, crate::vfs::now_nanos());
-        let p = PublishedEvent::new(ev, &self.config.node_name, None);
+        let mut p = PublishedEvent::new(ev, &self.config.node_name, None);
+        p.pruned = pruned;
         let aad = volume.event_aad(self.config.node_id);
         Ok(volume
             .cloud

@@ -39,6 +39,8 @@ pub struct RemoteRecord {
     pub chunks: Option<Vec<ChunkRef>>,
     /// For this node's own records: the local object of the version.
     pub own_object: Option<String>,
+    /// For `prune` records: versions every node drops from its history.
+    pub pruned: Vec<u64>,
 }
 
 /// A kernel cache entry to drop after the tree changed under it.
@@ -223,6 +225,7 @@ impl Vfs {
             mut event,
             chunks,
             own_object,
+            pruned,
         } = rec;
         let own = originator == self.node_id;
         event.mivui = Some(mivui);
@@ -242,6 +245,7 @@ impl Vfs {
             }
         }
         let mut records = Vec::new();
+        let mut moved_aside = Vec::new();
         if ty.carries_content() && usable {
             let object = match own_object {
                 Some(o) if own => o,
@@ -258,9 +262,22 @@ impl Vfs {
             event.object = None;
         }
         if usable && !ty.is_node_record() {
-            let folded = st.remote.fold(&event, mivui, event.object.clone());
+            let folded = st
+                .remote
+                .fold(&event, mivui, event.object.clone(), &node_name);
+            // Entries the fold renamed aside (file/folder conflicts) are
+            // reconciled at their new paths too.
+            for r in &folded {
+                if let Record::PutRemote(row) = r {
+                    let p = st.remote.path(row.rid);
+                    if p != event.file_path && Some(&p) != event.src_path.as_ref() {
+                        moved_aside.push(p);
+                    }
+                }
+            }
             records.extend(folded);
         }
+        records.extend(pruned.iter().map(|&m| Record::DelLog(m)));
         records.push(Record::PutLog(LogEntry {
             mivui,
             originator,
@@ -286,6 +303,7 @@ impl Vfs {
         if let Some(s) = &event.src_path {
             paths.push(s.clone());
         }
+        paths.extend(moved_aside);
         if own {
             for p in &paths {
                 if st.touched.get(p).is_some_and(|&id| id <= local_id) {
@@ -512,6 +530,20 @@ impl Vfs {
         Ok(Some(ino))
     }
 
+    /// The first local non-folder on the way down `p`, as a path.
+    fn local_non_dir_on(&self, st: &State, p: &str) -> Option<String> {
+        let mut ino = ROOT_INO;
+        let mut path = String::new();
+        for part in p.split('/').filter(|c| !c.is_empty()) {
+            path = join(&path, part);
+            ino = *st.tree.get(ino)?.children.get(part)?;
+            if !st.tree.get(ino)?.is_dir() {
+                return Some(path);
+            }
+        }
+        None
+    }
+
     /// Makes the local subtree at `q` what the remote tree says. Never
     /// touches what is being written or what never went to the cloud
     /// (ignored names, files not yet closed). Returns false if something
@@ -524,12 +556,18 @@ impl Vfs {
             (None, Some(l)) => self.remove_local(st, l),
             (Some(r), None) => {
                 let (parent_path, name) = split_parent(q);
+                if let Some(blocker) = self.local_non_dir_on(st, parent_path) {
+                    // A local file where the log has a folder: settle it first.
+                    if !self.reconcile(st, &blocker)? {
+                        return Ok(false);
+                    }
+                }
                 match self.ensure_local_dirs(st, parent_path)? {
                     Some(parent) => {
                         self.create_local(st, parent, name, r)?;
                         Ok(true)
                     }
-                    None => Ok(true),
+                    None => Ok(false),
                 }
             }
             (Some(r), Some(l)) => self.sync_local(st, l, r),
@@ -593,11 +631,14 @@ impl Vfs {
         let same_attrs = l == ROOT_INO
             || (row.mode & 0o7777 == rr.mode && (rr.kind == Kind::Dir || row.mtime == rr.mtime));
         if !same_content || !same_attrs {
+            let n_mtime = row.mtime;
             fill_from_remote(&mut row, &rr);
             row.ctime = now_nanos();
-            if same_content {
-                // Attributes only (with writeback caching the kernel keeps
-                // its own mtime of a cached file until it drops the inode).
+            // With writeback caching the kernel keeps its own size and
+            // times of a cached file: a file whose content or mtime changes
+            // gets a new inode; mode changes and folders are invalidated.
+            let new_times = rr.kind == Kind::File && n_mtime != rr.mtime;
+            if same_content && !new_times {
                 st.invalidations.push(Invalidation::Inode(l));
                 self.journal(st, vec![Record::PutInode(row)])?;
             } else {

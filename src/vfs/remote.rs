@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::apply::conflict_name;
 use crate::event::{Event, EventType};
 use crate::meta::{Kind, Record, RemoteRow};
 
@@ -85,6 +86,21 @@ impl RemoteTree {
         Some(rid)
     }
 
+    pub fn path(&self, rid: u64) -> String {
+        let mut parts = Vec::new();
+        let mut cur = rid;
+        while cur != REMOTE_ROOT {
+            let Some(n) = self.nodes.get(&cur) else { break };
+            parts.push(n.row.name.as_str());
+            cur = n.row.parent;
+            if parts.len() > 4096 {
+                break;
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
     /// Applies a journaled record to memory.
     pub fn apply(&mut self, rec: &Record) {
         match rec {
@@ -150,7 +166,13 @@ impl RemoteTree {
     /// The folder that holds `path`, made (as folders, replacing files in
     /// the way) when missing. Records go to `out`; `self` is updated too, so
     /// later steps of the same fold see them.
-    fn ensure_parent(&mut self, path: &str, mivui: u64, out: &mut Vec<Record>) -> (u64, String) {
+    fn ensure_parent(
+        &mut self,
+        path: &str,
+        mivui: u64,
+        aside: &dyn Fn(&str) -> String,
+        out: &mut Vec<Record>,
+    ) -> (u64, String) {
         let mut parts: Vec<&str> = path.split('/').collect();
         let name = parts.pop().unwrap_or_default().to_string();
         let mut cur = REMOTE_ROOT;
@@ -160,7 +182,8 @@ impl RemoteTree {
                 Some(r) if self.nodes[&r].row.kind == Kind::Dir => r,
                 other => {
                     if let Some(r) = other {
-                        self.emit_remove(r, out);
+                        // A file where a folder must be: kept beside it.
+                        self.move_aside(r, aside, out);
                     }
                     let rid = self.alloc();
                     let row = RemoteRow {
@@ -182,6 +205,19 @@ impl RemoteTree {
             };
         }
         (cur, name)
+    }
+
+    /// Renames `rid` to its conflict name (replacing whatever has that name).
+    fn move_aside(&mut self, rid: u64, aside: &dyn Fn(&str) -> String, out: &mut Vec<Record>) {
+        let mut row = self.nodes[&rid].row.clone();
+        let new = aside(&row.name);
+        if let Some(t) = self.nodes[&row.parent].children.get(&new).copied()
+            && t != rid
+        {
+            self.emit_remove(t, out);
+        }
+        row.name = new;
+        self.emit(Record::PutRemote(row), out);
     }
 
     fn emit(&mut self, rec: Record, out: &mut Vec<Record>) {
@@ -210,19 +246,39 @@ impl RemoteTree {
     /// - move: the subtree moves, replacing what is at the destination; a
     ///   source that is gone by then moves nothing.
     /// - setattr: mode and mtime, if the path exists.
-    pub fn fold(&mut self, ev: &Event, mivui: u64, object: Option<String>) -> Vec<Record> {
+    ///
+    /// A file and a folder at one path both survive: the one in the way is
+    /// renamed to `name (conflict from NODE DATE)` after the event's node
+    /// and time (the same on every node).
+    pub fn fold(
+        &mut self,
+        ev: &Event,
+        mivui: u64,
+        object: Option<String>,
+        node_name: &str,
+    ) -> Vec<Record> {
         let mut out = Vec::new();
         let p = ev.file_path.as_str();
         let at = self.resolve(p);
+        let when = if ev.time != 0 { ev.time } else { ev.mtime };
+        let aside = |name: &str| conflict_name(name, node_name, when);
+        let aside: &dyn Fn(&str) -> String = &aside;
         match ev.event_type {
             EventType::Create | EventType::Modify | EventType::Symlink => {
-                let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                let (parent, mut name) = self.ensure_parent(p, mivui, aside, &mut out);
                 let kind = if ev.event_type == EventType::Symlink {
                     Kind::Symlink
                 } else {
                     Kind::File
                 };
-                let existing = self.nodes[&parent].children.get(&name).copied();
+                let mut existing = self.nodes[&parent].children.get(&name).copied();
+                if let Some(r) = existing
+                    && self.nodes[&r].row.kind == Kind::Dir
+                {
+                    // A folder holds the name: the version goes beside it.
+                    name = aside(&name);
+                    existing = self.nodes[&parent].children.get(&name).copied();
+                }
                 let rid = match existing {
                     Some(r) if self.nodes[&r].row.kind == kind => r,
                     Some(r) => {
@@ -257,7 +313,7 @@ impl RemoteTree {
             }
             EventType::Mkdir => {
                 if at.is_none() {
-                    let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                    let (parent, name) = self.ensure_parent(p, mivui, aside, &mut out);
                     let rid = self.alloc();
                     let row = RemoteRow {
                         rid,
@@ -291,14 +347,22 @@ impl RemoteTree {
                 if src == REMOTE_ROOT || self.is_ancestor_path(ev.src_path.as_deref(), p) {
                     return out;
                 }
-                let (parent, name) = self.ensure_parent(p, mivui, &mut out);
+                let (parent, name) = self.ensure_parent(p, mivui, aside, &mut out);
                 if !self.nodes.contains_key(&src) {
-                    return out; // the destination's folders replaced it
+                    return out;
                 }
                 if let Some(t) = self.nodes[&parent].children.get(&name).copied()
                     && t != src
                 {
-                    self.emit_remove(t, &mut out);
+                    let t_kind = self.nodes[&t].row.kind;
+                    let s_kind = self.nodes[&src].row.kind;
+                    if t_kind != s_kind || !self.nodes[&t].children.is_empty() {
+                        // rename(2) could not have replaced it here: some
+                        // node wrote into it meanwhile. Both stay.
+                        self.move_aside(t, aside, &mut out);
+                    } else {
+                        self.emit_remove(t, &mut out);
+                    }
                 }
                 let mut row = self.nodes[&src].row.clone();
                 row.parent = parent;
@@ -316,7 +380,7 @@ impl RemoteTree {
                     self.emit(Record::PutRemote(row), &mut out);
                 }
             }
-            EventType::Node | EventType::ForgetNode => {}
+            EventType::Node | EventType::ForgetNode | EventType::Prune => {}
         }
         out
     }

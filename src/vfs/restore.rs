@@ -332,7 +332,7 @@ fn replay(log: &[LogEntry], keep: impl Fn(&LogEntry) -> bool) -> RemoteTree {
     let mut t = RemoteTree::from_rows(Vec::new());
     for e in log.iter().filter(|e| keep(e)) {
         if !e.event.event_type.is_node_record() {
-            t.fold(&e.event, e.mivui, e.event.object.clone());
+            t.fold(&e.event, e.mivui, e.event.object.clone(), &e.node_name);
         }
     }
     debug_assert!(t.get(REMOTE_ROOT).is_some());

@@ -11,20 +11,20 @@ use crate::harness::*;
 
 const MARK: &str = "ZKMARKq7731";
 
-enum Backend {
+pub(crate) enum Backend {
     Dir(PathBuf),
     Aws { bucket: String, table: String },
 }
 
 impl Backend {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Backend::Dir(p) => format!("dir:{}", p.display()),
             Backend::Aws { bucket, table } => format!("aws://{bucket}?table={table}"),
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Dir(_) => "dir",
             Backend::Aws { .. } => "aws",
@@ -35,7 +35,7 @@ impl Backend {
 /// Whether the local S3 + DynamoDB server is there. Missing, it is a test
 /// failure unless LATUS_SKIP_AWS=1 says so: a skip must not hide a missing
 /// install step.
-fn aws_available() -> bool {
+pub(crate) fn aws_available() -> bool {
     if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
         return true;
     }
@@ -48,7 +48,7 @@ fn aws_available() -> bool {
     );
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
         .chars()
         .take(40)
@@ -56,7 +56,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Every backend, each with a fresh cloud.
-fn backends(scratch: &Path) -> Vec<Backend> {
+pub(crate) fn backends(scratch: &Path) -> Vec<Backend> {
     let mut v = vec![Backend::Dir(scratch.join(unique("cloud")))];
     if aws_available() {
         v.push(Backend::Aws {
@@ -90,7 +90,7 @@ fn s3() -> aws_sdk_s3::Client {
 }
 
 /// Every object as (name, bytes), read straight from the server.
-fn objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
     match b {
         Backend::Dir(path) => {
             let mut out = Vec::new();
@@ -191,12 +191,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn sync_wait(m: &Mounted) {
+pub(crate) fn sync_wait(m: &Mounted) {
     m.latus(&["sync", "--wait", "--timeout", "300"]).expect_ok();
 }
 
 /// Chunk objects: everything but the volume marker and the dir log.
-fn chunk_objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn chunk_objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
     objects(b)
         .into_iter()
         .filter(|(n, _)| n != "volume" && !n.starts_with("events") && !n.ends_with("/volume"))
