@@ -130,14 +130,23 @@ pub fn cache_cap(config: &Config, home: &Home) -> u64 {
 /// Downloads what pinned rules keep here (after a pin, or when the log
 /// brings files below one) and keeps the cache under its cap.
 fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
+    // Logged once per file until it succeeds.
+    let mut failing = std::collections::HashSet::new();
     while !stop.load(Ordering::Acquire) {
         for ino in vfs.pinned_to_fetch() {
             if stop.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(e) = vfs.hydrate(ino) {
-                tracing::warn!(ino, error = %e, "could not download a pinned file; retrying later");
-                vfs.retry_pins();
+            match vfs.hydrate(ino) {
+                Ok(()) => {
+                    failing.remove(&ino);
+                }
+                Err(e) => {
+                    if failing.insert(ino) {
+                        tracing::warn!(ino, error = %e, "could not download a pinned file; retrying");
+                    }
+                    vfs.retry_pins();
+                }
             }
         }
         vfs.enforce_cache_cap();

@@ -114,11 +114,21 @@ pub struct Gate {
     counts: Mutex<HashMap<String, ProgramCount>>,
 }
 
-/// The name of process `pid` (`comm`), or `?`.
-pub fn program_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+/// The program name (`comm` of the process, not of the thread: thread
+/// pools rename their threads) of the thread `tid` FUSE names, or `?`.
+pub fn program_of(tid: u32) -> String {
+    let tgid = crate::process::tgid_of(tid).unwrap_or(tid);
+    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_else(|_| "?".to_string())
+}
+
+/// What a read may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fetch, prefetching no chunk that starts at or beyond the limit.
+    Upto(Option<u64>),
+    Refuse,
 }
 
 impl Gate {
@@ -131,17 +141,17 @@ impl Gate {
 
     /// Whether `program` may fetch `offset..offset + len`. A refusal is
     /// logged the first time per program.
-    pub fn allow(&self, program: &str, offset: u64, len: u64) -> bool {
+    pub fn allow(&self, program: &str, offset: u64, len: u64) -> Verdict {
         let action = self
             .policy
             .programs
             .get(program)
             .copied()
             .unwrap_or(self.policy.default);
-        let ok = match action {
-            Action::Download => true,
-            Action::Refuse => false,
-            Action::Range(cap) => offset.saturating_add(len) <= cap,
+        let (ok, limit) = match action {
+            Action::Download => (true, None),
+            Action::Refuse => (false, None),
+            Action::Range(cap) => (offset.saturating_add(len) <= cap, Some(cap)),
         };
         let mut counts = lock(&self.counts);
         let c = counts.entry(program.to_string()).or_default();
@@ -158,7 +168,11 @@ impl Gate {
             }
             c.refused += 1;
         }
-        ok
+        if ok {
+            Verdict::Upto(limit)
+        } else {
+            Verdict::Refuse
+        }
     }
 
     pub fn counts(&self) -> BTreeMap<String, ProgramCount> {
@@ -181,11 +195,11 @@ mod tests {
         .unwrap();
         assert_eq!(p.programs["thumb"], Action::Range(1 << 20));
         let g = Gate::new(p);
-        assert!(g.allow("cat", 1 << 30, 4096));
-        assert!(!g.allow("indexer", 0, 1));
-        assert!(!g.allow("indexer", 0, 1));
-        assert!(g.allow("thumb", 0, 1 << 20));
-        assert!(!g.allow("thumb", 1 << 20, 1));
+        assert_eq!(g.allow("cat", 1 << 30, 4096), Verdict::Upto(None));
+        assert_eq!(g.allow("indexer", 0, 1), Verdict::Refuse);
+        assert_eq!(g.allow("indexer", 0, 1), Verdict::Refuse);
+        assert_eq!(g.allow("thumb", 0, 1 << 20), Verdict::Upto(Some(1 << 20)));
+        assert_eq!(g.allow("thumb", 1 << 20, 1), Verdict::Refuse);
         let c = g.counts();
         assert_eq!(c["indexer"].refused, 2);
         assert_eq!((c["thumb"].reads, c["thumb"].refused), (1, 1));

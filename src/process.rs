@@ -3,7 +3,7 @@
 //! child has copies of its own.
 
 /// The thread group (process) id of a thread, from /proc.
-fn tgid(tid: u32) -> Option<u32> {
+pub fn tgid_of(tid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
         .lines()
@@ -17,7 +17,7 @@ pub fn same_process(a: u32, b: u32) -> bool {
     if a == b {
         return true;
     }
-    match (tgid(a), tgid(b)) {
+    match (tgid_of(a), tgid_of(b)) {
         (Some(x), Some(y)) => x == y,
         (Some(x), None) => x == b,
         (None, Some(y)) => y == a,

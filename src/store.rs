@@ -41,6 +41,8 @@ pub type ObjectId = String;
 const SPARES: usize = 128;
 /// Suffix of a spare object: made ahead of time, not yet a version.
 const SPARE_SUFFIX: &str = ".spare";
+/// Suffix of a partial copy of a version being fetched chunk by chunk.
+const PARTIAL_SUFFIX: &str = ".part";
 
 /// Creating a file costs an inode allocation and a directory update; a
 /// background thread does that ahead of time, off the request path, as
@@ -193,6 +195,32 @@ impl ContentStore {
             .open(self.path(&id))
             .map_err(self.err(&id))?;
         Ok((id, file))
+    }
+
+    /// The partial copy of object `id` being fetched (named after it, so
+    /// the cache can tell whose it is; removed as garbage at mount).
+    pub fn partial_id(id: &str) -> ObjectId {
+        format!("{id}{PARTIAL_SUFFIX}")
+    }
+
+    /// The object a partial copy belongs to.
+    pub fn partial_owner(id: &str) -> Option<&str> {
+        id.strip_suffix(PARTIAL_SUFFIX)
+    }
+
+    /// Creates (or truncates) the partial copy of `id`, sparse, `len` long.
+    pub fn create_partial(&self, id: &str, len: u64) -> Result<(ObjectId, File), StoreError> {
+        let pid = Self::partial_id(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.path(&pid))
+            .map_err(self.err(&pid))?;
+        file.set_len(len).map_err(self.err(&pid))?;
+        Ok((pid, file))
     }
 
     /// A fresh object holding the first `len` bytes of `src` (copy-on-write

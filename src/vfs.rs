@@ -261,6 +261,7 @@ pub trait ContentSource: Send + Sync {
 
     /// Bytes `offset..offset + len` of the version, fetching only the
     /// chunks that cover them (each verified before any byte is returned).
+    /// Readahead never fetches chunks starting at or beyond `limit`.
     fn read_range(
         &self,
         object: &str,
@@ -268,7 +269,12 @@ pub trait ContentSource: Send + Sync {
         hash: Option<&str>,
         offset: u64,
         len: usize,
+        limit: Option<u64>,
     ) -> std::result::Result<Vec<u8>, String>;
+
+    /// Drops the partial copy of `object`, if one is there and nothing is
+    /// being fetched into it. Returns the disk it took.
+    fn drop_partial(&self, object: &str) -> u64;
 }
 
 pub fn now_nanos() -> Nanos {
@@ -580,6 +586,9 @@ impl Vfs {
 
     /// An object stops being the current version of a file.
     fn retire(&self, st: &mut State, object: String) {
+        if let Some(source) = lock(&self.content_source).as_ref() {
+            source.drop_partial(&object);
+        }
         if st.pinned.contains_key(&object) {
             st.retired.insert(object);
         } else {
@@ -1284,6 +1293,9 @@ impl Vfs {
         Self::touch_dir(&mut st, parent, &mut records);
         if newparent != parent {
             Self::touch_dir(&mut st, newparent, &mut records);
+            // It may have moved under a pinned folder.
+            self.pin_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         match target {
             Some(t) => self.drop_inode(&mut st, t, records),
@@ -1366,15 +1378,19 @@ impl Vfs {
             Err(VfsError::Store(e)) if e.is_not_found() => {
                 // Only in the cloud: fetch the chunks this read covers
                 // (outside the lock).
+                let mut limit = None;
                 if pid != 0
                     && let Some(gate) = lock(&self.hydration).as_ref()
                 {
                     let program = crate::hydration::program_of(pid);
-                    if !gate.allow(&program, offset, size as u64) {
-                        return Err(VfsError::Refused(program));
+                    match gate.allow(&program, offset, size as u64) {
+                        crate::hydration::Verdict::Refuse => {
+                            return Err(VfsError::Refused(program));
+                        }
+                        crate::hydration::Verdict::Upto(n) => limit = n,
                     }
                 }
-                return self.read_remote(ino, offset, size);
+                return self.read_remote(ino, offset, size, limit);
             }
             other => other?,
         };
@@ -1405,7 +1421,7 @@ impl Vfs {
         Ok((current_file(&self.store, n)?, len))
     }
 
-    fn read_remote(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+    fn read_remote(&self, ino: Ino, offset: u64, size: u32, limit: Option<u64>) -> Result<Vec<u8>> {
         let (object, len, hash, path) = {
             let st = lock(&self.state);
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
@@ -1427,7 +1443,7 @@ impl Vfs {
             ))
         })?;
         let data = source
-            .read_range(&object, len, hash.as_deref(), offset, want)
+            .read_range(&object, len, hash.as_deref(), offset, want, limit)
             .map_err(|e| {
                 tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed");
                 VfsError::Fetch(format!("{path}: {e}"))

@@ -111,8 +111,10 @@ impl Fetcher {
     ) -> Result<&'a mut Partial, String> {
         if !map.contains_key(object) {
             let chunks = self.chunks_of(object, size)?;
-            let (temp, file) = self.store.create().map_err(|e| e.to_string())?;
-            file.set_len(size).map_err(|e| e.to_string())?;
+            let (temp, file) = self
+                .store
+                .create_partial(object, size)
+                .map_err(|e| e.to_string())?;
             let offsets: Vec<u64> = chunks
                 .iter()
                 .scan(0u64, |off, c| {
@@ -328,6 +330,24 @@ fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Resul
 }
 
 impl ContentSource for Fetcher {
+    fn drop_partial(&self, object: &str) -> u64 {
+        let mut map = lock(&self.partials);
+        let Some(p) = map.get(object) else {
+            return 0;
+        };
+        if p.loading.iter().any(|&l| l) {
+            return 0; // a reader is waiting for it
+        }
+        let p = map.remove(object).expect("present");
+        drop(map);
+        let bytes = {
+            use std::os::unix::fs::MetadataExt;
+            p.file.metadata().map_or(0, |m| m.blocks() * 512)
+        };
+        let _ = self.store.remove(&p.temp);
+        bytes
+    }
+
     fn fetch(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), String> {
         if size == 0 {
             return Ok(());
@@ -343,6 +363,7 @@ impl ContentSource for Fetcher {
         hash: Option<&str>,
         offset: u64,
         len: usize,
+        limit: Option<u64>,
     ) -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; len];
         if len == 0 {
@@ -351,11 +372,16 @@ impl ContentSource for Fetcher {
         let file = self.ensure(object, size, hash, |p| {
             let need = p.covering(offset, len as u64);
             let sequential = offset == p.next_offset;
-            let ahead = if sequential {
+            let mut ahead = if sequential {
                 need.end..(need.end + READAHEAD_CHUNKS).min(p.chunks.len())
             } else {
                 0..0
             };
+            if let Some(limit) = limit {
+                // A range-limited reader never gets more than its range.
+                let below = p.offsets.partition_point(|&o| o < limit);
+                ahead.end = ahead.end.min(below.max(ahead.start));
+            }
             (need, ahead)
         })?;
         if let Some(p) = lock(&self.partials).get_mut(object) {

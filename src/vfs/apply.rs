@@ -497,6 +497,8 @@ impl Vfs {
             parent,
             name: name.to_string(),
         });
+        self.pin_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
         self.journal(st, vec![Record::PutInode(row)])
     }
 

@@ -69,6 +69,24 @@ impl Vfs {
         ino: Ino,
         rule: Option<Placement>,
     ) -> super::Result<EvictReport> {
+        if rule == Some(Placement::LocalOnly) {
+            // Withdrawn from the cloud, it must all be here first.
+            let cloud_only: Vec<Ino> = {
+                let st = lock(&self.state);
+                let mut all = vec![ino];
+                all.extend(st.tree.descendants(ino));
+                all.into_iter()
+                    .filter(|&i| st.tree.get(i).is_some_and(|n| self.is_cloud_only(n)))
+                    .collect()
+            };
+            for i in cloud_only {
+                self.fetch_missing(i).map_err(|e| {
+                    VfsError::Fetch(format!(
+                        "local-only needs every file below here, and one cannot be downloaded now: {e}"
+                    ))
+                })?;
+            }
+        }
         {
             let mut st = lock(&self.state);
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
@@ -202,9 +220,19 @@ impl Vfs {
         let st = lock(&self.state);
         let mut all = vec![ino];
         all.extend(st.tree.descendants(ino));
+        let source = lock(&self.content_source).clone();
         for i in all {
             let Some(n) = st.tree.get(i) else { continue };
-            if n.row.kind != Kind::File || !self.has_local_copy(n) {
+            if n.row.kind != Kind::File {
+                continue;
+            }
+            if !self.has_local_copy(n) {
+                if let (Some(o), Some(src)) = (&n.row.object, &source)
+                    && st.tree.rule_at(i).0 == Some(Placement::OnlineOnly)
+                    && self.can_evict(&st, o)
+                {
+                    report.bytes += src.drop_partial(o);
+                }
                 continue;
             }
             let object = n.row.object.clone().expect("has a copy");
@@ -293,24 +321,35 @@ impl Vfs {
     /// back under 95% of its cap. Returns the bytes freed.
     pub fn enforce_cache_cap(&self) -> u64 {
         let cap = self.cache_cap.load(Ordering::Acquire);
-        let mut used = self.store.used_bytes();
-        if cap == 0 || used <= cap {
+        if cap == 0 || self.store.used_bytes() <= cap {
             self.over_cap.store(false, Ordering::Release);
             return 0;
         }
         let target = cap / 100 * 95;
         let mut freed = 0;
+        let source = lock(&self.content_source).clone();
         let st = lock(&self.state);
-        for (object, bytes) in self.store.least_recent() {
+        // Under the lock: concurrent callers see each other's evictions.
+        let mut used = self.store.used_bytes();
+        for (id, bytes) in self.store.least_recent() {
             if used <= target {
                 break;
             }
-            if self.can_evict(&st, &object) && self.store.remove(&object).is_ok() {
+            let gone = match crate::store::ContentStore::partial_owner(&id) {
+                // A partial copy goes with the rules of its version.
+                Some(owner) => {
+                    self.can_evict(&st, owner)
+                        && source.as_ref().is_some_and(|s| s.drop_partial(owner) > 0)
+                }
+                None => self.can_evict(&st, &id) && self.store.remove(&id).is_ok(),
+            };
+            if gone {
                 used = used.saturating_sub(bytes);
                 freed += bytes;
             }
         }
         drop(st);
+        let used = self.store.used_bytes();
         let over = used > cap;
         if over && !self.over_cap.swap(true, Ordering::AcqRel) {
             tracing::warn!(

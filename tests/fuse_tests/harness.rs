@@ -209,6 +209,31 @@ impl Mounted {
         run_cmd(&mut cmd, CMD_TIMEOUT)
     }
 
+    /// `latus --home HOME ARGS...` with extra environment variables (the
+    /// daemon `mount` starts inherits them).
+    pub fn latus_env(&self, args: &[&str], envs: &[(&str, &str)]) -> CmdOut {
+        let mut cmd = Command::new(LATUS);
+        cmd.arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .envs(envs.iter().copied());
+        run_cmd(&mut cmd, CMD_TIMEOUT)
+    }
+
+    /// Like `mount`, with extra environment variables for the daemon.
+    pub fn mount_env(&self, envs: &[(&str, &str)]) -> CmdOut {
+        let mnt = self.mnt.to_str().expect("utf-8 path");
+        let out = self.latus_env(&["mount", mnt], envs).expect_ok();
+        self.record_pid();
+        assert!(
+            is_mounted(&self.mnt),
+            "`latus mount` returned but {} is not mounted",
+            self.mnt.display()
+        );
+        fs::read_dir(&self.mnt).expect("mounted folder answers readdir");
+        out
+    }
+
     pub fn try_mount(&self) -> CmdOut {
         let mnt = self.mnt.to_str().expect("utf-8 path");
         let out = self.latus(&["mount", mnt]);
