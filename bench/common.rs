@@ -1,7 +1,8 @@
-//! What fsbench and cloudbench share: the work directory, a mounted latus
-//! node, running commands, the kernel's knobs, timed samples and the table.
+//! What the benches share: the work directory, a mounted latus node,
+//! running commands, the kernel's knobs, timed samples and the table.
 //! Each bench includes it with `mod common;`; it is not a bench of its own.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::IntoRawFd;
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-/// The bench being built (`fsbench`, `cloudbench`): names its messages and
-/// its folder under target/.
+/// The bench being built (`fsbench`, `cloudbench`, ...): names its
+/// messages and its folder under target/.
 const BENCH: &str = env!("CARGO_CRATE_NAME");
 
 pub const MIB: usize = 1 << 20;
@@ -85,6 +86,10 @@ pub struct Node {
     latus: PathBuf,
     pub home: PathBuf,
     pub mountpoint: PathBuf,
+    /// Environment changes for every `latus` command of this node (and so
+    /// for the daemon that `mount` starts): set a variable, or remove it
+    /// with `None`.
+    pub env: Vec<(OsString, Option<OsString>)>,
 }
 
 impl Node {
@@ -93,6 +98,7 @@ impl Node {
             latus: latus.to_owned(),
             home: home.to_owned(),
             mountpoint: mountpoint.to_owned(),
+            env: Vec::new(),
         }
     }
 
@@ -100,6 +106,12 @@ impl Node {
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.latus);
         command.arg("--home").arg(&self.home);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         command
     }
 
