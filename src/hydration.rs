@@ -112,6 +112,9 @@ pub struct ProgramCount {
 pub struct Gate {
     policy: Policy,
     counts: Mutex<HashMap<String, ProgramCount>>,
+    /// Program names by thread id, for a second (ids are reused only after
+    /// a thread is gone; the second bounds the error).
+    names: Mutex<HashMap<u32, (String, std::time::Instant)>>,
 }
 
 /// The program name (`comm` of the process, not of the thread: thread
@@ -136,7 +139,25 @@ impl Gate {
         Self {
             policy,
             counts: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `program_of`, remembered per thread id for a second.
+    pub fn program(&self, tid: u32) -> String {
+        let now = std::time::Instant::now();
+        let mut names = lock(&self.names);
+        if let Some((name, at)) = names.get(&tid)
+            && now.duration_since(*at) < std::time::Duration::from_secs(1)
+        {
+            return name.clone();
+        }
+        if names.len() > 4096 {
+            names.retain(|_, (_, at)| now.duration_since(*at) < std::time::Duration::from_secs(1));
+        }
+        let name = program_of(tid);
+        names.insert(tid, (name.clone(), now));
+        name
     }
 
     /// Whether `program` may fetch `offset..offset + len`. A refusal is

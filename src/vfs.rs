@@ -1382,7 +1382,7 @@ impl Vfs {
                 if pid != 0
                     && let Some(gate) = lock(&self.hydration).as_ref()
                 {
-                    let program = crate::hydration::program_of(pid);
+                    let program = gate.program(pid);
                     match gate.allow(&program, offset, size as u64) {
                         crate::hydration::Verdict::Refuse => {
                             return Err(VfsError::Refused(program));

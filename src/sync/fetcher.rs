@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use super::volume::{Volume, VolumeHandle};
 use crate::event::ChunkRef;
-use crate::locks::{Condvar, Mutex, MutexGuard, lock};
+use crate::locks::{Condvar, Mutex, lock};
 use crate::meta::Meta;
 use crate::store::ContentStore;
 use crate::vfs::{ContentSource, sha512_of};
@@ -24,6 +24,9 @@ const FETCH_WORKERS: usize = 4;
 /// Chunks fetched ahead of a sequential reader (about 8 MiB at the
 /// average chunk size).
 const READAHEAD_CHUNKS: usize = 8;
+/// How far from the furthest read a read may start and still count as
+/// sequential.
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
 
 /// A version being brought back piece by piece.
 struct Partial {
@@ -35,8 +38,11 @@ struct Partial {
     present: Vec<bool>,
     loading: Vec<bool>,
     missing: usize,
-    /// Where the last read ended: a read starting there is sequential.
+    /// The furthest a read has reached: reads near it are sequential (the
+    /// kernel's reads arrive slightly out of order across FUSE threads).
     next_offset: u64,
+    /// Complete: being checked and put in place (reads still served here).
+    finishing: bool,
     size: u64,
     hash: Option<String>,
 }
@@ -135,6 +141,7 @@ impl Fetcher {
                     loading: vec![false; n],
                     missing: n,
                     next_offset: 0,
+                    finishing: false,
                     size,
                     hash: hash.map(str::to_string),
                 },
@@ -182,7 +189,14 @@ impl Fetcher {
             }
             if mine.is_empty() && !waiting {
                 let file = p.file.clone();
-                self.finish_if_complete(&mut map, object)?;
+                if p.missing == 0 && !p.finishing {
+                    p.finishing = true;
+                    // Checked and installed off the read path and the lock.
+                    if let Some(me) = self.me.upgrade() {
+                        let object = object.to_string();
+                        std::thread::spawn(move || me.finish(&object));
+                    }
+                }
                 return Ok(Some(file));
             }
             if !mine.is_empty() {
@@ -235,42 +249,33 @@ impl Fetcher {
         }
     }
 
-    /// Once every chunk is there and the whole matches the version's hash,
-    /// the copy becomes the version's object.
-    fn finish_if_complete(
-        &self,
-        map: &mut MutexGuard<'_, HashMap<String, Partial>>,
-        object: &str,
-    ) -> Result<(), String> {
-        let Some(p) = map.get(object) else {
-            return Ok(());
+    /// Every chunk is there: the whole must match the version's hash
+    /// before it becomes the version's object. Readers keep being served
+    /// from the partial copy meanwhile.
+    fn finish(&self, object: &str) {
+        let (file, temp, size, hash) = {
+            let map = lock(&self.partials);
+            let Some(p) = map.get(object) else { return };
+            (p.file.clone(), p.temp.clone(), p.size, p.hash.clone())
         };
-        if p.missing > 0 {
-            return Ok(());
-        }
-        let p = map.remove(object).expect("present");
         let result = (|| {
-            if let Some(want) = &p.hash {
-                let got = sha512_of(&p.file, p.size).map_err(|e| e.to_string())?;
+            if let Some(want) = &hash {
+                let got = sha512_of(&file, size).map_err(|e| e.to_string())?;
                 if &got != want {
-                    tracing::error!(
-                        object,
-                        "fetched content does not match the version's SHA-512"
-                    );
                     return Err(
                         "the fetched content does not match the version's SHA-512".to_string()
                     );
                 }
             }
-            p.file.sync_data().map_err(|e| e.to_string())?;
-            self.store
-                .install(&p.temp, object)
-                .map_err(|e| e.to_string())
+            file.sync_data().map_err(|e| e.to_string())?;
+            self.store.install(&temp, object).map_err(|e| e.to_string())
         })();
-        if result.is_err() {
-            let _ = self.store.remove(&p.temp);
+        if let Err(e) = &result {
+            tracing::error!(object, error = %e, "a fetched version was not put in place");
+            let _ = self.store.remove(&temp);
         }
-        result
+        lock(&self.partials).remove(object);
+        self.changed.notify_all();
     }
 }
 
@@ -335,8 +340,8 @@ impl ContentSource for Fetcher {
         let Some(p) = map.get(object) else {
             return 0;
         };
-        if p.loading.iter().any(|&l| l) {
-            return 0; // a reader is waiting for it
+        if p.finishing || p.loading.iter().any(|&l| l) {
+            return 0; // a reader is waiting for it, or it is being put in place
         }
         let p = map.remove(object).expect("present");
         drop(map);
@@ -352,8 +357,17 @@ impl ContentSource for Fetcher {
         if size == 0 {
             return Ok(());
         }
-        self.ensure(object, size, hash, |p| (0..p.chunks.len(), 0..0))
+        self.ensure(object, size, hash, |p| (0..p.chunks.len(), 0..0))?;
+        // Whole means installed: wait for the check and the move in place.
+        let mut map = lock(&self.partials);
+        while map.contains_key(object) {
+            map = self.changed.wait(map).expect("lock poisoned");
+        }
+        drop(map);
+        self.store
+            .open_object(object)
             .map(|_| ())
+            .map_err(|_| "the fetched content did not pass its final check".to_string())
     }
 
     fn read_range(
@@ -371,7 +385,7 @@ impl ContentSource for Fetcher {
         }
         let file = self.ensure(object, size, hash, |p| {
             let need = p.covering(offset, len as u64);
-            let sequential = offset == p.next_offset;
+            let sequential = offset.abs_diff(p.next_offset) <= SEQUENTIAL_SLACK;
             let mut ahead = if sequential {
                 need.end..(need.end + READAHEAD_CHUNKS).min(p.chunks.len())
             } else {
@@ -385,7 +399,14 @@ impl ContentSource for Fetcher {
             (need, ahead)
         })?;
         if let Some(p) = lock(&self.partials).get_mut(object) {
-            p.next_offset = offset + len as u64;
+            let end = offset + len as u64;
+            // Near the frontier: it moves forward only (reads arrive a little
+            // out of order); elsewhere: a reader starting a new stream.
+            p.next_offset = if offset.abs_diff(p.next_offset) <= SEQUENTIAL_SLACK {
+                p.next_offset.max(end)
+            } else {
+                end
+            };
         }
         let file = match file {
             Some(f) => f,

@@ -1390,7 +1390,12 @@ fn free_evicts_what_is_in_the_cloud() {
     for (rel, data) in &files {
         wait_listed(&b, rel, data.len());
         assert_content(&b.p(rel), data);
-        assert_eq!(state(&b, rel), "local", "{rel} after a full read");
+        // The complete copy is checked and put in place just after the read.
+        wait_for(
+            &format!("{rel} local after a full read"),
+            Duration::from_secs(10),
+            || state(&b, rel) == "local",
+        );
     }
     // A file of B's own, not yet in the cloud.
     link.cut();
@@ -1869,7 +1874,12 @@ fn placement_and_state_xattrs() {
     assert_eq!(getxattr(&fp, "user.latus.placement").unwrap(), "auto");
 
     assert_content(&fp, &f);
-    assert_eq!(getxattr(&fp, "user.latus.state").unwrap(), "local");
+    // The complete copy is checked and put in place just after the read.
+    wait_for(
+        "f.bin local after a full read",
+        Duration::from_secs(10),
+        || getxattr(&fp, "user.latus.state").unwrap() == "local",
+    );
     let before = store_disk(&b);
     setxattr(&fp, "user.latus.placement", "online-only").unwrap();
     assert_eq!(getxattr(&fp, "user.latus.state").unwrap(), "cloud");
