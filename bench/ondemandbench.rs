@@ -537,7 +537,13 @@ impl Bench {
         self.b.make_cloud_only(&file)?;
         let pid = self.b.daemon.context("b is not mounted")?;
         let (cloud, cloud_cpu, cloud_stall) = timed_read(&file, self.size, cold, pid)?;
-        let state = self.b.state(&file)?;
+        // The complete copy is checked and put in place just after the read.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut state = self.b.state(&file)?;
+        while state != "local" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            state = self.b.state(&file)?;
+        }
         ensure!(
             state == "local",
             "after a whole read the file is {state:?} on b, not \"local\""
