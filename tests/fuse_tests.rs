@@ -17,7 +17,11 @@ mod differential;
 mod durability;
 #[path = "fuse_tests/events.rs"]
 mod events;
+#[path = "fuse_tests/ondemand.rs"]
+mod ondemand;
 #[path = "fuse_tests/posix.rs"]
 mod posix;
 #[path = "fuse_tests/programs.rs"]
 mod programs;
+#[path = "fuse_tests/sync.rs"]
+mod sync;
