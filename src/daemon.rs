@@ -158,9 +158,12 @@ fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
 /// Opens the node's volume to check its key. A cloud that does not answer
 /// is no reason to refuse: the node works offline and publishes later. A
 /// key that does not match is.
+///
+/// Nothing is created here (`init` made the volume): a `dir:` cloud whose
+/// folder is missing (a NAS not mounted yet) is unreachable, never a place
+/// to start a new volume that would fork the node away from the others.
 pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> {
-    let embedded = node.config.cloud.starts_with("dir:");
-    match Volume::open(&node.config.cloud, &node.key, embedded) {
+    match Volume::open(&node.config.cloud, &node.key, false) {
         Ok((v, created)) => {
             for line in created {
                 tracing::info!("{line}");

@@ -17,6 +17,8 @@ mod differential;
 mod durability;
 #[path = "fuse_tests/events.rs"]
 mod events;
+#[path = "fuse_tests/model.rs"]
+mod model;
 #[path = "fuse_tests/ondemand.rs"]
 mod ondemand;
 #[path = "fuse_tests/posix.rs"]

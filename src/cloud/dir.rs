@@ -149,7 +149,14 @@ impl DirEventLog {
     ) -> CloudResult<Self> {
         open_cloud_folder(path, create, created)?;
         let dir = path.join("events").join(volume_id.to_string());
-        fs::create_dir_all(&dir).map_err(|e| io_error("open", &dir, e))?;
+        if create {
+            fs::create_dir_all(&dir).map_err(|e| io_error("open", &dir, e))?;
+        } else {
+            // Never re-creates a cloud folder that vanished meanwhile.
+            ensure_dir(&path.join("events"))
+                .and_then(|()| ensure_dir(&dir))
+                .map_err(|e| io_error("open", &dir, e))?;
+        }
         let counter_path = dir.join("counter");
         let counter = OpenOptions::new()
             .read(true)
@@ -334,8 +341,9 @@ fn open_cloud_folder(path: &Path, create: bool, created: &mut Vec<String>) -> Cl
         return Ok(());
     }
     if !create {
+        // Unreachable, not gone: a disk that is not mounted yet comes back.
         return Err(CloudError::new(
-            CloudErrorKind::NotFound,
+            CloudErrorKind::Unreachable,
             "open",
             path.display().to_string(),
             "the cloud folder is missing (is the disk mounted?)",
@@ -578,14 +586,16 @@ mod tests {
         let e = DirObjectStore::open(&path, false, &mut Vec::new())
             .err()
             .unwrap();
+        // Unreachable (retried), never made: a disk not mounted yet.
         assert!(
-            e.is_not_found() && e.to_string().contains("cloud folder is missing"),
+            e.is_retryable() && e.to_string().contains("cloud folder is missing"),
             "{e}"
         );
         let e = DirEventLog::open(&path, Uuid::new_v4(), false, &mut Vec::new())
             .err()
             .unwrap();
-        assert!(e.is_not_found(), "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(!path.exists(), "opening without create made the folder");
 
         let mut created = Vec::new();
         DirObjectStore::open(&path, true, &mut created).unwrap();
