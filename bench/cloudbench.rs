@@ -45,6 +45,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
 use uuid::Uuid;
 
+// Each bench uses its own part of the shared helpers.
+#[allow(dead_code)]
 mod common;
 use common::{
     Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,

@@ -352,3 +352,43 @@ fn print_line<'a>(
     }
     println!();
 }
+
+// ---------------------------------------------------------------- interruption
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// ^C (or SIGTERM, SIGHUP) makes a bench stop at its next check and
+/// unwind through the guards that unmount what it mounted.
+pub fn install_interrupt_handler() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    anyhow::ensure!(!interrupted(), "interrupted");
+    Ok(())
+}
+
+/// Sleeps, checking for ^C every 100 ms.
+pub fn pause(duration: Duration) -> Result<()> {
+    let end = Instant::now() + duration;
+    loop {
+        check_interrupted()?;
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+}

@@ -19,6 +19,8 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
+// Each bench uses its own part of the shared helpers.
+#[allow(dead_code)]
 mod common;
 use common::{
     Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,

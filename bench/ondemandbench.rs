@@ -83,7 +83,8 @@ use uuid::Uuid;
 #[allow(dead_code)]
 mod common;
 use common::{
-    MIB, Node, Sample, WorkDir, can_drop_caches, close, kernel_release, latus_binary, run,
+    MIB, Node, Sample, WorkDir, can_drop_caches, check_interrupted, close,
+    install_interrupt_handler, interrupted, kernel_release, latus_binary, pause, run,
 };
 
 /// Bytes of each first-byte read.
@@ -1280,46 +1281,6 @@ impl Drop for RcloneMount {
         if let Err(error) = self.stop() {
             eprintln!("ondemandbench: stopping rclone mount: {error:#}");
         }
-    }
-}
-
-// ---------------------------------------------------------------- ^C
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_interrupt_handler() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
-    }
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps, checking for ^C every 100 ms.
-fn pause(duration: Duration) -> Result<()> {
-    let end = Instant::now() + duration;
-    loop {
-        check_interrupted()?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        thread::sleep((end - now).min(Duration::from_millis(100)));
     }
 }
 

@@ -91,7 +91,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use clap::{Parser, ValueEnum};
 use latus::control::{self, Request};
 use latus::home::Home;
@@ -101,7 +101,10 @@ use uuid::Uuid;
 // The report has its own layout, so the table helpers go unused here.
 #[allow(dead_code)]
 mod common;
-use common::{Node, WorkDir, close, kernel_release, latus_binary, run};
+use common::{
+    Node, WorkDir, check_interrupted, close, install_interrupt_handler, interrupted,
+    kernel_release, latus_binary, pause, run,
+};
 
 /// `poll_ms` when config.json does not say (src/home.rs).
 const DEFAULT_POLL_MS: u64 = 3000;
@@ -1567,48 +1570,6 @@ fn request_kind(method: &str, target: &str, amz_target: Option<&str>) -> String 
         "bucket"
     };
     format!("s3 {method} {what}")
-}
-
-// ---------------------------------------------------------------- interruption
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// ^C (or SIGTERM, SIGHUP) makes the bench stop at its next check and
-/// unwind through the guards that unmount the nodes.
-fn install_interrupt_handler() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
-    }
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps, checking for ^C every 100 ms.
-fn pause(duration: Duration) -> Result<()> {
-    let end = Instant::now() + duration;
-    loop {
-        check_interrupted()?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        thread::sleep((end - now).min(Duration::from_millis(100)));
-    }
 }
 
 fn random_below(bound: u64) -> u64 {
