@@ -498,21 +498,7 @@ impl Vfs {
     }
 
     fn collect_garbage(&self) -> Result<usize> {
-        let st = lock(&self.state);
-        let keep: HashSet<String> = st
-            .tree
-            .nodes
-            .values()
-            .filter_map(|n| n.row.object.clone())
-            .chain(st.pinned.keys().cloned())
-            .chain(
-                st.remote
-                    .nodes
-                    .values()
-                    .filter_map(|n| n.row.object.clone()),
-            )
-            .collect();
-        Ok(self.store.collect_garbage(&keep)?)
+        Ok(self.store.collect_garbage(&self.live_objects())?)
     }
 
     /// Rings `listener` whenever events are journaled (the uploader's
@@ -716,7 +702,7 @@ impl Vfs {
     }
 
     /// Objects a current file, the remote tree or an unpublished event
-    /// names: never pruned.
+    /// names: never pruned, never garbage.
     pub fn live_objects(&self) -> HashSet<String> {
         let st = lock(&self.state);
         st.tree
