@@ -354,9 +354,12 @@ impl RemoteTree {
                 if let Some(t) = self.nodes[&parent].children.get(&name).copied()
                     && t != src
                 {
-                    let t_kind = self.nodes[&t].row.kind;
-                    let s_kind = self.nodes[&src].row.kind;
-                    if t_kind != s_kind || !self.nodes[&t].children.is_empty() {
+                    // rename(2) replaces a non-folder with a non-folder, or
+                    // an empty folder with a folder; anything else means
+                    // another node changed the target meanwhile: both stay.
+                    let t_dir = self.nodes[&t].row.kind == Kind::Dir;
+                    let s_dir = self.nodes[&src].row.kind == Kind::Dir;
+                    if t_dir != s_dir || !self.nodes[&t].children.is_empty() {
                         // rename(2) could not have replaced it here: some
                         // node wrote into it meanwhile. Both stay.
                         self.move_aside(t, aside, &mut out);

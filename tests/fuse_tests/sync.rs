@@ -1378,6 +1378,12 @@ fn prune_keeps_every_current_file_readable_from_the_cloud(b: &Backend) {
             && fs::metadata(bb.p("a.bin")).is_ok_and(|m| m.len() == 100_000)
             && bb.p("b.bin").exists()
     });
+    // a.bin's two versions have one size: wait until beta has read the log
+    // as far as alpha wrote it, or it would still name the version pruned.
+    let written = a.status()["queue"]["log_seen"].as_u64().unwrap();
+    wait_for("beta reads the log to its end", || {
+        bb.status()["queue"]["log_seen"].as_u64().unwrap_or(0) >= written
+    });
     let old_versions = json_cmd(bb, &["versions", arg(&bb.p("p.bin")), "--json"]);
     for f in ["p.bin", "dir/q.bin", "small.txt", "a.bin", "b.bin"] {
         assert_eq!(bb.path_status(arg(&bb.p(f)))["state"], "cloud", "{f}");
