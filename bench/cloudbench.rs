@@ -50,7 +50,7 @@ use uuid::Uuid;
 mod common;
 use common::{
     Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,
-    latus_binary, print_lines, ratio_cell, run,
+    latus_binary, print_lines, ratio_cell, read_full, run, same_content,
 };
 
 /// Parallel uploads of the uploader (`UPLOAD_WORKERS` in src/sync/uploader.rs).
@@ -251,35 +251,6 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
         file.write_all(&block[..n])?;
     }
     close(file).with_context(|| format!("closing {}", to.display()))
-}
-
-/// Reads until `buffer` is full or the end of the input.
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buffer.len() {
-        match reader.read(&mut buffer[done..])? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
-}
-
-/// Whether two files hold the same bytes.
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    let mut a = BufReader::with_capacity(MIB, File::open(a)?);
-    let mut b = BufReader::with_capacity(MIB, File::open(b)?);
-    let (mut x, mut y) = (vec![0; MIB], vec![0; MIB]);
-    loop {
-        let n = read_full(&mut a, &mut x)?;
-        let m = read_full(&mut b, &mut y)?;
-        if n != m || x[..n] != y[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
 }
 
 // ---------------------------------------------------------------- CPU

@@ -93,6 +93,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// Sets one field of the node's config.json (before it mounts).
+    pub fn set_config(&self, key: &str, value: serde_json::Value) -> Result<()> {
+        let path = self.home.join("config.json");
+        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: serde_json::Value = serde_json::from_slice(&text)?;
+        config
+            .as_object_mut()
+            .context("config.json is not an object")?
+            .insert(key.into(), value);
+        fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        Ok(())
+    }
+
     pub fn new(latus: &Path, home: &Path, mountpoint: &Path) -> Self {
         Self {
             latus: latus.to_owned(),
@@ -390,5 +403,36 @@ pub fn pause(duration: Duration) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+}
+
+// ---------------------------------------------------------------- files
+
+/// Reads until `buffer` is full or the end of the input.
+pub fn read_full(reader: &mut impl io::Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        match reader.read(&mut buffer[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let mut a = io::BufReader::with_capacity(MIB, File::open(a)?);
+    let mut b = io::BufReader::with_capacity(MIB, File::open(b)?);
+    let (mut x, mut y) = (vec![0; MIB], vec![0; MIB]);
+    loop {
+        let n = read_full(&mut a, &mut x)?;
+        let m = read_full(&mut b, &mut y)?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
     }
 }

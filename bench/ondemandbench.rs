@@ -84,7 +84,8 @@ use uuid::Uuid;
 mod common;
 use common::{
     MIB, Node, Sample, WorkDir, can_drop_caches, check_interrupted, close,
-    install_interrupt_handler, interrupted, kernel_release, latus_binary, pause, run,
+    install_interrupt_handler, interrupted, kernel_release, latus_binary, pause, read_full, run,
+    same_content,
 };
 
 /// Bytes of each first-byte read.
@@ -330,7 +331,7 @@ impl Bench {
         let key = work.join("volume.key");
         let upload = (|| -> Result<Sample> {
             run(a.node.command().args(["key", "export"]).arg(&key))?;
-            a.set_poll_ms(POLL_MS)?;
+            a.node.set_config("poll_ms", json!(POLL_MS))?;
             a.mount()?;
             let in_a = a.node.mountpoint.join("big");
             eprint!("a: writing the file into the mount ... ");
@@ -357,7 +358,7 @@ impl Bench {
 
         let mut b = Peer::new(latus, work, "b");
         b.init(url, Some(&key))?;
-        b.set_poll_ms(POLL_MS)?;
+        b.node.set_config("poll_ms", json!(POLL_MS))?;
         b.mount()?;
         b.sync_wait()?;
         let in_b = b.node.mountpoint.join("big");
@@ -755,33 +756,6 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     close(file).with_context(|| format!("closing {}", to.display()))
 }
 
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buffer.len() {
-        match reader.read(&mut buffer[done..])? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
-}
-
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
-    let (mut x, mut y) = (vec![0; MIB], vec![0; MIB]);
-    loop {
-        check_interrupted()?;
-        let n = read_full(&mut a, &mut x)?;
-        let m = read_full(&mut b, &mut y)?;
-        if n != m || x[..n] != y[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-}
-
 /// Waits until `path` exists with `size` bytes.
 fn wait_for_file(path: &Path, size: u64) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -863,18 +837,6 @@ impl Peer {
             command.arg("--key-file").arg(key);
         }
         run(&mut command)
-    }
-
-    fn set_poll_ms(&self, poll_ms: u64) -> Result<()> {
-        let path = self.node.home.join("config.json");
-        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Value = serde_json::from_slice(&text)?;
-        config
-            .as_object_mut()
-            .context("config.json is not an object")?
-            .insert("poll_ms".into(), json!(poll_ms));
-        fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        Ok(())
     }
 
     fn mount(&mut self) -> Result<()> {

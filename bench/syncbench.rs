@@ -288,7 +288,7 @@ fn measure_backend(latus: &Path, dir: &Path, options: &Options, report: &mut Rep
     for &poll_ms in options.poll_ms.iter().rev() {
         for peer in [&mut a, &mut b] {
             peer.unmount()?;
-            peer.set_poll_ms(poll_ms)?;
+            peer.node.set_config("poll_ms", json!(poll_ms))?;
             peer.mount()?;
         }
         if options.rounds > 0 {
@@ -594,7 +594,7 @@ fn apply(
     // D joins now and goes away while A writes.
     let mut d = Peer::new(latus, dir, "d", upstream)?;
     d.init(url, Some(key_file))?;
-    d.set_poll_ms(options.poll_ms[0])?;
+    d.node.set_config("poll_ms", json!(options.poll_ms[0]))?;
     d.mount()?;
     d.sync_wait()?;
     let d_seen = d.queue_number("log_seen")?;
@@ -671,7 +671,7 @@ fn apply(
     let mut c = Peer::new(latus, dir, "c", upstream)?;
     let start = Instant::now();
     c.init(url, Some(key_file))?;
-    c.set_poll_ms(options.poll_ms[0])?;
+    c.node.set_config("poll_ms", json!(options.poll_ms[0]))?;
     c.mount()?;
     let setup_s = start.elapsed().as_secs_f64();
     let catch = catch_up(&c, target, 0, files, per_dir, start, timeout)?;
@@ -966,18 +966,6 @@ impl Peer {
                     .flat_map(|key| [Path::new("--key-file"), key]),
             );
         run(&mut command)
-    }
-
-    fn set_poll_ms(&self, poll_ms: u64) -> Result<()> {
-        let path = self.node.home.join("config.json");
-        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Value = serde_json::from_slice(&text)?;
-        config
-            .as_object_mut()
-            .context("config.json is not an object")?
-            .insert("poll_ms".into(), json!(poll_ms));
-        fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        Ok(())
     }
 
     fn mount(&mut self) -> Result<()> {
