@@ -209,12 +209,6 @@ impl Vfs {
             .is_some_and(|o| self.store.path(o).exists())
     }
 
-    /// Evicts the local copies below `path` that are safely in the cloud.
-    pub fn evict_below(&self, path: &str) -> super::Result<EvictReport> {
-        let ino = self.resolve(path)?;
-        self.evict_below_ino(ino)
-    }
-
     fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
         let st = lock(&self.state);
