@@ -98,6 +98,7 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
         owner,
     )?;
     vfs.set_cache_cap(cache_cap(&config, home));
+    vfs.set_conflict_policy(config.conflict_policy);
     vfs.set_hydration_policy(Arc::new(crate::hydration::Gate::new(
         config.hydration.clone(),
     )));
@@ -186,11 +187,14 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.key,
         volume,
     ));
-    node.vfs.set_content_source(Fetcher::new(
-        node.meta.clone(),
-        node.store.clone(),
-        handle.clone(),
-    ));
+    let fetcher = Fetcher::new(node.meta.clone(), node.store.clone(), handle.clone());
+    let vfs = Arc::downgrade(&node.vfs);
+    fetcher.on_installed(move |object| {
+        if let Some(vfs) = vfs.upgrade() {
+            vfs.content_installed(object);
+        }
+    });
+    node.vfs.set_content_source(fetcher);
     Uploader::start(
         node.vfs.clone(),
         node.meta.clone(),

@@ -71,6 +71,11 @@ pub struct Event {
     /// writer's clock): what `restore --at` and version history show.
     #[serde(default)]
     pub time: i64,
+    /// The node that made this change wants the version first in the log
+    /// to keep a name it changed concurrently (`conflict_policy: first`);
+    /// otherwise the newest change keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_wins: bool,
     /// Local content object holding this version (not part of the cloud record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
@@ -95,6 +100,7 @@ impl Event {
             link_target: None,
             base_hash: None,
             time,
+            first_wins: false,
             object: None,
         }
     }

@@ -81,6 +81,25 @@ pub struct Config {
     /// What reading content that is only in the cloud does, per program.
     #[serde(default)]
     pub hydration: crate::hydration::Policy,
+    /// Which of two concurrent changes to a file keeps its name: `newest`
+    /// (default: the change made last, by its node's clock) or `first`
+    /// (the change first in the log). The other becomes a conflict copy.
+    #[serde(default, skip_serializing_if = "ConflictPolicy::is_default")]
+    pub conflict_policy: ConflictPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    #[default]
+    Newest,
+    First,
+}
+
+impl ConflictPolicy {
+    fn is_default(&self) -> bool {
+        *self == Self::Newest
+    }
 }
 
 fn default_poll_ms() -> u64 {
@@ -224,6 +243,7 @@ impl Home {
             retention: Retention::default(),
             cache_bytes: None,
             hydration: Default::default(),
+            conflict_policy: ConflictPolicy::default(),
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         // Written last and atomically: a home with config.json is complete.

@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::event::{Detection, Event, EventType};
 use crate::ignore::IgnoreRules;
 use crate::locks::{Mutex, lock};
@@ -248,6 +249,11 @@ pub struct Vfs {
     over_cap: std::sync::atomic::AtomicBool,
     /// Something may need an eager download (a pin, files the log brought).
     pin_dirty: std::sync::atomic::AtomicBool,
+    /// Event times and file times come from here.
+    clock: Arc<dyn Clock>,
+    /// This node's changes yield to concurrent ones earlier in the log
+    /// (`conflict_policy: first`).
+    conflict_first: std::sync::atomic::AtomicBool,
 }
 
 type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
@@ -275,13 +281,15 @@ pub trait ContentSource: Send + Sync {
     /// Drops the partial copy of `object`, if one is there and nothing is
     /// being fetched into it. Returns the disk it took.
     fn drop_partial(&self, object: &str) -> u64;
+
+    /// Returns once a complete copy of `object` that is being checked and
+    /// put in place is there (or failed), so it can be evicted as a whole.
+    fn settle(&self, object: &str);
 }
 
+/// The system clock (what the daemon's core uses unless told otherwise).
 pub fn now_nanos() -> Nanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now()
 }
 
 fn check_name(name: &OsStr) -> Result<&str> {
@@ -329,6 +337,27 @@ impl Vfs {
         ignore: IgnoreRules,
         owner: (u32, u32),
     ) -> Result<(Arc<Self>, RecoveryReport)> {
+        Self::with_clock(
+            meta,
+            store,
+            loaded,
+            node_id,
+            ignore,
+            owner,
+            crate::clock::system(),
+        )
+    }
+
+    /// `new` with its times from `clock` (the simulation's manual clock).
+    pub fn with_clock(
+        meta: Arc<Meta>,
+        store: Arc<ContentStore>,
+        loaded: Loaded,
+        node_id: Uuid,
+        ignore: IgnoreRules,
+        owner: (u32, u32),
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<Self>, RecoveryReport)> {
         let Loaded {
             inodes,
             remote,
@@ -372,6 +401,8 @@ impl Vfs {
             cache_cap: std::sync::atomic::AtomicU64::new(0),
             over_cap: std::sync::atomic::AtomicBool::new(false),
             pin_dirty: std::sync::atomic::AtomicBool::new(true),
+            clock,
+            conflict_first: std::sync::atomic::AtomicBool::new(false),
         });
         let weak: Weak<Vfs> = Arc::downgrade(&vfs);
         let (tx, thread) = hasher::spawn(move |done| {
@@ -402,7 +433,7 @@ impl Vfs {
         if st.tree.get(ROOT_INO).is_some() {
             return Ok(());
         }
-        let now = now_nanos();
+        let now = self.now();
         let root = InodeRow {
             ino: ROOT_INO,
             parent: ROOT_INO,
@@ -570,8 +601,12 @@ impl Vfs {
         }
     }
 
-    /// An object stops being the current version of a file.
+    /// An object stops being the current version of a file (another file,
+    /// a conflict copy sharing the version, may still hold it).
     fn retire(&self, st: &mut State, object: String) {
+        if !st.tree.owners(&object).is_empty() {
+            return;
+        }
         if let Some(source) = lock(&self.content_source).as_ref() {
             source.drop_partial(&object);
         }
@@ -719,6 +754,20 @@ impl Vfs {
             .collect()
     }
 
+    /// Which change keeps a name this node changes concurrently with
+    /// another node (recorded in each event, so every node folds alike).
+    pub fn set_conflict_policy(&self, policy: crate::home::ConflictPolicy) {
+        self.conflict_first.store(
+            policy == crate::home::ConflictPolicy::First,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The time as this node's clock tells it.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
     pub fn meta(&self) -> &Arc<Meta> {
         &self.meta
     }
@@ -790,7 +839,10 @@ impl Vfs {
                 EventType::Delete | EventType::Move => row.hash.clone(),
                 _ => None,
             },
-            time: now_nanos(),
+            time: self.now(),
+            first_wins: self
+                .conflict_first
+                .load(std::sync::atomic::Ordering::Relaxed),
             object: if event_type.carries_content() {
                 row.object.clone()
             } else {
@@ -825,7 +877,7 @@ impl Vfs {
             self.stage_large_copy(ino, Some(size))?;
         }
         let mut st = lock(&self.state);
-        let now = now_nanos();
+        let now = self.now();
         let resolve = |t: TimeSet| match t {
             TimeSet::Now => now,
             TimeSet::At(v) => v,
@@ -845,6 +897,7 @@ impl Vfs {
             let s = node.staging.as_mut().expect("staging ensured");
             s.file.set_len(size)?;
             s.size = size;
+            s.truncated_only = false;
             s.mtime = now;
             s.ctime = now;
         }
@@ -929,7 +982,7 @@ impl Vfs {
         if kind == Kind::Dir && setgid_parent {
             mode |= libc::S_ISGID;
         }
-        let now = now_nanos();
+        let now = self.now();
         let ino = st.tree.alloc_ino();
         Ok(InodeRow {
             ino,
@@ -952,10 +1005,10 @@ impl Vfs {
         })
     }
 
-    fn touch_dir(st: &mut State, dir: Ino, records: &mut Vec<Record>) {
+    fn touch_dir(&self, st: &mut State, dir: Ino, records: &mut Vec<Record>) {
         if let Some(p) = st.tree.get(dir) {
             let mut row = p.row.clone();
-            let now = now_nanos();
+            let now = self.now();
             row.mtime = now;
             row.ctime = now;
             records.push(Record::PutInode(row));
@@ -976,7 +1029,7 @@ impl Vfs {
         let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
         let ino = row.ino;
         let mut records = vec![Record::PutInode(row)];
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
         let opened = Self::open_handle(&mut st, ino, OpenMode::from_flags(flags), caller.pid)?;
         Ok((attr_of(st.tree.get(ino).expect("just created")), opened))
@@ -994,7 +1047,7 @@ impl Vfs {
         let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
         let ino = row.ino;
         let mut records = vec![Record::PutInode(row)];
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
         self.commit(&mut st, ino)?;
         Ok(attr_of(st.tree.get(ino).expect("just created")))
@@ -1012,7 +1065,7 @@ impl Vfs {
             let ev = self.new_event(&mut st, EventType::Mkdir, path, &row, None);
             records.push(Record::PutEvent(ev));
         }
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
         Ok(attr_of(st.tree.get(ino).expect("just created")))
     }
@@ -1040,7 +1093,7 @@ impl Vfs {
             let ev = self.new_event(&mut st, EventType::Symlink, path, &row, None);
             records.push(Record::PutEvent(ev));
         }
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
         Ok(attr_of(st.tree.get(ino).expect("just created")))
     }
@@ -1094,7 +1147,7 @@ impl Vfs {
             let ev = self.new_event(&mut st, ty, path, &row, None);
             records.push(Record::PutEvent(ev));
         }
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         self.drop_inode(&mut st, ino, records)
     }
 
@@ -1186,7 +1239,7 @@ impl Vfs {
         let mut row = moving.row.clone();
         row.parent = newparent;
         row.name = newname.to_string();
-        row.ctime = now_nanos();
+        row.ctime = self.now();
         let mut events = Vec::new();
         let file_ready = row.kind != Kind::File || !dirty;
         match (was_announced.then_some(src_path).flatten(), &dst_path) {
@@ -1276,9 +1329,9 @@ impl Vfs {
             let ev = self.new_event(&mut st, ty, path, &r, src);
             records.push(Record::PutEvent(ev));
         }
-        Self::touch_dir(&mut st, parent, &mut records);
+        self.touch_dir(&mut st, parent, &mut records);
         if newparent != parent {
-            Self::touch_dir(&mut st, newparent, &mut records);
+            self.touch_dir(&mut st, newparent, &mut records);
             // It may have moved under a pinned folder.
             self.pin_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -1326,13 +1379,15 @@ impl Vfs {
         let mode = OpenMode::from_flags(flags);
         if mode.write && flags & libc::O_TRUNC != 0 {
             let n = st.tree.get_mut(ino).expect("checked");
+            let fresh = n.staging.is_none();
             ensure_staging(&self.store, n, Some(0))?;
             let s = n.staging.as_mut().expect("staging ensured");
+            s.truncated_only = fresh;
             if s.size != 0 {
                 s.file.set_len(0)?;
                 s.size = 0;
             }
-            let now = now_nanos();
+            let now = self.now();
             s.mtime = now;
             s.ctime = now;
         }
@@ -1494,6 +1549,7 @@ impl Vfs {
                     size: keep,
                     mtime: n.row.mtime,
                     ctime: n.row.ctime,
+                    truncated_only: false,
                 });
             }
             _ => {
@@ -1563,11 +1619,12 @@ impl Vfs {
         let s = n.staging.as_mut().expect("staging ensured");
         s.file.write_all_at(data, offset)?;
         s.size = s.size.max(offset + data.len() as u64);
+        s.truncated_only = false;
         // With writeback caching the kernel keeps the write times and sends
         // them (SETATTR) before the close: its time is the one the writer
         // sees, so it is the one published.
         if !self.kernel_times.load(std::sync::atomic::Ordering::Relaxed) {
-            let now = now_nanos();
+            let now = self.now();
             s.mtime = now;
             s.ctime = now;
         }
@@ -1582,7 +1639,11 @@ impl Vfs {
         let mut st = lock(&self.state);
         let mode = Self::file_mode(&st, fh, ino)?;
         let opener = st.handles.get(&fh).map_or(pid, |h| h.opener);
-        let staged = st.tree.get(ino).is_some_and(|n| n.staging.is_some());
+        let staged = st
+            .tree
+            .get(ino)
+            .and_then(|n| n.staging.as_ref())
+            .is_some_and(|s| !s.truncated_only);
         if mode.write && staged && crate::process::same_process(pid, opener) {
             self.commit(&mut st, ino)?;
         }
@@ -1840,7 +1901,7 @@ impl Vfs {
         }
         let mut row = n.row.clone();
         row.xattrs.insert(name.to_string(), value.to_vec());
-        row.ctime = now_nanos();
+        row.ctime = self.now();
         self.journal(&mut st, vec![Record::PutInode(row)])
     }
 
@@ -1881,7 +1942,7 @@ impl Vfs {
         }
         let mut row = n.row.clone();
         row.xattrs.remove(name);
-        row.ctime = now_nanos();
+        row.ctime = self.now();
         self.journal(&mut st, vec![Record::PutInode(row)])
     }
 
@@ -2066,6 +2127,7 @@ fn ensure_staging(store: &ContentStore, n: &mut Node, truncate_to: Option<u64>) 
         size: keep,
         mtime: n.row.mtime,
         ctime: n.row.ctime,
+        truncated_only: false,
     });
     Ok(())
 }

@@ -115,6 +115,16 @@ pub struct RemoteRow {
     pub target: Option<String>,
     /// The `mivui` of the event that wrote this version.
     pub mivui: u64,
+    /// When that change was made, on its node's clock (conflicts between
+    /// concurrent changes go to the newest), and which node made it (ties,
+    /// and the name of a conflict copy). Zero / nil / empty in rows written
+    /// before these existed: such a head loses to any concurrent change.
+    #[serde(default)]
+    pub time: Nanos,
+    #[serde(default)]
+    pub origin: uuid::Uuid,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// One record of the volume's log as this node read it: version history,

@@ -67,7 +67,12 @@ pub struct Fetcher {
     partials: Mutex<HashMap<String, Partial>>,
     changed: Condvar,
     me: Weak<Fetcher>,
+    /// Told of every copy put in place (the core evicts it again where an
+    /// online-only rule says so).
+    installed: Mutex<Option<InstalledHook>>,
 }
+
+type InstalledHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Fetcher {
     pub fn new(meta: Arc<Meta>, store: Arc<ContentStore>, volume: Arc<VolumeHandle>) -> Arc<Self> {
@@ -78,6 +83,7 @@ impl Fetcher {
             partials: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             me: me.clone(),
+            installed: Mutex::new(None),
         })
     }
 
@@ -276,6 +282,16 @@ impl Fetcher {
         }
         lock(&self.partials).remove(object);
         self.changed.notify_all();
+        if result.is_ok()
+            && let Some(hook) = lock(&self.installed).as_ref()
+        {
+            hook(object);
+        }
+    }
+
+    /// Calls `hook` with the name of every copy put in place.
+    pub fn on_installed(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *lock(&self.installed) = Some(Box::new(hook));
     }
 }
 
@@ -335,6 +351,13 @@ fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Resul
 }
 
 impl ContentSource for Fetcher {
+    fn settle(&self, object: &str) {
+        let mut map = lock(&self.partials);
+        while map.get(object).is_some_and(|p| p.finishing) {
+            map = self.changed.wait(map).expect("lock poisoned");
+        }
+    }
+
     fn drop_partial(&self, object: &str) -> u64 {
         let mut map = lock(&self.partials);
         let Some(p) = map.get(object) else {

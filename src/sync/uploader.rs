@@ -270,7 +270,7 @@ impl Uploader {
         let log = i.meta.whole_log().map_err(|e| e.to_string())?;
         let live = i.vfs.live_objects();
         let chunks_of = |o: &str| i.meta.version_chunks(o).ok().flatten();
-        let plan = plan_prune(&log, &chunks_of, &live, rule, crate::vfs::now_nanos());
+        let plan = plan_prune(&log, &chunks_of, &live, rule, self.inner.vfs.now());
         let mut report = PruneReport {
             versions: plan.versions.len() as u64,
             objects: plan.chunks.len() as u64,
@@ -808,7 +808,7 @@ impl Inner {
         path: String,
         pruned: Vec<u64>,
     ) -> Result<u64, UploadError> {
-        let ev = Event::node_record(self.config.node_id, ty, path, crate::vfs::now_nanos());
+        let ev = Event::node_record(self.config.node_id, ty, path, self.vfs.now());
         let mut p = PublishedEvent::new(ev, &self.config.node_name, None);
         p.pruned = pruned;
         let aad = volume.event_aad(self.config.node_id);

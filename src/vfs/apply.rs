@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::tree::Node;
-use super::{State, Vfs, now_nanos};
-use crate::event::{ChunkRef, Detection, Event, EventType};
+use super::{State, Vfs};
+use crate::event::{ChunkRef, Event, EventType};
 use crate::meta::{Ino, InodeRow, Kind, LOG_SEEN, LogEntry, OWN_SEEN, ROOT_INO, Record};
 
 /// One record of the log, opened and checked by the sync engine.
@@ -167,32 +167,42 @@ fn busy(n: &Node) -> bool {
 }
 
 impl Vfs {
-    /// Applies a page of the log, in order. Records the page in version
-    /// history and advances the cursor.
+    /// Applies a page of the log, in order, recording it in version
+    /// history and advancing the cursor with each record. The core's lock
+    /// is taken per record (and per waiting path), never for the page, so
+    /// requests of programs interleave with a long apply.
     pub fn apply_log(&self, page: Vec<RemoteRecord>) -> super::Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        let mut st = lock_state(self);
-        let result = (|| {
-            for rec in page {
-                self.apply_one(&mut st, rec, &mut report)?;
-            }
-            let ready: Vec<String> = st
+        for rec in page {
+            self.locked(|st| self.apply_one(st, rec, &mut report))?;
+        }
+        let ready: Vec<String> = self.locked(|st| {
+            Ok(st
                 .deferred
                 .iter()
                 .filter(|q| !touched_related(&st.touched, q))
                 .cloned()
-                .collect();
-            for q in ready {
-                if self.reconcile(&mut st, &q)? {
+                .collect())
+        })?;
+        for q in ready {
+            self.locked(|st| {
+                if !touched_related(&st.touched, &q) && self.reconcile(st, &q)? {
                     st.deferred.remove(&q);
                 }
-            }
-            Ok(())
-        })();
+                Ok(())
+            })?;
+        }
+        Ok(report)
+    }
+
+    /// Runs `f` under the core's lock, then tells the kernel what changed.
+    fn locked<T>(&self, f: impl FnOnce(&mut State) -> super::Result<T>) -> super::Result<T> {
+        let mut st = lock_state(self);
+        let result = f(&mut st);
         let inval = std::mem::take(&mut st.invalidations);
         drop(st);
         self.invalidate(inval);
-        result.map(|()| report)
+        result
     }
 
     pub(super) fn invalidate(&self, list: Vec<Invalidation>) {
@@ -262,11 +272,12 @@ impl Vfs {
             event.object = None;
         }
         if usable && !ty.is_node_record() {
+            let before = st.remote.conflicts;
             let folded = st
                 .remote
                 .fold(&event, mivui, event.object.clone(), &node_name);
-            // Entries the fold renamed aside (file/folder conflicts) are
-            // reconciled at their new paths too.
+            // Entries the fold put beside the event's path (conflict copies,
+            // file/folder conflicts) are reconciled at their paths too.
             for r in &folded {
                 if let Record::PutRemote(row) = r {
                     let p = st.remote.path(row.rid);
@@ -274,6 +285,11 @@ impl Vfs {
                         moved_aside.push(p);
                     }
                 }
+            }
+            if st.remote.conflicts > before {
+                report.conflicts += 1;
+                tracing::warn!(path = %event.file_path, copies = ?moved_aside, node = %node_name,
+                    "conflict: concurrent changes, both versions kept");
             }
             records.extend(folded);
         }
@@ -299,11 +315,13 @@ impl Vfs {
             return Ok(());
         }
         report.applied += 1;
-        let mut paths = vec![event.file_path.clone()];
+        // Copies first: a version that lost its name may share its local
+        // content with the file it is replaced in.
+        let mut paths = moved_aside;
+        paths.push(event.file_path.clone());
         if let Some(s) = &event.src_path {
             paths.push(s.clone());
         }
-        paths.extend(moved_aside);
         if own {
             for p in &paths {
                 if st.touched.get(p).is_some_and(|&id| id <= local_id) {
@@ -315,19 +333,13 @@ impl Vfs {
             }
             return Ok(());
         }
-        // Another node's change.
-        let p = &event.file_path;
-        let local = self.resolve_local(st, p);
-        let local_busy = local.and_then(|i| st.tree.get(i)).is_some_and(busy);
-        if ty.carries_content() && (st.touched.contains_key(p) || local_busy) {
-            let differs = local.and_then(|i| st.tree.get(i)).is_some_and(|n| {
-                n.row.kind == Kind::File && (busy(n) || n.row.hash != event.file_hash)
-            });
-            if differs {
-                report.conflicts += 1;
-                self.conflict_copy(st, &event, &node_name)?;
-            }
-        }
+        // Another node's change: a path with local changes the log has not
+        // yet seen, or a file open for writing, waits; the fold settles any
+        // conflict once this node's change is in the log.
+        let local_busy = self
+            .resolve_local(st, &event.file_path)
+            .and_then(|i| st.tree.get(i))
+            .is_some_and(busy);
         let related = paths.iter().any(|q| touched_related(&st.touched, q)) || local_busy;
         if related {
             st.deferred.extend(paths);
@@ -358,72 +370,6 @@ impl Vfs {
         Some(ino)
     }
 
-    /// A remote version that lost its name to a local one is kept beside
-    /// it. Several losing versions from one node within a second share a
-    /// copy name: the copy this node made and has not yet seen confirmed
-    /// takes the newer version (the older stays in history).
-    fn conflict_copy(&self, st: &mut State, ev: &Event, node_name: &str) -> super::Result<()> {
-        let (parent_path, name) = split_parent(&ev.file_path);
-        let Some(parent) = self.resolve_local(st, parent_path) else {
-            return Ok(());
-        };
-        let when = if ev.time != 0 { ev.time } else { ev.mtime };
-        let base = conflict_name(name, node_name, when);
-        let mut copy = base.clone();
-        let mut replace = None;
-        for n in 2.. {
-            let Some(&existing) = st.tree.get(parent).and_then(|p| p.children.get(&copy)) else {
-                break;
-            };
-            let node = st.tree.get(existing).expect("child exists");
-            if node.row.hash == ev.file_hash {
-                return Ok(()); // this version is kept already
-            }
-            if node.row.kind == Kind::File
-                && !busy(node)
-                && st.touched.contains_key(&join(parent_path, &copy))
-            {
-                replace = Some(existing);
-                break;
-            }
-            copy = match base.rfind(" (conflict from ") {
-                Some(i) => {
-                    let close = base[i..].find(')').map_or(base.len(), |c| i + c);
-                    format!("{} {n}{}", &base[..close], &base[close..])
-                }
-                None => format!("{base} {n}"),
-            };
-        }
-        let path = join(parent_path, &copy);
-        let mut row = match replace {
-            Some(ino) => st.tree.get(ino).expect("exists").row.clone(),
-            None => self.remote_row(st, parent, &copy, Kind::File),
-        };
-        let base_hash = row.hash.clone();
-        row.mode = ev.mode & 0o7777;
-        row.size = ev.size;
-        row.mtime = ev.mtime;
-        row.object = ev.object.clone();
-        row.hash = ev.file_hash.clone();
-        row.announced = true;
-        let ty = if replace.is_some() {
-            EventType::Modify
-        } else {
-            EventType::Create
-        };
-        let mut e = self.new_event(st, ty, path.clone(), &row, None);
-        e.detection = Detection::Conflict;
-        e.base_hash = base_hash;
-        tracing::warn!(path = %ev.file_path, copy = %path, node = %node_name, "conflict: both versions kept");
-        if replace.is_some() {
-            self.replace_inode(st, row, vec![Record::PutEvent(e)])?;
-            return Ok(());
-        }
-        st.invalidations
-            .push(Invalidation::Entry { parent, name: copy });
-        self.journal(st, vec![Record::PutInode(row), Record::PutEvent(e)])
-    }
-
     /// A fresh local row for something the log brought.
     pub(super) fn remote_row(
         &self,
@@ -436,7 +382,7 @@ impl Vfs {
             .tree
             .get(ROOT_INO)
             .map_or((0, 0), |r| (r.row.uid, r.row.gid));
-        let now = now_nanos();
+        let now = self.now();
         InodeRow {
             ino: st.tree.alloc_ino(),
             parent,
@@ -492,7 +438,7 @@ impl Vfs {
         });
         row.parent = parent;
         row.name = name.to_string();
-        row.ctime = now_nanos();
+        row.ctime = self.now();
         st.invalidations.push(Invalidation::Entry {
             parent,
             name: name.to_string(),
@@ -635,7 +581,7 @@ impl Vfs {
         if !same_content || !same_attrs {
             let n_mtime = row.mtime;
             fill_from_remote(&mut row, &rr);
-            row.ctime = now_nanos();
+            row.ctime = self.now();
             // With writeback caching the kernel keeps its own size and
             // times of a cached file: a file whose content or mtime changes
             // gets a new inode; mode changes and folders are invalidated.

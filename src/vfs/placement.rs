@@ -211,6 +211,21 @@ impl Vfs {
 
     fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
+        // Copies that are being put in place right now (a read just
+        // finished them) are waited for, then evicted like any other.
+        if let Some(source) = lock(&self.content_source).clone() {
+            let objects: Vec<String> = {
+                let st = lock(&self.state);
+                let mut all = vec![ino];
+                all.extend(st.tree.descendants(ino));
+                all.iter()
+                    .filter_map(|&i| st.tree.get(i)?.row.object.clone())
+                    .collect()
+            };
+            for o in objects {
+                source.settle(&o);
+            }
+        }
         let st = lock(&self.state);
         let mut all = vec![ino];
         all.extend(st.tree.descendants(ino));
@@ -358,6 +373,15 @@ impl Vfs {
     }
 
     /// An online-only file's copy goes once it is closed and in the cloud.
+    /// A fetched copy of `object` was put in place: files below an
+    /// online-only rule do not keep it (the rule may have come meanwhile).
+    pub fn content_installed(&self, object: &str) {
+        let st = lock(&self.state);
+        for &ino in st.tree.owners(object) {
+            self.evict_if_online_only(&st, ino);
+        }
+    }
+
     pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {
         let Some(n) = st.tree.get(ino) else { return };
         if n.row.kind != Kind::File || st.tree.rule_at(ino).0 != Some(Placement::OnlineOnly) {

@@ -19,6 +19,16 @@ pub struct RNode {
 pub struct RemoteTree {
     pub nodes: HashMap<u64, RNode>,
     next_rid: u64,
+    /// Concurrent changes settled by keeping both (counted as folded).
+    pub conflicts: u64,
+}
+
+/// Who made a change, and when: what the fold records on the rows it
+/// writes, and what decides between concurrent changes.
+struct Maker<'a> {
+    time: i64,
+    origin: uuid::Uuid,
+    node: &'a str,
 }
 
 fn root_row() -> RemoteRow {
@@ -34,6 +44,9 @@ fn root_row() -> RemoteRow {
         object: None,
         target: None,
         mivui: 0,
+        time: 0,
+        origin: uuid::Uuid::nil(),
+        node: String::new(),
     }
 }
 
@@ -42,6 +55,7 @@ impl RemoteTree {
         let mut t = RemoteTree {
             nodes: HashMap::new(),
             next_rid: REMOTE_ROOT + 1,
+            conflicts: 0,
         };
         t.nodes.insert(
             REMOTE_ROOT,
@@ -170,6 +184,7 @@ impl RemoteTree {
         &mut self,
         path: &str,
         mivui: u64,
+        by: &Maker,
         aside: &dyn Fn(&str) -> String,
         out: &mut Vec<Record>,
     ) -> (u64, String) {
@@ -183,7 +198,8 @@ impl RemoteTree {
                 other => {
                     if let Some(r) = other {
                         // A file where a folder must be: kept beside it.
-                        self.move_aside(r, aside, out);
+                        let name = aside(&self.nodes[&r].row.name);
+                        self.move_aside(r, name, out);
                     }
                     let rid = self.alloc();
                     let row = RemoteRow {
@@ -198,6 +214,9 @@ impl RemoteTree {
                         object: None,
                         target: None,
                         mivui,
+                        time: by.time,
+                        origin: by.origin,
+                        node: by.node.to_string(),
                     };
                     self.emit(Record::PutRemote(row), out);
                     rid
@@ -207,10 +226,10 @@ impl RemoteTree {
         (cur, name)
     }
 
-    /// Renames `rid` to its conflict name (replacing whatever has that name).
-    fn move_aside(&mut self, rid: u64, aside: &dyn Fn(&str) -> String, out: &mut Vec<Record>) {
+    /// Renames `rid` to `new`, a conflict name (replacing whatever has
+    /// that name: the same node's version from the same second).
+    fn move_aside(&mut self, rid: u64, new: String, out: &mut Vec<Record>) {
         let mut row = self.nodes[&rid].row.clone();
-        let new = aside(&row.name);
         if let Some(t) = self.nodes[&row.parent].children.get(&new).copied()
             && t != rid
         {
@@ -238,7 +257,13 @@ impl RemoteTree {
     /// id for content events.
     ///
     /// - create/modify/symlink: the version takes the path (folders on the
-    ///   way are made).
+    ///   way are made) if it builds on the version there (its `base_hash`
+    ///   is the head's hash) or has the same content. A concurrent change
+    ///   of a file is a conflict: the newest change (by the `time` it was
+    ///   made on its node; ties by node id) keeps the name, or, if the
+    ///   event's node asked for `first_wins`, the head keeps it; the other
+    ///   is kept beside it as `name (conflict from NODE DATE)`, named after
+    ///   the node that made it and when.
     /// - delete: only if the path still holds the version the deleter saw
     ///   (`base_hash`); otherwise a newer modification survives.
     /// - mkdir: made if missing. rmdir: only if empty (a file written into a
@@ -261,11 +286,16 @@ impl RemoteTree {
         let p = ev.file_path.as_str();
         let at = self.resolve(p);
         let when = if ev.time != 0 { ev.time } else { ev.mtime };
+        let by = Maker {
+            time: when,
+            origin: ev.originator,
+            node: node_name,
+        };
         let aside = |name: &str| conflict_name(name, node_name, when);
         let aside: &dyn Fn(&str) -> String = &aside;
         match ev.event_type {
             EventType::Create | EventType::Modify | EventType::Symlink => {
-                let (parent, mut name) = self.ensure_parent(p, mivui, aside, &mut out);
+                let (parent, mut name) = self.ensure_parent(p, mivui, &by, aside, &mut out);
                 let kind = if ev.event_type == EventType::Symlink {
                     Kind::Symlink
                 } else {
@@ -278,6 +308,27 @@ impl RemoteTree {
                     // A folder holds the name: the version goes beside it.
                     name = aside(&name);
                     existing = self.nodes[&parent].children.get(&name).copied();
+                }
+                if kind == Kind::File
+                    && let Some(h) = existing
+                    && self.nodes[&h].row.kind == Kind::File
+                    && concurrent(ev, &self.nodes[&h].row)
+                {
+                    self.conflicts += 1;
+                    let head = &self.nodes[&h].row;
+                    if takes_the_name(ev, when, head) {
+                        let copy = conflict_name(&head.name, &head.node, head.time);
+                        self.move_aside(h, copy, &mut out);
+                        existing = None;
+                    } else {
+                        name = aside(&name);
+                        existing = self.nodes[&parent].children.get(&name).copied();
+                        if let Some(c) = existing
+                            && self.nodes[&c].row.hash == ev.file_hash
+                        {
+                            return out; // this version is kept there already
+                        }
+                    }
                 }
                 let rid = match existing {
                     Some(r) if self.nodes[&r].row.kind == kind => r,
@@ -299,6 +350,9 @@ impl RemoteTree {
                     object,
                     target: ev.link_target.clone(),
                     mivui,
+                    time: by.time,
+                    origin: by.origin,
+                    node: by.node.to_string(),
                 };
                 self.emit(Record::PutRemote(row), &mut out);
             }
@@ -313,7 +367,7 @@ impl RemoteTree {
             }
             EventType::Mkdir => {
                 if at.is_none() {
-                    let (parent, name) = self.ensure_parent(p, mivui, aside, &mut out);
+                    let (parent, name) = self.ensure_parent(p, mivui, &by, aside, &mut out);
                     let rid = self.alloc();
                     let row = RemoteRow {
                         rid,
@@ -327,6 +381,9 @@ impl RemoteTree {
                         object: None,
                         target: None,
                         mivui,
+                        time: by.time,
+                        origin: by.origin,
+                        node: by.node.to_string(),
                     };
                     self.emit(Record::PutRemote(row), &mut out);
                 }
@@ -347,7 +404,7 @@ impl RemoteTree {
                 if src == REMOTE_ROOT || self.is_ancestor_path(ev.src_path.as_deref(), p) {
                     return out;
                 }
-                let (parent, name) = self.ensure_parent(p, mivui, aside, &mut out);
+                let (parent, name) = self.ensure_parent(p, mivui, &by, aside, &mut out);
                 if !self.nodes.contains_key(&src) {
                     return out;
                 }
@@ -362,7 +419,8 @@ impl RemoteTree {
                     if t_dir != s_dir || !self.nodes[&t].children.is_empty() {
                         // rename(2) could not have replaced it here: some
                         // node wrote into it meanwhile. Both stay.
-                        self.move_aside(t, aside, &mut out);
+                        let copy = aside(&self.nodes[&t].row.name);
+                        self.move_aside(t, copy, &mut out);
                     } else {
                         self.emit_remove(t, &mut out);
                     }
@@ -391,4 +449,23 @@ impl RemoteTree {
     fn is_ancestor_path(&self, src: Option<&str>, dst: &str) -> bool {
         src.is_some_and(|s| dst.starts_with(s) && dst.as_bytes().get(s.len()) == Some(&b'/'))
     }
+}
+
+/// Whether a content event changes a file without having seen the version
+/// the log holds there (its base is not the head). Equal contents are no
+/// conflict. A modify whose base was still being hashed when it was made
+/// (none recorded) builds on its own node's head.
+fn concurrent(ev: &Event, head: &RemoteRow) -> bool {
+    if ev.file_hash.is_some() && ev.file_hash == head.hash {
+        return false;
+    }
+    match &ev.base_hash {
+        Some(base) => head.hash.as_ref() != Some(base),
+        None => !(ev.event_type == EventType::Modify && head.origin == ev.originator),
+    }
+}
+
+/// Whether a concurrent change made at `when` takes the name from `head`.
+fn takes_the_name(ev: &Event, when: i64, head: &RemoteRow) -> bool {
+    !ev.first_wins && (when, ev.originator) > (head.time, head.origin)
 }

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use serde::Serialize;
 
 use super::remote::{REMOTE_ROOT, RemoteTree};
-use super::{Caller, Vfs, VfsError, now_nanos};
+use super::{Caller, Vfs, VfsError};
 use crate::event::{Detection, EventType};
 use crate::meta::{Ino, Kind, LogEntry, ROOT_INO, Record, RemoteRow};
 
@@ -234,7 +234,7 @@ impl Vfs {
         row.mode = v.mode;
         row.size = if v.kind == Kind::File { v.size } else { 0 };
         row.mtime = v.mtime;
-        row.ctime = now_nanos();
+        row.ctime = self.now();
         row.object = v.object.clone();
         row.hash = v.hash.clone();
         row.target = v.target.as_ref().map(|t| t.as_bytes().to_vec());

@@ -17,6 +17,10 @@ pub struct Staging {
     pub size: u64,
     pub mtime: Nanos,
     pub ctime: Nanos,
+    /// Made empty by an `O_TRUNC` open and not written since: a close of a
+    /// duplicate descriptor (a shell's `>` redirect closes one before it
+    /// writes) commits nothing; a later close or the release does.
+    pub truncated_only: bool,
 }
 
 pub struct Node {
