@@ -69,6 +69,9 @@ impl Vfs {
         ino: Ino,
         rule: Option<Placement>,
     ) -> super::Result<EvictReport> {
+        if rule == Some(Placement::OnlineOnly) {
+            self.settle_below(ino);
+        }
         if rule == Some(Placement::LocalOnly) {
             // Withdrawn from the cloud, it must all be here first.
             let cloud_only: Vec<Ino> = {
@@ -209,23 +212,28 @@ impl Vfs {
             .is_some_and(|o| self.store.path(o).exists())
     }
 
+    /// Waits for copies below `ino` that are being put in place right now
+    /// (a read just finished them), so they are evicted and counted like
+    /// any other.
+    fn settle_below(&self, ino: Ino) {
+        let Some(source) = lock(&self.content_source).clone() else {
+            return;
+        };
+        let objects: Vec<String> = {
+            let st = lock(&self.state);
+            let mut all = vec![ino];
+            all.extend(st.tree.descendants(ino));
+            all.iter()
+                .filter_map(|&i| st.tree.get(i)?.row.object.clone())
+                .collect()
+        };
+        for o in objects {
+            source.settle(&o);
+        }
+    }
+
     fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
-        // Copies that are being put in place right now (a read just
-        // finished them) are waited for, then evicted like any other.
-        if let Some(source) = lock(&self.content_source).clone() {
-            let objects: Vec<String> = {
-                let st = lock(&self.state);
-                let mut all = vec![ino];
-                all.extend(st.tree.descendants(ino));
-                all.iter()
-                    .filter_map(|&i| st.tree.get(i)?.row.object.clone())
-                    .collect()
-            };
-            for o in objects {
-                source.settle(&o);
-            }
-        }
         let st = lock(&self.state);
         let mut all = vec![ino];
         all.extend(st.tree.descendants(ino));

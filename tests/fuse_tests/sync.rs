@@ -63,6 +63,10 @@ on_both_backends!(
     nodes_are_listed_and_forgotten,
     forgetting_a_node_shows_at_once,
     an_offline_node_catches_up,
+    the_newest_change_keeps_the_name,
+    conflict_policy_first_keeps_the_first_in_the_log,
+    a_redirect_over_a_file_publishes_one_version,
+    free_right_after_a_read_takes_the_copy,
 );
 
 fn run_on(aws: bool, scenario: fn(&Backend)) {
@@ -903,7 +907,6 @@ fn a_file_open_for_writing_is_not_replaced_under_its_writer(b: &Backend) {
     converge(&[a, bb], None, "setup");
     let beta_bytes = b"beta is writing this, and it is longer";
     let alpha_bytes = b"alpha changed it meanwhile";
-    let copy;
     {
         // No process may start while beta's file is open: its exec would
         // close (flush) the descriptor.
@@ -915,16 +918,6 @@ fn a_file_open_for_writing_is_not_replaced_under_its_writer(b: &Backend) {
             .unwrap();
         f.write_all_at(beta_bytes, 0).unwrap();
         rewrite(&a.p("shared.txt"), alpha_bytes);
-        // Alpha's version reaches beta while the file is open there: it
-        // becomes a conflict copy and the open file stays.
-        let mut copies = Vec::new();
-        let arrived = poll(CONVERGE, Duration::from_millis(50), || {
-            copies = conflict_copies(&bb.mnt, "shared.txt");
-            !copies.is_empty()
-        });
-        assert!(arrived, "alpha's version never showed up on beta");
-        assert_eq!(copies.len(), 1, "{copies:?}");
-        copy = copies.remove(0);
         // A new file still being written on beta, made on alpha too; a
         // file being written on beta, deleted on alpha.
         let fresh = OpenOptions::new()
@@ -948,12 +941,9 @@ fn a_file_open_for_writing_is_not_replaced_under_its_writer(b: &Backend) {
                 .exists()),
             "alpha's marker never reached beta"
         );
-        assert!(
-            poll(CONVERGE, Duration::from_millis(50), || {
-                !conflict_copies(&bb.mnt, "fresh.txt").is_empty()
-            }),
-            "alpha's fresh.txt is not kept beside beta's"
-        );
+        // Nothing replaced the open files meanwhile; the conflicts are
+        // settled once beta's versions are in the log.
+        assert!(conflict_copies(&bb.mnt, "shared.txt").is_empty());
         assert_eq!(fresh.metadata().unwrap().len(), 13);
         drop(fresh);
         drop(kept);
@@ -968,8 +958,11 @@ fn a_file_open_for_writing_is_not_replaced_under_its_writer(b: &Backend) {
         drop(f);
     }
     let s = converge(&[a, bb], None, "after beta's writer closed");
+    // Beta's versions were made (closed) last: they keep the names.
     assert_eq!(read(&a.p("shared.txt")), beta_bytes);
-    assert_eq!(read(&a.p(&copy)), alpha_bytes);
+    let copies = conflict_copies(&a.mnt, "shared.txt");
+    assert_eq!(copies.len(), 1, "{:#?}", s.keys());
+    assert_eq!(read(&a.p(&copies[0])), alpha_bytes);
     assert_eq!(read(&a.p("fresh.txt")), b"fresh on beta");
     let fresh_copy = conflict_copies(&a.mnt, "fresh.txt");
     assert_eq!(fresh_copy.len(), 1, "{:#?}", s.keys());
@@ -1578,4 +1571,169 @@ fn an_offline_node_catches_up(b: &Backend) {
     assert!(!s.contains_key("dir/x.txt"));
     assert_eq!(read(&bb.p("common.txt")), b"common, changed by alpha");
     assert_eq!(read(&a.p("offline-dir/y.bin")), pattern(3, 70_000));
+}
+
+// ---------------------------------------------------------------- 20
+
+/// Two conflicts, set up so that the order in the log and the order the
+/// changes were made disagree for one of them:
+/// - `late.txt`: alpha edits it offline, then beta edits it online; alpha
+///   publishes last.
+/// - `newer.txt`: both offline, beta edits it, then alpha; beta publishes
+///   first.
+///
+/// Returns the moments between the edits (whole seconds) for the checks.
+fn concurrent_edits_in_both_orders(a: &Mounted, bb: &Mounted) -> [(i64, i64); 4] {
+    fs::write(a.p("late.txt"), b"late: original").unwrap();
+    fs::write(a.p("newer.txt"), b"newer: original").unwrap();
+    converge(&[a, bb], None, "setup");
+    go_offline(&[a]);
+    let t0 = now_secs();
+    rewrite(&a.p("late.txt"), b"late: alpha's old offline edit");
+    let t1 = now_secs();
+    // Every edit is a moment after the one before it, by the clocks of
+    // the nodes (one clock here): whole seconds apart, so that the names
+    // of the copies tell them apart too.
+    thread::sleep(Duration::from_millis(1100));
+    let t2 = now_secs();
+    rewrite(&bb.p("late.txt"), b"late: beta's newer edit");
+    let t3 = now_secs();
+    sync_wait(bb);
+    go_offline(&[bb]);
+    thread::sleep(Duration::from_millis(1100));
+    let t4 = now_secs();
+    rewrite(&bb.p("newer.txt"), b"newer: beta's older edit");
+    let t5 = now_secs();
+    thread::sleep(Duration::from_millis(1100));
+    let t6 = now_secs();
+    rewrite(&a.p("newer.txt"), b"newer: alpha's newest edit");
+    let t7 = now_secs();
+    go_online_in_order(&[bb, a]);
+    [(t0, t1), (t2, t3), (t4, t5), (t6, t7)]
+}
+
+/// An old edit arriving late never replaces a newer one every node already
+/// shows; a newer edit arriving late takes the name; the other version of
+/// each is a conflict copy named after the node that made it and when.
+fn the_newest_change_keeps_the_name(b: &Backend) {
+    let n = mounted_on(b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    let [alpha_late, _, beta_newer, _] = concurrent_edits_in_both_orders(a, bb);
+    let s = converge(&[a, bb], None, "newest wins");
+    for m in [a, bb] {
+        assert_eq!(read(&m.p("late.txt")), b"late: beta's newer edit");
+        let copies = conflict_copies(&m.mnt, "late.txt");
+        assert_eq!(copies.len(), 1, "{:#?}", s.keys());
+        assert_conflict_name(&copies[0], "late.txt", "alpha", alpha_late.0, alpha_late.1);
+        assert_eq!(read(&m.p(&copies[0])), b"late: alpha's old offline edit");
+
+        assert_eq!(read(&m.p("newer.txt")), b"newer: alpha's newest edit");
+        let copies = conflict_copies(&m.mnt, "newer.txt");
+        assert_eq!(copies.len(), 1, "{:#?}", s.keys());
+        assert_conflict_name(&copies[0], "newer.txt", "beta", beta_newer.0, beta_newer.1);
+        assert_eq!(read(&m.p(&copies[0])), b"newer: beta's older edit");
+    }
+    assert_eq!(s.len(), 4, "{:#?}", s.keys());
+    assert!(a.status()["queue"]["conflicts"].as_u64() >= Some(2));
+}
+
+/// `conflict_policy: first` (Dropbox's rule) on alpha: its concurrent
+/// changes yield to the version first in the log, however new they are.
+fn conflict_policy_first_keeps_the_first_in_the_log(b: &Backend) {
+    let n = nodes_on(b, &["alpha", "beta"]);
+    edit_config(&n[0], |c| {
+        c.insert("conflict_policy".into(), "first".into());
+    });
+    for m in &n {
+        m.mount();
+    }
+    let (a, bb) = (&n[0], &n[1]);
+    let [alpha_late, _, _, alpha_newest] = concurrent_edits_in_both_orders(a, bb);
+    let s = converge(&[a, bb], None, "first in the log wins");
+    for m in [a, bb] {
+        assert_eq!(read(&m.p("late.txt")), b"late: beta's newer edit");
+        let copies = conflict_copies(&m.mnt, "late.txt");
+        assert_eq!(copies.len(), 1, "{:#?}", s.keys());
+        assert_conflict_name(&copies[0], "late.txt", "alpha", alpha_late.0, alpha_late.1);
+
+        assert_eq!(read(&m.p("newer.txt")), b"newer: beta's older edit");
+        let copies = conflict_copies(&m.mnt, "newer.txt");
+        assert_eq!(copies.len(), 1, "{:#?}", s.keys());
+        assert_conflict_name(
+            &copies[0],
+            "newer.txt",
+            "alpha",
+            alpha_newest.0,
+            alpha_newest.1,
+        );
+        assert_eq!(read(&m.p(&copies[0])), b"newer: alpha's newest edit");
+    }
+    assert_eq!(s.len(), 4, "{:#?}", s.keys());
+}
+
+/// `echo x > file` over an existing file (open with O_TRUNC, the shell
+/// closes a duplicate descriptor, then writes) is one new version, not an
+/// empty one followed by the written one; `: > file` is one empty version.
+fn a_redirect_over_a_file_publishes_one_version(b: &Backend) {
+    let n = mounted_on(b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("notes.txt"), b"the first version\n").unwrap();
+    fs::write(a.p("empty-me.txt"), b"soon empty\n").unwrap();
+    sync_wait(a);
+    let sh = |script: &str| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(script).current_dir(&a.mnt);
+        run_cmd(&mut cmd, Duration::from_secs(30)).expect_ok();
+    };
+    sh("echo 'the second version' > notes.txt");
+    sh(": > empty-me.txt");
+    wait_for("both redirects on beta", || {
+        fs::read(bb.p("notes.txt")).is_ok_and(|d| d == b"the second version\n")
+            && fs::metadata(bb.p("empty-me.txt")).is_ok_and(|m| m.len() == 0)
+    });
+    for (file, sizes) in [("notes.txt", [18, 19]), ("empty-me.txt", [11, 0])] {
+        let list = json_cmd(bb, &["versions", arg(&bb.p(file)), "--json"]);
+        let got: Vec<u64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["size"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, sizes, "versions of {file}: {list:#}");
+    }
+}
+
+/// Reading a cloud-only file to its end and freeing its folder at once
+/// frees the copy (it was still being checked and put in place), and a
+/// folder already online-only does not keep copies that finish later.
+fn free_right_after_a_read_takes_the_copy(b: &Backend) {
+    let n = mounted_on(b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    let big = pattern(71, 24 << 20);
+    fs::create_dir(a.p("docs")).unwrap();
+    fs::create_dir(a.p("online")).unwrap();
+    fs::write(a.p("docs/big.bin"), &big).unwrap();
+    fs::write(a.p("online/big.bin"), &big).unwrap();
+    sync_wait(a);
+    wait_for("both files listed on beta", || {
+        fs::metadata(bb.p("docs/big.bin")).is_ok_and(|m| m.len() == big.len() as u64)
+            && fs::metadata(bb.p("online/big.bin")).is_ok_and(|m| m.len() == big.len() as u64)
+    });
+    let state = |rel: &str| bb.path_status(arg(&bb.p(rel)))["state"].clone();
+    assert_eq!(state("docs/big.bin"), "cloud");
+
+    assert_eq!(read(&bb.p("docs/big.bin")), big);
+    let out = bb.latus(&["free", arg(&bb.p("docs"))]).expect_ok();
+    assert!(
+        out.stdout.contains(&format!("freed {} bytes", big.len())),
+        "free right after a full read: {out}"
+    );
+    assert_eq!(state("docs/big.bin"), "cloud");
+
+    bb.latus(&["free", arg(&bb.p("online"))]).expect_ok();
+    assert_eq!(read(&bb.p("online/big.bin")), big);
+    wait_for("the copy read below an online-only folder goes", || {
+        state("online/big.bin") == "cloud"
+    });
+    assert_eq!(read(&bb.p("docs/big.bin")), big);
 }
