@@ -567,6 +567,58 @@ struct Receiver {
     setup_s: Option<f64>,
     daemon_cpu: f64,
     traffic: Option<Traffic>,
+    /// Latency of `stat` of an unrelated file of the node's own, sent to
+    /// the daemon (not the kernel's cache) while it applies (D only).
+    stat: Option<Latencies>,
+}
+
+/// Sorted samples, in milliseconds.
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn quantile(&self, q: f64) -> f64 {
+        let i = ((self.0.len() as f64 - 1.0) * q).round() as usize;
+        self.0.get(i).copied().unwrap_or(f64::NAN)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} stats: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.0.len(),
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(1.0)
+        )
+    }
+}
+
+/// `statx` of `path` with `AT_STATX_FORCE_SYNC` (FUSE asks the daemon
+/// instead of answering from its attribute cache) every millisecond until
+/// `stop`.
+fn stat_latencies(path: &Path, stop: &AtomicBool) -> Latencies {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        // SAFETY: statx is plain data, for which all zeroes is valid.
+        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+        let t = Instant::now();
+        // SAFETY: statx only writes into `buf`; `c` is NUL-terminated.
+        let rc = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::AT_STATX_FORCE_SYNC,
+                libc::STATX_BASIC_STATS,
+                &mut buf,
+            )
+        };
+        if rc == 0 {
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    samples.sort_by(f64::total_cmp);
+    Latencies(samples)
 }
 
 impl Receiver {
@@ -596,6 +648,10 @@ fn apply(
     d.init(url, Some(key_file))?;
     d.node.set_config("poll_ms", json!(options.poll_ms[0]))?;
     d.mount()?;
+    d.sync_wait()?;
+    // A file of D's own, stat'ed while D applies A's records.
+    let probe = d.node.mountpoint.join("d-probe.txt");
+    fs::write(&probe, b"probe")?;
     d.sync_wait()?;
     let d_seen = d.queue_number("log_seen")?;
     d.unmount()?;
@@ -629,6 +685,7 @@ fn apply(
         log_s: bulk.b_catch.log_s,
         listed_s: bulk.b_catch.listed_s,
         setup_s: None,
+        stat: None,
         daemon_cpu: bulk.b_cpu,
         traffic: bulk.b_traffic,
     }];
@@ -646,8 +703,17 @@ fn apply(
     let start = Instant::now();
     d.mount()?;
     let setup_s = start.elapsed().as_secs_f64();
-    let catch = catch_up(&d, target, d_seen, files, per_dir, start, timeout)?;
+    let stop_probe = AtomicBool::new(false);
+    let (catch, stat) = thread::scope(|scope| {
+        let prober = scope.spawn(|| stat_latencies(&probe, &stop_probe));
+        let _stop = StopOnDrop(&stop_probe);
+        let catch = catch_up(&d, target, d_seen, files, per_dir, start, timeout);
+        stop_probe.store(true, Ordering::SeqCst);
+        let stat = prober.join().expect("the stat prober panicked");
+        catch.map(|c| (c, stat))
+    })?;
     receivers.push(Receiver {
+        stat: Some(stat),
         node: "D",
         from: "latus mount",
         events: target - d_seen,
@@ -676,6 +742,7 @@ fn apply(
     let setup_s = start.elapsed().as_secs_f64();
     let catch = catch_up(&c, target, 0, files, per_dir, start, timeout)?;
     receivers.push(Receiver {
+        stat: None,
         node: "C",
         from: "latus init --key-file",
         events: target,
@@ -1762,6 +1829,13 @@ impl Apply {
                     self.create_s + self.sync_s
                 );
             }
+            if let Some(l) = &r.stat {
+                println!(
+                    "   {}: while applying, {} (an unrelated file)",
+                    r.node,
+                    l.summary()
+                );
+            }
             if let Some(t) = &r.traffic {
                 println!(
                     "   {}: {} requests ({}), {} sent, {} received",
@@ -1792,6 +1866,12 @@ impl Apply {
                     "listed_s": r.listed_s,
                     "events_per_s": r.events_per_second(),
                     "daemon_cpu_s": r.daemon_cpu,
+                    "stat_ms": r.stat.as_ref().map(|l| json!({
+                        "samples": l.0.len(),
+                        "p50": l.quantile(0.5),
+                        "p99": l.quantile(0.99),
+                        "max": l.quantile(1.0),
+                    })),
                     "traffic": r.traffic.as_ref().map(Traffic::to_json),
                 })
             })

@@ -16,10 +16,11 @@
 //! - A file open for writing is never replaced under its writer: the
 //!   remote version becomes a conflict copy and the path waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+use super::remote::REMOTE_ROOT;
 use super::tree::Node;
 use super::{State, Vfs};
 use crate::event::{ChunkRef, Event, EventType};
@@ -185,6 +186,26 @@ impl Vfs {
                 .collect())
         })?;
         for q in ready {
+            if q.is_empty() {
+                // The whole tree (checked once at start): a top-level entry
+                // at a time, so the lock is never held for all of it.
+                let top = self.locked(|st| {
+                    st.deferred.remove("");
+                    let mut names: BTreeSet<String> = st
+                        .remote
+                        .get(REMOTE_ROOT)
+                        .map(|r| r.children.keys().cloned().collect())
+                        .unwrap_or_default();
+                    if let Some(root) = st.tree.get(ROOT_INO) {
+                        names.extend(root.children.keys().cloned());
+                    }
+                    Ok(names)
+                })?;
+                for name in top {
+                    self.locked(|st| self.reconcile_or_defer(st, name))?;
+                }
+                continue;
+            }
             self.locked(|st| {
                 if !touched_related(&st.touched, &q) && self.reconcile(st, &q)? {
                     st.deferred.remove(&q);
