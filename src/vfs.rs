@@ -37,7 +37,7 @@ use crate::meta::{Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Re
 use crate::store::ContentStore;
 
 pub use apply::{ApplyReport, Invalidation, RemoteRecord, conflict_name, safe_path, utc_fields};
-pub use error::{Result, VfsError};
+pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
 pub use placement::{CacheStatus, EvictReport, HydrateItem, PlacementInfo};
@@ -262,8 +262,12 @@ type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
 pub trait ContentSource: Send + Sync {
     /// Writes object `object` (`size` bytes, SHA-512 `hash` when known) into
     /// the store, complete and verified, or fails saying why.
-    fn fetch(&self, object: &str, size: u64, hash: Option<&str>)
-    -> std::result::Result<(), String>;
+    fn fetch(
+        &self,
+        object: &str,
+        size: u64,
+        hash: Option<&str>,
+    ) -> std::result::Result<(), FetchError>;
 
     /// Bytes `offset..offset + len` of the version, fetching only the
     /// chunks that cover them (each verified before any byte is returned).
@@ -276,7 +280,7 @@ pub trait ContentSource: Send + Sync {
         offset: u64,
         len: usize,
         limit: Option<u64>,
-    ) -> std::result::Result<Vec<u8>, String>;
+    ) -> std::result::Result<Vec<u8>, FetchError>;
 
     /// Drops the partial copy of `object`, if one is there and nothing is
     /// being fetched into it. Returns the disk it took.
@@ -1478,16 +1482,19 @@ impl Vfs {
             return Ok(Vec::new());
         }
         let want = (size as u64).min(len - offset) as usize;
-        let source = lock(&self.content_source).clone().ok_or_else(|| {
-            VfsError::Fetch(format!(
-                "{path}: its content is only in the cloud and no cloud is connected"
-            ))
-        })?;
+        let source = lock(&self.content_source)
+            .clone()
+            .ok_or_else(|| VfsError::Fetch {
+                path: path.clone(),
+                source: FetchError::Unreachable(
+                    "its content is only in the cloud and no cloud is connected".into(),
+                ),
+            })?;
         let data = source
             .read_range(&object, len, hash.as_deref(), offset, want, limit)
             .map_err(|e| {
                 tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed");
-                VfsError::Fetch(format!("{path}: {e}"))
+                VfsError::Fetch { path, source: e }
             })?;
         self.store.touch(&object);
         self.enforce_cache_cap();
@@ -1511,13 +1518,16 @@ impl Vfs {
         };
         let source = lock(&self.content_source).clone();
         let Some(source) = source else {
-            return Err(VfsError::Fetch(format!(
-                "{path}: the local copy of its content is missing and no cloud is connected"
-            )));
+            return Err(VfsError::Fetch {
+                path,
+                source: FetchError::Unreachable(
+                    "the local copy of its content is missing and no cloud is connected".into(),
+                ),
+            });
         };
         source
             .fetch(&object, size, hash.as_deref())
-            .map_err(|e| VfsError::Fetch(format!("{path}: {e}")))
+            .map_err(|e| VfsError::Fetch { path, source: e })
     }
 
     /// The copy-on-write copy of a large committed version is made outside

@@ -18,7 +18,7 @@ use crate::event::ChunkRef;
 use crate::locks::{Condvar, Mutex, lock};
 use crate::meta::Meta;
 use crate::store::ContentStore;
-use crate::vfs::{ContentSource, sha512_of};
+use crate::vfs::{ContentSource, FetchError, sha512_of};
 
 const FETCH_WORKERS: usize = 4;
 /// Chunks fetched ahead of a sequential reader (about 8 MiB at the
@@ -87,28 +87,25 @@ impl Fetcher {
         })
     }
 
-    fn chunks_of(&self, object: &str, size: u64) -> Result<Vec<ChunkRef>, String> {
-        let mut chunks = self
-            .meta
-            .version_chunks(object)
-            .map_err(|e| e.to_string())?;
+    fn chunks_of(&self, object: &str, size: u64) -> Result<Vec<ChunkRef>, FetchError> {
+        let local = |e: crate::meta::MetaError| FetchError::local(&e, e.raw_os_error());
+        let mut chunks = self.meta.version_chunks(object).map_err(local)?;
         if chunks.is_none() {
             // Brought by the log moments ago: still in the journal only.
-            self.meta.commit_pending().map_err(|e| e.to_string())?;
-            chunks = self
-                .meta
-                .version_chunks(object)
-                .map_err(|e| e.to_string())?;
+            self.meta.commit_pending().map_err(local)?;
+            chunks = self.meta.version_chunks(object).map_err(local)?;
         }
         let chunks = chunks.ok_or_else(|| {
-            "its local copy is missing and this version was never published to the cloud"
-                .to_string()
+            FetchError::Unavailable(
+                "its local copy is missing and this version was never published to the cloud"
+                    .to_string(),
+            )
         })?;
         let total: u64 = chunks.iter().map(|c| c.size).sum();
         if total != size {
-            return Err(format!(
+            return Err(FetchError::Corrupt(format!(
                 "the version's chunks add up to {total} bytes, it has {size}"
-            ));
+            )));
         }
         Ok(chunks)
     }
@@ -120,13 +117,13 @@ impl Fetcher {
         object: &str,
         size: u64,
         hash: Option<&str>,
-    ) -> Result<&'a mut Partial, String> {
+    ) -> Result<&'a mut Partial, FetchError> {
         if !map.contains_key(object) {
             let chunks = self.chunks_of(object, size)?;
             let (temp, file) = self
                 .store
                 .create_partial(object, size)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| FetchError::local(&e, e.raw_os_error()))?;
             let offsets: Vec<u64> = chunks
                 .iter()
                 .scan(0u64, |off, c| {
@@ -165,7 +162,7 @@ impl Fetcher {
         size: u64,
         hash: Option<&str>,
         want: impl Fn(&Partial) -> (std::ops::Range<usize>, std::ops::Range<usize>),
-    ) -> Result<Option<Arc<File>>, String> {
+    ) -> Result<Option<Arc<File>>, FetchError> {
         let mut map = lock(&self.partials);
         loop {
             if !map.contains_key(object) && self.store.open_object(object).is_ok() {
@@ -216,10 +213,12 @@ impl Fetcher {
     }
 
     /// Fetches chunks `idx` of `object` (marked loading by the caller).
-    fn load(&self, object: &str, idx: &[usize]) -> Result<(), String> {
+    fn load(&self, object: &str, idx: &[usize]) -> Result<(), FetchError> {
         let (file, jobs) = {
             let map = lock(&self.partials);
-            let p = map.get(object).ok_or("the partial copy went away")?;
+            let p = map.get(object).ok_or_else(|| {
+                FetchError::local(&"the partial copy went away (evicted meanwhile)", None)
+            })?;
             let jobs: Vec<(usize, ChunkRef, u64)> = idx
                 .iter()
                 .map(|&i| (i, p.chunks[i].clone(), p.offsets[i]))
@@ -230,7 +229,10 @@ impl Fetcher {
             Ok(volume) => download(&volume, &jobs, &file),
             Err(e) => Downloaded {
                 done: Vec::new(),
-                error: Some(e.to_string()),
+                error: Some(match e {
+                    super::VolumeError::Cloud(e) => e.into(),
+                    e => FetchError::Unavailable(e.to_string()),
+                }),
             },
         };
         let mut map = lock(&self.partials);
@@ -298,7 +300,7 @@ impl Fetcher {
 struct Downloaded {
     /// (chunk index, verified and written)
     done: Vec<(usize, bool)>,
-    error: Option<String>,
+    error: Option<FetchError>,
 }
 
 /// The chunks, fetched in parallel, verified, written at their offsets.
@@ -330,24 +332,23 @@ fn download(volume: &Volume, jobs: &[(usize, ChunkRef, u64)], file: &File) -> Do
     out.into_inner().expect("lock poisoned")
 }
 
-fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Result<(), String> {
-    let sealed = volume
-        .cloud
-        .objects
-        .get(&c.name)
-        .map_err(|e| e.to_string())?;
+fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Result<(), FetchError> {
+    let sealed = volume.cloud.objects.get(&c.name)?;
     let plain = volume.keys.open_chunk(&c.name, &sealed).map_err(|e| {
         tracing::error!(object = %c.name, error = %e, "a cloud object failed authentication");
-        format!("cloud object {} failed authentication: {e}", c.name)
+        FetchError::Corrupt(format!(
+            "cloud object {} failed authentication: {e}",
+            c.name
+        ))
     })?;
     if plain.len() as u64 != c.size || volume.keys.chunk_name(&plain) != c.name {
         tracing::error!(object = %c.name, "a cloud object does not hold the content its name promises");
-        return Err(format!(
+        return Err(FetchError::Corrupt(format!(
             "cloud object {} does not hold the content its name promises",
             c.name
-        ));
+        )));
     }
-    file.write_all_at(&plain, offset).map_err(|e| e.to_string())
+    Ok(file.write_all_at(&plain, offset)?)
 }
 
 impl ContentSource for Fetcher {
@@ -376,7 +377,7 @@ impl ContentSource for Fetcher {
         bytes
     }
 
-    fn fetch(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), String> {
+    fn fetch(&self, object: &str, size: u64, hash: Option<&str>) -> Result<(), FetchError> {
         if size == 0 {
             return Ok(());
         }
@@ -387,10 +388,9 @@ impl ContentSource for Fetcher {
             map = self.changed.wait(map).expect("lock poisoned");
         }
         drop(map);
-        self.store
-            .open_object(object)
-            .map(|_| ())
-            .map_err(|_| "the fetched content did not pass its final check".to_string())
+        self.store.open_object(object).map(|_| ()).map_err(|_| {
+            FetchError::Corrupt("the fetched content did not pass its final check".to_string())
+        })
     }
 
     fn read_range(
@@ -401,7 +401,7 @@ impl ContentSource for Fetcher {
         offset: u64,
         len: usize,
         limit: Option<u64>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, FetchError> {
         let mut buf = vec![0u8; len];
         if len == 0 {
             return Ok(buf);
@@ -433,13 +433,15 @@ impl ContentSource for Fetcher {
         }
         let file = match file {
             Some(f) => f,
-            None => Arc::new(self.store.open_object(object).map_err(|e| e.to_string())?),
+            None => Arc::new(
+                self.store
+                    .open_object(object)
+                    .map_err(|e| FetchError::local(&e, e.raw_os_error()))?,
+            ),
         };
         let mut done = 0;
         while done < len {
-            let n = file
-                .read_at(&mut buf[done..], offset + done as u64)
-                .map_err(|e| e.to_string())?;
+            let n = file.read_at(&mut buf[done..], offset + done as u64)?;
             if n == 0 {
                 break;
             }

@@ -40,8 +40,8 @@ pub enum VfsError {
     Store(#[from] StoreError),
     #[error("content i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("fetching from the cloud failed: {0}")]
-    Fetch(String),
+    #[error("{path}: {source}")]
+    Fetch { path: String, source: FetchError },
     #[error("restore: {0}")]
     Restore(String),
     #[error("the hydration policy refuses downloads for program {0}")]
@@ -49,6 +49,62 @@ pub enum VfsError {
 }
 
 pub type Result<T, E = VfsError> = std::result::Result<T, E>;
+
+/// Why content that is only in the cloud could not be brought back.
+#[derive(Debug, Clone, Error)]
+pub enum FetchError {
+    /// The cloud does not answer (offline, down, timing out): the same
+    /// read can work later. Programs see `ENETUNREACH`.
+    #[error("the cloud cannot be reached: {0}")]
+    Unreachable(String),
+    /// An object failed authentication, does not hold what its name
+    /// promises, or the whole does not match the version's hash: never
+    /// served. Programs see `EIO`.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The version cannot come back: never published, its chunk list is
+    /// unusable, or an object is missing in the cloud. `EIO`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This node failed to write the copy (its own errno: `ENOSPC`...).
+    #[error("the local copy: {message}")]
+    Local { message: String, errno: Option<i32> },
+}
+
+impl FetchError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FetchError::Unreachable(_) => libc::ENETUNREACH,
+            FetchError::Corrupt(_) | FetchError::Unavailable(_) => libc::EIO,
+            FetchError::Local { errno, .. } => errno.unwrap_or(libc::EIO),
+        }
+    }
+
+    pub fn local(e: &impl std::fmt::Display, errno: Option<i32>) -> Self {
+        FetchError::Local {
+            message: e.to_string(),
+            errno,
+        }
+    }
+}
+
+impl From<std::io::Error> for FetchError {
+    fn from(e: std::io::Error) -> Self {
+        FetchError::local(&e, e.raw_os_error())
+    }
+}
+
+impl From<crate::cloud::CloudError> for FetchError {
+    fn from(e: crate::cloud::CloudError) -> Self {
+        if e.is_retryable() {
+            FetchError::Unreachable(e.to_string())
+        } else if e.is_not_found() {
+            FetchError::Unavailable(format!("cloud object {} is missing", e.what))
+        } else {
+            FetchError::Unavailable(e.to_string())
+        }
+    }
+}
 
 impl VfsError {
     /// The errno a program sees. Local disk errors keep their own errno
@@ -73,7 +129,7 @@ impl VfsError {
             VfsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             // Never wrong bytes: a version that cannot be fetched and
             // verified fails the read.
-            VfsError::Fetch(_) => libc::EIO,
+            VfsError::Fetch { source, .. } => source.errno(),
             VfsError::Restore(_) => libc::EINVAL,
             VfsError::Refused(_) => libc::EACCES,
         }

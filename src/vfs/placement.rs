@@ -83,10 +83,14 @@ impl Vfs {
                     .collect()
             };
             for i in cloud_only {
-                self.fetch_missing(i).map_err(|e| {
-                    VfsError::Fetch(format!(
-                        "local-only needs every file below here, and one cannot be downloaded now: {e}"
-                    ))
+                self.fetch_missing(i).map_err(|e| match e {
+                    VfsError::Fetch { path, source } => VfsError::Fetch {
+                        path: format!(
+                            "local-only needs every file below here, and one cannot be downloaded now: {path}"
+                        ),
+                        source,
+                    },
+                    e => e,
                 })?;
             }
         }

@@ -461,15 +461,20 @@ impl Run {
     }
 
     /// An operation's outcome: Ok, or an ordinary errno (ignored), or an
-    /// unexpected error (the test fails). `eio_ok`: an EIO that is allowed
-    /// (a read of cloud-only content on an offline node).
+    /// unexpected error (the test fails). `eio_ok`: an ENETUNREACH (or
+    /// EIO) that is allowed (a read of cloud-only content on an offline
+    /// node).
     fn outcome(&mut self, what: &str, op: &'static str, r: io::Result<String>, eio_ok: bool) {
         match r {
             Ok(detail) => {
                 self.tally(op, true);
                 self.note(format!("{what}: ok{detail}"));
             }
-            Err(e) if ordinary(&e) || (eio_ok && e.raw_os_error() == Some(libc::EIO)) => {
+            Err(e)
+                if ordinary(&e)
+                    || (eio_ok
+                        && matches!(e.raw_os_error(), Some(libc::EIO | libc::ENETUNREACH))) =>
+            {
                 self.tally(op, false);
                 self.note(format!("{what}: {e}"));
             }
@@ -588,7 +593,8 @@ impl Run {
                 let what = format!("{tag} append {rel} (+{} B)", extra.len());
                 let r = r.map(|(_, h)| format!(" {}", &h[..12]));
                 // Offline, a file whose content is only in the cloud can be
-                // neither read nor changed: EIO (at the read or the write).
+                // neither read nor changed: ENETUNREACH (at the read or the
+                // write).
                 self.outcome(&what, "append", r, !online);
             }
             32..=39 => {

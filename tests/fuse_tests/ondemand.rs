@@ -632,7 +632,7 @@ fn pread_direct(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
 /// bytes counted by a proxy in front of the server; B's store on disk); a
 /// sequential reader is served ahead; 20 random reads are byte-exact.
 /// Test 10: 4 concurrent O_DIRECT readers of one chunk: one download.
-/// With the server gone (aws), an unfetched part fails with EIO within
+/// With the server gone (aws), an unfetched part fails with ENETUNREACH within
 /// seconds and the log names the file; it reads once the server is back.
 /// Test 2: a sequential read of the whole file equals the source, every
 /// chunk is downloaded exactly once, and the file is then `local`.
@@ -852,7 +852,7 @@ fn partial_reads_fetch_only_the_chunks_read(aws: bool) {
         );
     }
 
-    // The server goes away: a part not fetched yet fails with EIO (soon,
+    // The server goes away: a part not fetched yet fails with ENETUNREACH (soon,
     // not after minutes), the log names the file; it reads once the
     // server is back, without a remount.
     if let Some(p) = &proxy {
@@ -867,8 +867,8 @@ fn partial_reads_fetch_only_the_chunks_read(aws: bool) {
         let r = pread(&big, off, 4096);
         let took = started.elapsed();
         p.set_down(false);
-        assert_eq!(errno(r), libc::EIO, "read with the server gone");
-        assert!(took < Duration::from_secs(30), "EIO took {took:?}");
+        assert_eq!(errno(r), libc::ENETUNREACH, "read with the server gone");
+        assert!(took < Duration::from_secs(30), "ENETUNREACH took {took:?}");
         let log = daemon_log(&b);
         assert!(
             log.lines()
@@ -881,7 +881,7 @@ fn partial_reads_fetch_only_the_chunks_read(aws: bool) {
             || pread(&big, off, 4096).is_ok(),
         );
         assert!(pread(&big, off, 4096).unwrap() == data[off as usize..][..4096]);
-        eprintln!("aws: EIO with the server gone after {took:?}");
+        eprintln!("aws: ENETUNREACH with the server gone after {took:?}");
     }
 
     // 2. The whole file, sequentially: equals the source; then local.
@@ -1189,7 +1189,7 @@ fn a_partial_copy_goes_with_its_file() {
 // ---------------------------------------------------------------- 4
 
 /// Test 4: `latus pin` downloads a folder before it returns; with the cloud
-/// gone every pinned file reads, a cloud-only file outside fails with EIO
+/// gone every pinned file reads, a cloud-only file outside fails with ENETUNREACH
 /// and the daemon log names it; with the cloud back it reads without a
 /// remount; a new file A writes under the pin becomes `local` on B
 /// without being read; `unpin` returns to auto.
@@ -1234,7 +1234,7 @@ fn pinned_folders_work_without_the_cloud() {
     let x = b.p("other/x.bin");
     assert_eq!(
         errno(pread(&x, MIB as u64, 4096)),
-        libc::EIO,
+        libc::ENETUNREACH,
         "cloud-only file with the cloud gone"
     );
     let log = daemon_log(&b);
