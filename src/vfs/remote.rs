@@ -469,3 +469,201 @@ fn concurrent(ev: &Event, head: &RemoteRow) -> bool {
 fn takes_the_name(ev: &Event, when: i64, head: &RemoteRow) -> bool {
     !ev.first_wins && (when, ev.originator) > (head.time, head.origin)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::event::Detection;
+
+    fn node(i: u8) -> (Uuid, String) {
+        (Uuid::from_bytes([i; 16]), format!("n{i}"))
+    }
+
+    fn content(
+        ty: EventType,
+        path: &str,
+        hash: &str,
+        base: Option<&str>,
+        time: i64,
+        by: u8,
+    ) -> Event {
+        Event {
+            id: 1,
+            originator: node(by).0,
+            mivui: None,
+            detection: Detection::Filesystem,
+            event_type: ty,
+            file_hash: Some(hash.to_string()),
+            file_path: path.to_string(),
+            mtime: time,
+            size: 1,
+            src_path: None,
+            mode: 0o644,
+            link_target: None,
+            base_hash: base.map(str::to_string),
+            time,
+            first_wins: false,
+            object: None,
+        }
+    }
+
+    /// Folds `events` in order; the files of the tree, path → hash.
+    fn fold_all(events: &[Event]) -> BTreeMap<String, String> {
+        let mut t = RemoteTree::from_rows(Vec::new());
+        for (i, e) in events.iter().enumerate() {
+            let name = node(u8::try_from(e.originator.as_bytes()[0]).unwrap()).1;
+            t.fold(e, i as u64 + 1, None, &name);
+        }
+        let mut out = BTreeMap::new();
+        for (&rid, n) in &t.nodes {
+            if n.row.kind == Kind::File {
+                out.insert(t.path(rid), n.row.hash.clone().unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    const T: i64 = 1_795_701_909_000_000_000;
+
+    #[test]
+    fn an_edit_on_the_head_replaces_it_without_a_copy() {
+        let got = fold_all(&[
+            content(EventType::Create, "f", "v0", None, T, 1),
+            content(EventType::Modify, "f", "v1", Some("v0"), T + 1, 2),
+            content(EventType::Modify, "f", "v2", Some("v1"), T - 5, 1),
+        ]);
+        assert_eq!(got, BTreeMap::from([("f".into(), "v2".into())]));
+    }
+
+    #[test]
+    fn an_old_edit_arriving_late_goes_beside_the_newer_one() {
+        let got = fold_all(&[
+            content(EventType::Create, "d/f.txt", "v0", None, T, 1),
+            content(
+                EventType::Modify,
+                "d/f.txt",
+                "newer",
+                Some("v0"),
+                T + 10_000_000_000,
+                2,
+            ),
+            content(
+                EventType::Modify,
+                "d/f.txt",
+                "older",
+                Some("v0"),
+                T + 1_000_000_000,
+                1,
+            ),
+        ]);
+        let copy = format!("d/{}", conflict_name("f.txt", "n1", T + 1_000_000_000));
+        assert_eq!(
+            got,
+            BTreeMap::from([("d/f.txt".into(), "newer".into()), (copy, "older".into())])
+        );
+    }
+
+    #[test]
+    fn a_newer_edit_arriving_late_takes_the_name() {
+        let got = fold_all(&[
+            content(EventType::Create, "f", "v0", None, T, 1),
+            content(
+                EventType::Modify,
+                "f",
+                "older",
+                Some("v0"),
+                T + 1_000_000_000,
+                2,
+            ),
+            content(
+                EventType::Modify,
+                "f",
+                "newer",
+                Some("v0"),
+                T + 9_000_000_000,
+                1,
+            ),
+        ]);
+        let copy = conflict_name("f", "n2", T + 1_000_000_000);
+        assert_eq!(
+            got,
+            BTreeMap::from([("f".into(), "newer".into()), (copy, "older".into())])
+        );
+    }
+
+    #[test]
+    fn first_wins_keeps_the_head_and_equal_contents_are_no_conflict() {
+        let mut late = content(EventType::Modify, "f", "newer", Some("v0"), T + 9, 1);
+        late.first_wins = true;
+        let got = fold_all(&[
+            content(EventType::Create, "f", "v0", None, T, 1),
+            content(EventType::Modify, "f", "older", Some("v0"), T + 1, 2),
+            late,
+            content(EventType::Create, "g", "same", None, T + 1, 1),
+            content(EventType::Create, "g", "same", None, T + 2, 2),
+        ]);
+        let copy = conflict_name("f", "n1", T + 9);
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                ("f".into(), "older".into()),
+                (copy, "newer".into()),
+                ("g".into(), "same".into())
+            ])
+        );
+    }
+
+    proptest! {
+        /// Concurrent changes of one file (creates of a new name, or edits
+        /// of one base) end with the same tree whatever their order in the
+        /// log: the newest keeps the name, every other version is kept.
+        #[test]
+        fn concurrent_changes_settle_the_same_in_any_log_order(
+            changes in proptest::collection::vec((0u8..5, 0i64..4), 2..5),
+            order in any::<proptest::sample::Index>(),
+            edit in any::<bool>(),
+        ) {
+            // One change per node, at whole seconds: copy names differ.
+            let changes: BTreeMap<u8, i64> = changes.into_iter().collect();
+            let setup = content(EventType::Create, "f", "base", None, T, 9);
+            let evs: Vec<Event> = changes
+                .iter()
+                .map(|(&by, &s)| {
+                    let (ty, base) = if edit {
+                        (EventType::Modify, Some("base"))
+                    } else {
+                        (EventType::Create, None)
+                    };
+                    content(ty, "f", &format!("v{by}"), base, T + s * 1_000_000_000, by)
+                })
+                .collect();
+            let mut perms = vec![evs.clone()];
+            let mut rotated = evs.clone();
+            rotated.rotate_left(order.index(evs.len()));
+            perms.push(rotated);
+            let mut reversed = evs.clone();
+            reversed.reverse();
+            perms.push(reversed);
+            let results: Vec<_> = perms
+                .into_iter()
+                .map(|p| {
+                    let mut all = if edit { vec![setup.clone()] } else { Vec::new() };
+                    all.extend(p);
+                    fold_all(&all)
+                })
+                .collect();
+            prop_assert!(results.iter().all(|r| r == &results[0]), "{results:#?}");
+            let newest = changes.iter().max_by_key(|&(&by, &s)| (s, node(by).0)).unwrap();
+            prop_assert_eq!(results[0].get("f"), Some(&format!("v{}", newest.0)));
+            for by in changes.keys() {
+                let v = format!("v{by}");
+                prop_assert!(results[0].values().any(|h| h == &v), "{v} lost: {:#?}", results[0]);
+            }
+        }
+    }
+}
