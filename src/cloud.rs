@@ -1,6 +1,7 @@
 //! The remote seam: an object store and an event log, behind traits so the
 //! real backend (`aws`: S3 + DynamoDB), the embedded one (`dir`: a plain
-//! folder) and a failure-injecting wrapper for tests are interchangeable.
+//! folder), an in-memory one (`mem`, for tests and the simulation) and a
+//! failure-injecting wrapper for tests are interchangeable.
 //! Only sealed bytes cross this boundary (see `crypto`); names are keyed
 //! hashes. Calls block; backends that are async inside run their own
 //! runtime.
@@ -17,6 +18,7 @@
 mod aws;
 mod dir;
 mod faulty;
+mod mem;
 
 use std::sync::Arc;
 
@@ -25,7 +27,8 @@ use uuid::Uuid;
 
 pub use aws::{AwsEventLog, AwsObjectStore, AwsTarget};
 pub use dir::{DirEventLog, DirObjectStore};
-pub use faulty::{Fault, FaultyEventLog, FaultyObjectStore};
+pub use faulty::{CallKind, Fault, FaultControl, FaultyEventLog, FaultyObjectStore};
+pub use mem::{MemEventLog, MemObjectStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudErrorKind {

@@ -1,7 +1,9 @@
 //! A failure-injecting wrapper around a cloud, for tests: it fails calls on
 //! demand and counts them. An object store and an event log may share one
-//! `FaultControl` (one cloud going down) or have one each.
+//! `FaultControl` (one cloud going down) or have one each. A fault applies
+//! to every call, or to one kind of call (`FaultControl::inject_on`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -19,6 +21,25 @@ pub enum Fault {
     /// The next `n` calls take effect in the inner cloud but their answer is
     /// lost: the caller sees `Unreachable` (a timeout after the write).
     LostReplies(u32),
+    /// The next `n` calls hang: the caller sees `Unreachable` at once, and
+    /// the call's effect is held until `FaultControl::release_held` carries
+    /// it out (a request that reaches the service after its timeout) or
+    /// `drop_held` forgets it. A held append is a conditional write of the
+    /// numbers it would have had, as `aws` does it: it lands only if no
+    /// record was appended in between.
+    Hang(u32),
+}
+
+/// A kind of call, for faults that target one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CallKind {
+    Put,
+    Get,
+    Exists,
+    Delete,
+    List,
+    Append,
+    Read,
 }
 
 /// Calls made through the wrappers, per operation, failed ones included.
@@ -35,10 +56,30 @@ pub struct Counts {
     pub failed: u64,
 }
 
-#[derive(Debug, Default)]
+impl Counts {
+    fn of(&mut self, op: CallKind) -> &mut u64 {
+        match op {
+            CallKind::Put => &mut self.puts,
+            CallKind::Get => &mut self.gets,
+            CallKind::Exists => &mut self.exists,
+            CallKind::Delete => &mut self.deletes,
+            CallKind::List => &mut self.lists,
+            CallKind::Append => &mut self.appends,
+            CallKind::Read => &mut self.reads,
+        }
+    }
+}
+
+/// The effect of a hung call, carried out later or never.
+type Effect = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
 struct State {
+    /// Applies to every call without a targeted fault.
     fault: Option<Fault>,
+    targeted: BTreeMap<CallKind, Fault>,
     counts: Counts,
+    held: Vec<(CallKind, String, Effect)>,
 }
 
 /// What happens to one call.
@@ -46,11 +87,23 @@ enum Verdict {
     Pass,
     Fail(CloudErrorKind),
     LoseReply,
+    Hang,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FaultControl {
     state: Mutex<State>,
+}
+
+impl std::fmt::Debug for FaultControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("FaultControl")
+            .field("fault", &st.fault)
+            .field("targeted", &st.targeted)
+            .field("held", &st.held.len())
+            .finish()
+    }
 }
 
 impl FaultControl {
@@ -58,63 +111,133 @@ impl FaultControl {
         Arc::default()
     }
 
-    /// Replaces any fault in force.
+    /// Replaces any fault in force for every kind of call.
     pub fn inject(&self, fault: Fault) {
         lock(&self.state).fault = Some(fault);
     }
 
-    /// Calls pass again.
+    /// Replaces any fault in force for calls of kind `op` (which then
+    /// ignore the fault for every kind).
+    pub fn inject_on(&self, op: CallKind, fault: Fault) {
+        lock(&self.state).targeted.insert(op, fault);
+    }
+
+    /// Calls pass again (held calls stay held).
     pub fn heal(&self) {
-        lock(&self.state).fault = None;
+        let mut st = lock(&self.state);
+        st.fault = None;
+        st.targeted.clear();
     }
 
     pub fn counts(&self) -> Counts {
         lock(&self.state).counts
     }
 
-    /// Counts a call and decides its fate.
-    fn call(&self, count: fn(&mut Counts) -> &mut u64) -> Verdict {
-        let mut state = lock(&self.state);
-        *count(&mut state.counts) += 1;
-        let verdict = match state.fault {
-            None => Verdict::Pass,
-            Some(Fault::Down(kind)) => Verdict::Fail(kind),
-            Some(Fault::Next(n, kind)) => {
-                state.fault = (n > 1).then_some(Fault::Next(n - 1, kind));
-                Verdict::Fail(kind)
-            }
-            Some(Fault::LostReplies(n)) => {
-                state.fault = (n > 1).then_some(Fault::LostReplies(n - 1));
-                Verdict::LoseReply
-            }
-        };
-        if !matches!(verdict, Verdict::Pass) {
-            state.counts.failed += 1;
+    /// The calls held by `Fault::Hang`, oldest first: kind and object.
+    pub fn held(&self) -> Vec<(CallKind, String)> {
+        lock(&self.state)
+            .held
+            .iter()
+            .map(|(op, what, _)| (*op, what.clone()))
+            .collect()
+    }
+
+    /// Carries out the held call at `index` (see `held`) now.
+    pub fn release_held(&self, index: usize) {
+        let mut st = lock(&self.state);
+        if index < st.held.len() {
+            let (_, _, effect) = st.held.remove(index);
+            drop(st);
+            effect();
         }
+    }
+
+    /// Forgets every held call: they never take effect.
+    pub fn drop_held(&self) {
+        lock(&self.state).held.clear();
+    }
+
+    /// Counts a call and decides its fate.
+    fn call(&self, op: CallKind) -> Verdict {
+        let mut state = lock(&self.state);
+        *state.counts.of(op) += 1;
+        let targeted = state.targeted.contains_key(&op);
+        let slot = if targeted {
+            state.targeted.get_mut(&op)
+        } else {
+            state.fault.as_mut()
+        };
+        let Some(fault) = slot else {
+            return Verdict::Pass;
+        };
+        let (verdict, left) = match *fault {
+            Fault::Down(kind) => (Verdict::Fail(kind), Some(*fault)),
+            Fault::Next(n, kind) => (
+                Verdict::Fail(kind),
+                (n > 1).then_some(Fault::Next(n - 1, kind)),
+            ),
+            Fault::LostReplies(n) => (
+                Verdict::LoseReply,
+                (n > 1).then_some(Fault::LostReplies(n - 1)),
+            ),
+            Fault::Hang(n) => (Verdict::Hang, (n > 1).then_some(Fault::Hang(n - 1))),
+        };
+        match left {
+            Some(f) => *fault = f,
+            None if targeted => {
+                state.targeted.remove(&op);
+            }
+            None => state.fault = None,
+        }
+        state.counts.failed += 1;
         verdict
     }
 
-    /// Runs `f` on the inner cloud unless the call is failed.
+    /// Runs `f` on the inner cloud unless the call is failed; a hung call's
+    /// effect is `later`, made only then (it owns what it needs).
     fn run<T>(
         &self,
-        op: &'static str,
+        op: CallKind,
         what: &str,
-        count: fn(&mut Counts) -> &mut u64,
         f: impl FnOnce() -> CloudResult<T>,
+        later: impl FnOnce() -> Effect,
     ) -> CloudResult<T> {
-        match self.call(count) {
+        let name = op_name(op);
+        match self.call(op) {
             Verdict::Pass => f(),
-            Verdict::Fail(kind) => Err(injected(kind, op, what)),
+            Verdict::Fail(kind) => Err(injected(kind, name, what)),
             Verdict::LoseReply => {
                 f()?;
-                Err(injected(CloudErrorKind::Unreachable, op, what))
+                Err(injected(CloudErrorKind::Unreachable, name, what))
+            }
+            Verdict::Hang => {
+                let effect = later();
+                lock(&self.state).held.push((op, what.to_string(), effect));
+                Err(injected(CloudErrorKind::Unreachable, name, what))
             }
         }
     }
 }
 
+fn op_name(op: CallKind) -> &'static str {
+    match op {
+        CallKind::Put => "put",
+        CallKind::Get => "get",
+        CallKind::Exists => "exists",
+        CallKind::Delete => "delete",
+        CallKind::List => "list",
+        CallKind::Append => "append",
+        CallKind::Read => "read",
+    }
+}
+
 fn injected(kind: CloudErrorKind, op: &'static str, what: &str) -> CloudError {
     CloudError::new(kind, op, what, "injected fault")
+}
+
+/// A read has no effect to hold.
+fn nothing() -> Effect {
+    Box::new(|| ())
 }
 
 pub struct FaultyObjectStore {
@@ -138,36 +261,46 @@ impl FaultyObjectStore {
 
 impl ObjectStore for FaultyObjectStore {
     fn put(&self, name: &str, data: &[u8]) -> CloudResult<()> {
-        self.control
-            .run("put", name, |c| &mut c.puts, || self.inner.put(name, data))
+        self.control.run(
+            CallKind::Put,
+            name,
+            || self.inner.put(name, data),
+            || {
+                let (inner, name, data) = (self.inner.clone(), name.to_string(), data.to_vec());
+                Box::new(move || {
+                    let _ = inner.put(&name, &data);
+                })
+            },
+        )
     }
 
     fn get(&self, name: &str) -> CloudResult<Vec<u8>> {
         self.control
-            .run("get", name, |c| &mut c.gets, || self.inner.get(name))
+            .run(CallKind::Get, name, || self.inner.get(name), nothing)
     }
 
     fn exists(&self, name: &str) -> CloudResult<bool> {
-        self.control.run(
-            "exists",
-            name,
-            |c| &mut c.exists,
-            || self.inner.exists(name),
-        )
+        self.control
+            .run(CallKind::Exists, name, || self.inner.exists(name), nothing)
     }
 
     fn delete(&self, name: &str) -> CloudResult<()> {
         self.control.run(
-            "delete",
+            CallKind::Delete,
             name,
-            |c| &mut c.deletes,
             || self.inner.delete(name),
+            || {
+                let (inner, name) = (self.inner.clone(), name.to_string());
+                Box::new(move || {
+                    let _ = inner.delete(&name);
+                })
+            },
         )
     }
 
     fn list(&self) -> CloudResult<Vec<String>> {
         self.control
-            .run("list", "", |c| &mut c.lists, || self.inner.list())
+            .run(CallKind::List, "", || self.inner.list(), nothing)
     }
 }
 
@@ -188,34 +321,69 @@ impl FaultyEventLog {
     pub fn control(&self) -> &Arc<FaultControl> {
         &self.control
     }
+
+    /// A held append: the batch lands at the numbers it would have had, if
+    /// they are still free when it is released.
+    fn held_append(&self, originator: Uuid, payloads: &[Vec<u8>]) -> Effect {
+        let inner = self.inner.clone();
+        let payloads = payloads.to_vec();
+        let before = highest(&*inner);
+        Box::new(move || {
+            if let Ok(before) = before
+                && highest(&*inner).is_ok_and(|now| now == before)
+            {
+                let _ = inner.append_batch(originator, &payloads);
+            }
+        })
+    }
+}
+
+/// The highest number in a log (dense numbering: found by probing).
+fn highest(log: &dyn EventLog) -> CloudResult<u64> {
+    let present = |n: u64| -> CloudResult<bool> { Ok(!log.read_after(n - 1, 1)?.is_empty()) };
+    let (mut lo, mut hi) = (0u64, 1u64);
+    while present(hi)? {
+        lo = hi;
+        hi *= 2;
+    }
+    // Invariant: `lo` is present (or 0), `hi` is not.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if present(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 impl EventLog for FaultyEventLog {
     fn append(&self, originator: Uuid, payload: &[u8]) -> CloudResult<u64> {
         self.control.run(
-            "append",
+            CallKind::Append,
             "log",
-            |c| &mut c.appends,
             || self.inner.append(originator, payload),
+            || self.held_append(originator, &[payload.to_vec()]),
         )
     }
 
     /// Counted as one append; a lost reply loses the whole batch's answer.
     fn append_batch(&self, originator: Uuid, payloads: &[Vec<u8>]) -> CloudResult<Vec<u64>> {
         self.control.run(
-            "append",
+            CallKind::Append,
             "log",
-            |c| &mut c.appends,
             || self.inner.append_batch(originator, payloads),
+            || self.held_append(originator, payloads),
         )
     }
 
     fn read_after(&self, after: u64, limit: usize) -> CloudResult<Vec<LogRecord>> {
         self.control.run(
-            "read",
+            CallKind::Read,
             "log",
-            |c| &mut c.reads,
             || self.inner.read_after(after, limit),
+            nothing,
         )
     }
 }
@@ -498,7 +666,7 @@ pub(super) mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::{DirEventLog, DirObjectStore};
+    use crate::cloud::{DirEventLog, DirObjectStore, MemEventLog, MemObjectStore};
 
     fn dir_cloud(dir: &std::path::Path) -> (Arc<dyn ObjectStore>, Arc<dyn EventLog>) {
         let mut created = Vec::new();
@@ -616,5 +784,66 @@ mod tests {
         assert_eq!(log.append_batch(Uuid::new_v4(), &batch).unwrap(), [4, 5, 6]);
         let counts = log.control().counts();
         assert_eq!((counts.appends, counts.failed), (3, 2));
+    }
+
+    #[test]
+    fn the_mem_cloud_conforms() {
+        conformance::object_store(&MemObjectStore::new());
+        let log: Arc<MemEventLog> = Arc::new(MemEventLog::new());
+        conformance::event_log(&|| log.clone());
+    }
+
+    #[test]
+    fn a_targeted_fault_hits_only_its_kind_of_call() {
+        let store = FaultyObjectStore::new(Arc::new(MemObjectStore::new()));
+        store
+            .control()
+            .inject_on(CallKind::Put, Fault::Next(1, CloudErrorKind::Server));
+        store
+            .control()
+            .inject(Fault::Down(CloudErrorKind::Throttled));
+        store
+            .control()
+            .inject_on(CallKind::Delete, Fault::LostReplies(1));
+        assert_eq!(
+            store.put("ab", b"x").unwrap_err().kind,
+            CloudErrorKind::Server
+        );
+        assert_eq!(
+            store.exists("ab").unwrap_err().kind,
+            CloudErrorKind::Throttled
+        );
+        assert_eq!(
+            store.delete("ab").unwrap_err().kind,
+            CloudErrorKind::Unreachable
+        );
+        store.control().heal();
+        store.put("ab", b"x").unwrap();
+        assert_eq!(store.get("ab").unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_hung_append_lands_later_only_on_the_numbers_it_would_have_had() {
+        let mem = Arc::new(MemEventLog::new());
+        let log = FaultyEventLog::new(mem.clone());
+        let me = Uuid::new_v4();
+        log.control().inject_on(CallKind::Append, Fault::Hang(2));
+        assert_eq!(
+            log.append_batch(me, &[b"a".to_vec(), b"b".to_vec()])
+                .unwrap_err()
+                .kind,
+            CloudErrorKind::Unreachable
+        );
+        assert!(log.read_after(0, 10).unwrap().is_empty(), "not yet");
+        log.control().release_held(0);
+        assert_eq!(log.read_after(0, 10).unwrap().len(), 2, "it landed");
+        // Overtaken by another append: its numbers are taken, it fails.
+        log.append(me, b"c").unwrap_err();
+        mem.append(me, b"d").unwrap();
+        assert_eq!(log.control().held().len(), 1);
+        log.control().release_held(0);
+        let payloads: Vec<_> = mem.all().into_iter().map(|r| r.payload).collect();
+        assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]);
+        assert!(log.control().held().is_empty());
     }
 }

@@ -142,6 +142,25 @@ impl Uploader {
         config: Config,
         volume: Arc<VolumeHandle>,
     ) -> Self {
+        let uploader = Self::manual(vfs, meta, store, config, volume);
+        let runner = uploader.inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("latus-uploader".into())
+            .spawn(move || runner.run())
+            .expect("spawn uploader thread");
+        *lock(&uploader.thread) = Some(thread);
+        uploader
+    }
+
+    /// An uploader without its thread: passes run only when `step` is
+    /// called (the deterministic simulation drives it).
+    pub fn manual(
+        vfs: Arc<Vfs>,
+        meta: Arc<Meta>,
+        store: Arc<ContentStore>,
+        config: Config,
+        volume: Arc<VolumeHandle>,
+    ) -> Self {
         let inner = Arc::new(Inner {
             vfs: vfs.clone(),
             meta,
@@ -165,15 +184,16 @@ impl Uploader {
                 i.ring_bell(false);
             }
         });
-        let runner = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("latus-uploader".into())
-            .spawn(move || runner.run())
-            .expect("spawn uploader thread");
         Self {
             inner,
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(None),
         }
+    }
+
+    /// Runs one pass in the calling thread (pull, push, pull), with its
+    /// outcome in the status as the background thread records it.
+    pub fn step(&self) -> Result<(), UploadError> {
+        self.inner.recorded_pass()
     }
 
     pub fn status(&self) -> UploaderStatus {
@@ -363,35 +383,47 @@ impl Inner {
                 b.rung = false;
                 b.urgent = false;
             }
-            lock(&self.status).started += 1;
-            let result = self.pass();
-            let mut st = lock(&self.status);
-            st.passes += 1;
-            match result {
+            match self.recorded_pass() {
                 Ok(()) => {
-                    st.last_pass_failed = false;
-                    st.last_error = None;
-                    st.cloud_reachable = Some(true);
                     backoff = Duration::from_secs(1);
                     wait = Duration::from_millis(self.config.poll_ms.max(50));
                 }
                 Err(e) => {
-                    let retryable = e.is_retryable();
-                    if retryable {
+                    if e.is_retryable() {
                         tracing::warn!(error = %e, retry_in = ?backoff, "upload paused: the cloud is not answering");
-                        st.cloud_reachable = Some(false);
                     } else {
                         tracing::error!(error = %e, "upload failed; retrying later");
                     }
-                    st.last_pass_failed = true;
-                    st.last_error = Some(e.to_string());
                     wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            drop(st);
-            self.progress.notify_all();
         }
+    }
+
+    /// One pass, counted and with its outcome in the status.
+    fn recorded_pass(&self) -> Result<(), UploadError> {
+        lock(&self.status).started += 1;
+        let result = self.pass();
+        let mut st = lock(&self.status);
+        st.passes += 1;
+        match &result {
+            Ok(()) => {
+                st.last_pass_failed = false;
+                st.last_error = None;
+                st.cloud_reachable = Some(true);
+            }
+            Err(e) => {
+                if e.is_retryable() {
+                    st.cloud_reachable = Some(false);
+                }
+                st.last_pass_failed = true;
+                st.last_error = Some(e.to_string());
+            }
+        }
+        drop(st);
+        self.progress.notify_all();
+        result
     }
 
     fn volume(&self) -> Result<Arc<Volume>, UploadError> {

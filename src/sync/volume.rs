@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError};
+use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError, ObjectStore};
 use crate::crypto::{self, KEY_LEN, Keys};
 
 const MARKER: &str = "volume";
@@ -62,31 +62,8 @@ impl Volume {
         let keys = Arc::new(Keys::derive(key));
         let mut created = Vec::new();
         let objects = cloud::connect_objects(&parsed, create, &mut created)?;
-        let marker = match objects.get(MARKER) {
-            Ok(bytes) => serde_json::from_slice::<Marker>(&bytes)
-                .map_err(|e| VolumeError::BadMarker(e.to_string()))?,
-            Err(e) if e.is_not_found() && create => {
-                let id = Uuid::new_v4();
-                let m = Marker {
-                    format_version: 1,
-                    volume_id: id,
-                    key_fingerprint: keys.fingerprint().to_string(),
-                    check: crypto::hex(&keys.seal_event(CHECK_AAD, id.as_bytes())),
-                };
-                objects.put(
-                    MARKER,
-                    &serde_json::to_vec_pretty(&m).expect("marker serialises"),
-                )?;
-                created.push(format!(
-                    "created volume {id} (key fingerprint {})",
-                    keys.fingerprint()
-                ));
-                m
-            }
-            Err(e) if e.is_not_found() => return Err(VolumeError::Missing(url.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-        check_key(&marker, &keys)?;
+        let marker = read_marker(&*objects, &keys, create, &mut created)
+            .map_err(|e| e.unwrap_or_else(|| VolumeError::Missing(url.to_string())))?;
         let log = cloud::connect_log(&parsed, marker.volume_id, create, &mut created)?;
         Ok((
             Self {
@@ -98,6 +75,19 @@ impl Volume {
         ))
     }
 
+    /// The volume held by a cloud already connected (the in-memory cloud
+    /// of tests and the simulation), made there with `create`.
+    pub fn attach(cloud: Cloud, key: &[u8; KEY_LEN], create: bool) -> Result<Self, VolumeError> {
+        let keys = Arc::new(Keys::derive(key));
+        let marker = read_marker(&*cloud.objects, &keys, create, &mut Vec::new())
+            .map_err(|e| e.unwrap_or_else(|| VolumeError::Missing("the attached cloud".into())))?;
+        Ok(Self {
+            id: marker.volume_id,
+            cloud,
+            keys,
+        })
+    }
+
     /// Associated data of an event payload: binds it to this volume and
     /// the node that published it.
     pub fn event_aad(&self, originator: Uuid) -> Vec<u8> {
@@ -105,6 +95,44 @@ impl Volume {
         aad.extend_from_slice(originator.as_bytes());
         aad
     }
+}
+
+/// The volume's marker, checked against `keys`; made when missing with
+/// `create`. `Err(None)`: there is no volume.
+fn read_marker(
+    objects: &dyn ObjectStore,
+    keys: &Keys,
+    create: bool,
+    created: &mut Vec<String>,
+) -> Result<Marker, Option<VolumeError>> {
+    let marker = match objects.get(MARKER) {
+        Ok(bytes) => serde_json::from_slice::<Marker>(&bytes)
+            .map_err(|e| VolumeError::BadMarker(e.to_string()))?,
+        Err(e) if e.is_not_found() && create => {
+            let id = Uuid::new_v4();
+            let m = Marker {
+                format_version: 1,
+                volume_id: id,
+                key_fingerprint: keys.fingerprint().to_string(),
+                check: crypto::hex(&keys.seal_event(CHECK_AAD, id.as_bytes())),
+            };
+            objects
+                .put(
+                    MARKER,
+                    &serde_json::to_vec_pretty(&m).expect("marker serialises"),
+                )
+                .map_err(VolumeError::from)?;
+            created.push(format!(
+                "created volume {id} (key fingerprint {})",
+                keys.fingerprint()
+            ));
+            m
+        }
+        Err(e) if e.is_not_found() => return Err(None),
+        Err(e) => return Err(Some(e.into())),
+    };
+    check_key(&marker, keys)?;
+    Ok(marker)
 }
 
 fn check_key(marker: &Marker, keys: &Keys) -> Result<(), VolumeError> {

@@ -1,0 +1,175 @@
+//! Deterministic simulation of several nodes over one in-memory cloud (see
+//! `sim/model.rs` for what is checked). A seed names a run: the same seed
+//! gives the same scenario, the same interleaving, the same faults.
+//!
+//! - `cargo test --test sim`: a fixed set of seeds (and each regression).
+//! - `LATUS_SIM_SEED=1234 [LATUS_SIM_STEPS=200] cargo test --test sim one_seed
+//!   -- --nocapture`: one seed, with its trace on failure; `LATUS_SIM_SHRINK=1`
+//!   also shrinks it to a short list of operations.
+//! - `LATUS_SIM_SWEEP=10000 cargo test --release --test sim sweep -- --nocapture`:
+//!   many seeds, with scenarios and steps per minute.
+
+mod sim {
+    pub mod model;
+    pub mod ops;
+    pub mod rng;
+    pub mod world;
+}
+
+use std::time::Instant;
+
+use sim::model::{Failure, Outcome, Sim};
+use sim::ops::Scenario;
+
+const STEPS: usize = 120;
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn run(s: &Scenario, seed: u64) -> Result<Outcome, Failure> {
+    Sim::new(s, seed).run(s)
+}
+
+/// The failure, how to replay it, and the last `tail` steps of its trace.
+fn report(seed: u64, steps: usize, f: &Failure, tail: usize) -> String {
+    let tail: Vec<&String> = f.trace.iter().rev().take(tail).collect();
+    let mut out = format!(
+        "simulation failed: seed {seed}, {steps} steps, broken at step {}: {}\n\
+         replay: LATUS_SIM_SEED={seed} LATUS_SIM_STEPS={steps} cargo test --test sim one_seed -- --nocapture\n\
+         last steps:\n",
+        f.step, f.message
+    );
+    for l in tail.into_iter().rev() {
+        out.push_str("  ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+fn check_seed(seed: u64, steps: usize) -> Outcome {
+    let s = Scenario::generate(seed, steps);
+    match run(&s, seed) {
+        Ok(o) => o,
+        Err(f) => panic!("{}", report(seed, steps, &f, 60)),
+    }
+}
+
+/// The default set: small enough for every `cargo test`.
+#[test]
+fn fixed_seeds() {
+    for seed in 0..40 {
+        check_seed(seed, STEPS);
+    }
+}
+
+/// The same seed twice gives the same run, step by step.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [7, 1001] {
+        let a = check_seed(seed, STEPS);
+        let b = check_seed(seed, STEPS);
+        assert_eq!(a, b, "seed {seed} did not replay the same way");
+    }
+}
+
+/// One seed from the environment (does nothing without `LATUS_SIM_SEED`).
+#[test]
+fn one_seed() {
+    let Some(seed) = env("LATUS_SIM_SEED") else {
+        return;
+    };
+    let steps = env("LATUS_SIM_STEPS").map_or(STEPS, |s| s as usize);
+    let s = Scenario::generate(seed, steps);
+    let f = match run(&s, seed) {
+        Ok(o) => {
+            if env("LATUS_SIM_TRACE").is_some() {
+                println!("{}", o.trace.join("\n"));
+            }
+            println!("seed {seed}: ok, {} log records", o.records);
+            return;
+        }
+        Err(f) => f,
+    };
+    let mut msg = report(seed, steps, &f, usize::MAX);
+    if env("LATUS_SIM_SHRINK").is_some() {
+        let ops = shrink(&s, seed, &f.message);
+        msg.push_str(&format!(
+            "shrunk to {} operations (same failure):\n  {ops:#?}\n",
+            ops.len()
+        ));
+    }
+    panic!("{msg}");
+}
+
+/// Removes operations while the run still fails the same way.
+fn shrink(s: &Scenario, seed: u64, message: &str) -> Vec<sim::ops::Op> {
+    let kind = |m: &str| m.split(':').next().unwrap_or("").to_string();
+    let want = kind(message);
+    let fails = |ops: &[sim::ops::Op]| {
+        let t = Scenario {
+            ops: ops.to_vec(),
+            ..s.clone()
+        };
+        matches!(run(&t, seed), Err(f) if kind(&f.message) == want)
+    };
+    let mut ops = s.ops.clone();
+    let mut chunk = ops.len() / 2;
+    while chunk > 0 {
+        let mut i = 0;
+        while i < ops.len() {
+            let mut fewer = ops.clone();
+            fewer.drain(i..(i + chunk).min(ops.len()));
+            if fails(&fewer) {
+                ops = fewer;
+            } else {
+                i += chunk;
+            }
+        }
+        chunk /= 2;
+    }
+    ops
+}
+
+/// Many seeds: `LATUS_SIM_SWEEP=N` (from `LATUS_SIM_FIRST`, default 1000000).
+#[test]
+fn sweep() {
+    let Some(count) = env("LATUS_SIM_SWEEP") else {
+        return;
+    };
+    let first = env("LATUS_SIM_FIRST").unwrap_or(1_000_000);
+    let steps = env("LATUS_SIM_STEPS").map_or(STEPS, |s| s as usize);
+    let start = Instant::now();
+    let (mut total_steps, mut failures) = (0usize, Vec::new());
+    for seed in first..first + count {
+        let s = Scenario::generate(seed, steps);
+        match run(&s, seed) {
+            Ok(o) => total_steps += o.steps,
+            Err(f) => {
+                total_steps += f.step;
+                eprintln!("{}", report(seed, steps, &f, 60));
+                failures.push(seed);
+            }
+        }
+        let done = seed - first + 1;
+        if done % 500 == 0 {
+            let min = start.elapsed().as_secs_f64() / 60.0;
+            eprintln!(
+                "{done} scenarios, {} failed, {:.0} scenarios/min, {:.0} steps/min",
+                failures.len(),
+                done as f64 / min,
+                total_steps as f64 / min
+            );
+        }
+    }
+    let min = start.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "sweep: {count} scenarios of {steps} steps from seed {first} in {:.1} min: \
+         {:.0} scenarios/min, {:.0} steps/min; failed seeds: {failures:?}",
+        min,
+        count as f64 / min,
+        total_steps as f64 / min
+    );
+    assert!(failures.is_empty(), "failed seeds: {failures:?}");
+}
