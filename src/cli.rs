@@ -518,7 +518,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 fn format_time(ns: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::vfs::utc_fields(ns.div_euclid(1_000_000_000));
+    let (y, mo, d, h, mi, s) = crate::sync::utc_fields(ns.div_euclid(1_000_000_000));
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 

@@ -18,7 +18,7 @@ use crate::home::{Config, Home, HomeError};
 use crate::locks::{Mutex, lock};
 use crate::meta::{Meta, MetaError};
 use crate::store::{ContentStore, StoreError};
-use crate::sync::{Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
+use crate::sync::{Engine, Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 #[derive(Debug, Error)]
@@ -78,6 +78,8 @@ pub struct OpenNode {
     pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
+    /// Makes the local tree follow the volume's log.
+    pub engine: Arc<Engine>,
     pub recovery: RecoveryReport,
 }
 
@@ -102,11 +104,13 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     vfs.set_hydration_policy(Arc::new(crate::hydration::Gate::new(
         config.hydration.clone(),
     )));
+    let engine = Engine::new(vfs.clone(), meta.clone());
     Ok(OpenNode {
         config,
         key,
         store,
         meta,
+        engine,
         vfs,
         recovery,
     })
@@ -197,6 +201,7 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
     node.vfs.set_content_source(fetcher);
     Uploader::start(
         node.vfs.clone(),
+        node.engine.clone(),
         node.meta.clone(),
         node.store.clone(),
         node.config.clone(),

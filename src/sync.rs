@@ -1,18 +1,27 @@
 //! Between the node's journal and the cloud: the volume (its marker and
-//! key check), content-defined chunking, and the uploader that publishes
-//! committed versions and their events, then reads the log back and
-//! applies it (`vfs::apply`); version history and retention (`history`).
+//! key check), content-defined chunking, the uploader that publishes
+//! committed versions and their events and reads the log back, and the
+//! sync engine that folds the log into the remote tree (`remote`) and
+//! plans the local actions that follow it (`planner`, `engine`); version
+//! history and retention (`history`).
 
 mod chunker;
+mod engine;
 mod fetcher;
 mod history;
+pub mod names;
 mod payload;
+pub mod planner;
+mod remote;
 mod uploader;
 mod volume;
 
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
+pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;
 pub use history::{NodeInfo, nodes};
+pub use names::{conflict_name, safe_path, utc_fields};
 pub use payload::{INLINE_CHUNKS, PublishedEvent};
+pub use remote::{REMOTE_ROOT, RemoteTree};
 pub use uploader::{PruneReport, Uploader, UploaderStatus};
 pub use volume::{Volume, VolumeError, VolumeHandle};

@@ -15,11 +15,10 @@ mod apply;
 mod error;
 mod hasher;
 mod placement;
-mod remote;
 mod restore;
 mod tree;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -33,15 +32,16 @@ use crate::clock::Clock;
 use crate::event::{Detection, Event, EventType};
 use crate::ignore::IgnoreRules;
 use crate::locks::{Mutex, lock};
-use crate::meta::{Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Recovery};
+use crate::meta::{
+    Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Recovery, RemoteRow,
+};
 use crate::store::ContentStore;
 
-pub use apply::{ApplyReport, Invalidation, RemoteRecord, conflict_name, safe_path, utc_fields};
+pub use apply::Invalidation;
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
 pub use placement::{CacheStatus, EvictReport, HydrateItem, PlacementInfo};
-use remote::RemoteTree;
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
 
@@ -210,13 +210,10 @@ struct State {
     next_event: u64,
     event_count: u64,
     hashing: u64,
-    /// The volume as the log says it is.
-    remote: RemoteTree,
     /// Paths of this node's events not yet read back from the log, with the
-    /// newest such event's id: these keep their local version.
+    /// newest such event's id: these keep their local version (the sync
+    /// engine's planner asks).
     touched: BTreeMap<String, u64>,
-    /// Paths whose remote changes wait for the local ones (or a writer).
-    deferred: BTreeSet<String>,
     /// Kernel cache entries to drop once the lock is released.
     invalidations: Vec<Invalidation>,
 }
@@ -254,6 +251,9 @@ pub struct Vfs {
     /// This node's changes yield to concurrent ones earlier in the log
     /// (`conflict_policy: first`).
     conflict_first: std::sync::atomic::AtomicBool,
+    /// The remote tree as the database holds it, until the sync engine
+    /// takes it (`take_remote_rows`); their objects are live meanwhile.
+    remote_rows: Mutex<Vec<RemoteRow>>,
 }
 
 type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
@@ -384,10 +384,7 @@ impl Vfs {
                 next_event: max_event_id + 1,
                 event_count,
                 hashing: 0,
-                remote: RemoteTree::from_rows(remote),
                 touched: BTreeMap::new(),
-                // Everything is checked against the log once at start.
-                deferred: BTreeSet::from([String::new()]),
                 invalidations: Vec::new(),
             }),
             meta,
@@ -407,6 +404,7 @@ impl Vfs {
             pin_dirty: std::sync::atomic::AtomicBool::new(true),
             clock,
             conflict_first: std::sync::atomic::AtomicBool::new(false),
+            remote_rows: Mutex::new(remote),
         });
         let weak: Weak<Vfs> = Arc::downgrade(&vfs);
         let (tx, thread) = hasher::spawn(move |done| {
@@ -740,22 +738,24 @@ impl Vfs {
         Ok(())
     }
 
-    /// Objects a current file, the remote tree or an unpublished event
-    /// names: never pruned, never garbage.
+    /// Objects a current file, an unpublished event or (until the sync
+    /// engine takes it) the remote tree names: never garbage. The engine
+    /// adds the remote tree's (`Engine::live_objects`).
     pub fn live_objects(&self) -> HashSet<String> {
         let st = lock(&self.state);
+        let remote = lock(&self.remote_rows);
         st.tree
             .nodes
             .values()
             .filter_map(|n| n.row.object.clone())
             .chain(st.pinned.keys().cloned())
-            .chain(
-                st.remote
-                    .nodes
-                    .values()
-                    .filter_map(|n| n.row.object.clone()),
-            )
+            .chain(remote.iter().filter_map(|r| r.object.clone()))
             .collect()
+    }
+
+    /// Hands the remote tree the database held to the sync engine.
+    pub fn take_remote_rows(&self) -> Vec<RemoteRow> {
+        std::mem::take(&mut *lock(&self.remote_rows))
     }
 
     /// Which change keeps a name this node changes concurrently with
@@ -793,7 +793,6 @@ impl Vfs {
         let mut events = false;
         for r in &records {
             st.tree.apply(r);
-            st.remote.apply(r);
             if let Record::PutEvent(ev) = r {
                 events = true;
                 mark_touched(&mut st.touched, ev);

@@ -22,6 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::chunker::for_each_chunk;
+use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
 use super::payload::{INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
@@ -31,7 +32,7 @@ use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, lock};
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
-use crate::vfs::{RemoteRecord, Vfs, VfsError};
+use crate::vfs::{Vfs, VfsError};
 
 const BATCH_EVENTS: usize = 256;
 const UPLOAD_WORKERS: usize = 4;
@@ -114,6 +115,7 @@ pub struct UploaderStatus {
 
 struct Inner {
     vfs: Arc<Vfs>,
+    engine: Arc<Engine>,
     meta: Arc<Meta>,
     store: Arc<ContentStore>,
     config: Config,
@@ -137,12 +139,13 @@ impl Uploader {
     /// Starts publishing in a background thread.
     pub fn start(
         vfs: Arc<Vfs>,
+        engine: Arc<Engine>,
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
         volume: Arc<VolumeHandle>,
     ) -> Self {
-        let uploader = Self::manual(vfs, meta, store, config, volume);
+        let uploader = Self::manual(vfs, engine, meta, store, config, volume);
         let runner = uploader.inner.clone();
         let thread = std::thread::Builder::new()
             .name("latus-uploader".into())
@@ -156,6 +159,7 @@ impl Uploader {
     /// called (the deterministic simulation drives it).
     pub fn manual(
         vfs: Arc<Vfs>,
+        engine: Arc<Engine>,
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
@@ -163,6 +167,7 @@ impl Uploader {
     ) -> Self {
         let inner = Arc::new(Inner {
             vfs: vfs.clone(),
+            engine,
             meta,
             store,
             config,
@@ -288,7 +293,7 @@ impl Uploader {
         let volume = i.volume().map_err(|e| e.to_string())?;
         i.meta.commit_pending().map_err(|e| e.to_string())?;
         let log = i.meta.whole_log().map_err(|e| e.to_string())?;
-        let live = i.vfs.live_objects();
+        let live = i.engine.live_objects();
         let chunks_of = |o: &str| i.meta.version_chunks(o).ok().flatten();
         let plan = plan_prune(&log, &chunks_of, &live, rule, self.inner.vfs.now());
         let mut report = PruneReport {
@@ -459,7 +464,7 @@ impl Inner {
             pushed = true;
         }
         if pushed {
-            // Reading its own records back confirms them (see `vfs::apply`).
+            // Reading its own records back confirms them (see `engine`).
             self.read_log(&volume)?;
         }
         Ok(())
@@ -711,7 +716,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the log past `log_seen` and applies it (see `vfs::apply`).
+    /// Reads the log past `log_seen` and applies it (see `engine`).
     /// Records of this node that the journal does not know as published
     /// (appended just before a crash) are marked published now, so they are
     /// never appended twice. A record that does not open (tampered, or
@@ -723,7 +728,7 @@ impl Inner {
             let Some(last) = page.last().map(|r| r.mivui) else {
                 // Nothing new: changes that waited for a writer or for
                 // this node's own events may be due now.
-                self.vfs.apply_log(Vec::new())?;
+                self.engine.apply_log(Vec::new())?;
                 break;
             };
             // The journal's own view, once per page (not per record).
@@ -768,7 +773,7 @@ impl Inner {
                     own_object,
                 });
             }
-            let report = self.vfs.apply_log(records)?;
+            let report = self.engine.apply_log(records)?;
             seen = last;
             self.meta.append(&[Record::SetState {
                 key: LOG_SEEN.to_string(),

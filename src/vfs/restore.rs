@@ -7,10 +7,10 @@ use std::ffi::OsStr;
 
 use serde::Serialize;
 
-use super::remote::{REMOTE_ROOT, RemoteTree};
 use super::{Caller, Vfs, VfsError};
 use crate::event::{Detection, EventType};
 use crate::meta::{Ino, Kind, LogEntry, ROOT_INO, Record, RemoteRow};
+use crate::sync::{REMOTE_ROOT, RemoteTree};
 
 /// One version of a path, from the log.
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +96,7 @@ impl Vfs {
         let dest = to
             .map(|t| t.trim_matches('/').to_string())
             .unwrap_or(path.clone());
-        if !super::safe_path(&dest) {
+        if !crate::sync::safe_path(&dest) {
             return Err(bad(format!(
                 "{dest:?} is not a path inside the latus folder"
             )));

@@ -371,7 +371,7 @@ fn conflict_copies(dir: &Path, name: &str) -> Vec<String> {
 /// made by a change between `from` and `to` (Unix seconds).
 fn assert_conflict_name(copy: &str, name: &str, node: &str, from: i64, to: i64) {
     let expected: Vec<String> = (from..=to)
-        .map(|s| latus::vfs::conflict_name(name, node, s * 1_000_000_000))
+        .map(|s| latus::sync::conflict_name(name, node, s * 1_000_000_000))
         .collect();
     assert!(
         expected.iter().any(|e| e == copy),

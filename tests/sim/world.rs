@@ -14,7 +14,7 @@ use latus::cloud::{
 use latus::home::{Config, Home};
 use latus::meta::{Ino, Kind, Meta, Nanos, ROOT_INO};
 use latus::store::ContentStore;
-use latus::sync::{Fetcher, PublishedEvent, Uploader, Volume, VolumeHandle};
+use latus::sync::{Engine, Fetcher, PublishedEvent, Uploader, Volume, VolumeHandle};
 use latus::vfs::{Caller, Vfs, VfsError};
 use uuid::Uuid;
 
@@ -177,7 +177,15 @@ impl World {
             Some(Arc::new(volume)),
         ));
         vfs.set_content_source(Fetcher::new(meta.clone(), store.clone(), handle.clone()));
-        let uploader = Uploader::manual(vfs.clone(), meta.clone(), store, n.config.clone(), handle);
+        let engine = Engine::new(vfs.clone(), meta.clone());
+        let uploader = Uploader::manual(
+            vfs.clone(),
+            engine,
+            meta.clone(),
+            store,
+            n.config.clone(),
+            handle,
+        );
         n.running = Some(Running {
             vfs,
             meta,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::apply::conflict_name;
+use super::names::conflict_name;
 use crate::event::{Event, EventType};
 use crate::meta::{Kind, Record, RemoteRow};
 
