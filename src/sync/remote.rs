@@ -516,7 +516,7 @@ mod tests {
     fn fold_all(events: &[Event]) -> BTreeMap<String, String> {
         let mut t = RemoteTree::from_rows(Vec::new());
         for (i, e) in events.iter().enumerate() {
-            let name = node(u8::try_from(e.originator.as_bytes()[0]).unwrap()).1;
+            let name = node(e.originator.as_bytes()[0]).1;
             t.fold(e, i as u64 + 1, None, &name);
         }
         let mut out = BTreeMap::new();
