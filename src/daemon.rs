@@ -121,15 +121,7 @@ pub fn cache_cap(config: &Config, home: &Home) -> u64 {
     if let Some(b) = config.cache_bytes {
         return b;
     }
-    let Ok(path) = std::ffi::CString::new(home.root().as_os_str().as_encoded_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into a zeroed struct we own; path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
-        return 0;
-    }
-    (s.f_blocks as u64).saturating_mul(s.f_frsize as u64) / 10
+    crate::platform::disk_space(home.root()).map_or(0, |d| d.total / 10)
 }
 
 /// Downloads what pinned rules keep here (after a pin, or when the log

@@ -15,7 +15,10 @@ use fuser::{
 };
 
 use crate::meta::{Kind, Nanos};
-use crate::vfs::{Attr, Caller, SetAttr, TimeSet, Vfs, VfsError};
+use crate::vfs::{
+    Attr, Caller, OpenMode, RenameFlags as CoreRenameFlags, SetAttr, TimeSet, Vfs, VfsError,
+    XattrSet,
+};
 
 /// How long the kernel may cache attributes and names, found or missing.
 /// Every change goes through this mount, so the kernel's view cannot go
@@ -229,7 +232,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let _s = span!("mknod", req, parent.0);
-        match self.vfs.mknod(parent.0, name, mode, caller(req)) {
+        let regular = matches!(mode & libc::S_IFMT, 0 | libc::S_IFREG);
+        match self.vfs.mknod(parent.0, name, mode, regular, caller(req)) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mknod", parent.0, e)),
         }
@@ -298,10 +302,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _s = span!("rename", req, parent.0);
-        match self
-            .vfs
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
+        match self.vfs.rename(
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            rename_flags(flags.bits()),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rename", parent.0, e)),
         }
@@ -324,7 +331,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _s = span!("open", req, ino.0);
-        match self.vfs.open(ino.0, flags.0, caller(req)) {
+        match self.vfs.open(ino.0, open_mode(flags.0), caller(req)) {
             Ok(o) => reply.opened(FileHandle(o.fh), open_flags(o.keep_cache)),
             Err(e) => reply.error(errno("open", ino.0, e)),
         }
@@ -491,7 +498,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _s = span!("setxattr", req, ino.0);
-        match self.vfs.setxattr(ino.0, name, value, flags) {
+        match self.vfs.setxattr(ino.0, name, value, xattr_set(flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("setxattr", ino.0, e)),
         }
@@ -531,7 +538,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let _s = span!("create", req, parent.0);
-        match self.vfs.create(parent.0, name, mode, flags, caller(req)) {
+        match self
+            .vfs
+            .create(parent.0, name, mode, open_mode(flags), caller(req))
+        {
             Ok((a, o)) => reply.created(
                 &TTL,
                 &file_attr(&a),
@@ -552,5 +562,32 @@ fn reply_xattr(r: Result<Vec<u8>, VfsError>, size: u32, reply: ReplyXattr, ino: 
         }
         Ok(v) => reply.data(&v),
         Err(e) => reply.error(errno("xattr", ino, e)),
+    }
+}
+
+/// The core's view of open(2) flags.
+fn open_mode(flags: i32) -> OpenMode {
+    let acc = flags & libc::O_ACCMODE;
+    let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+    OpenMode {
+        write,
+        truncate: write && flags & libc::O_TRUNC != 0,
+    }
+}
+
+fn rename_flags(bits: u32) -> CoreRenameFlags {
+    CoreRenameFlags {
+        no_replace: bits & libc::RENAME_NOREPLACE != 0,
+        exchange: bits & (libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) != 0,
+    }
+}
+
+fn xattr_set(flags: i32) -> XattrSet {
+    if flags & libc::XATTR_CREATE != 0 {
+        XattrSet::Create
+    } else if flags & libc::XATTR_REPLACE != 0 {
+        XattrSet::Replace
+    } else {
+        XattrSet::Any
     }
 }

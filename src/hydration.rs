@@ -120,7 +120,7 @@ pub struct Gate {
 /// The program name (`comm` of the process, not of the thread: thread
 /// pools rename their threads) of the thread `tid` FUSE names, or `?`.
 pub fn program_of(tid: u32) -> String {
-    let tgid = crate::process::tgid_of(tid).unwrap_or(tid);
+    let tgid = crate::platform::tgid_of(tid).unwrap_or(tid);
     std::fs::read_to_string(format!("/proc/{tgid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_else(|_| "?".to_string())

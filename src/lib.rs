@@ -19,7 +19,7 @@ pub mod hydration;
 pub mod ignore;
 pub mod locks;
 pub mod meta;
-pub mod process;
+pub mod platform;
 pub mod store;
 pub mod sync;
 pub mod vfs;

@@ -122,21 +122,55 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-/// Open flags the core cares about. `O_APPEND` is not among them: the
-/// caller (the kernel) resolves append offsets, as it owns the file size.
-#[derive(Debug, Clone, Copy, Default)]
+/// What an open asks of the core (the adapter translates its platform's
+/// flags). Appending is not among them: the caller (the kernel) resolves
+/// append offsets, as it owns the file size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenMode {
     pub write: bool,
+    /// Empty the file (inside the new version: a crash before close
+    /// still shows the last closed one).
+    pub truncate: bool,
 }
 
 impl OpenMode {
-    pub fn from_flags(flags: i32) -> Self {
-        let acc = flags & libc::O_ACCMODE;
-        Self {
-            write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
-        }
-    }
+    pub const READ: Self = Self {
+        write: false,
+        truncate: false,
+    };
+    pub const WRITE: Self = Self {
+        write: true,
+        truncate: false,
+    };
+    pub const TRUNCATE: Self = Self {
+        write: true,
+        truncate: true,
+    };
 }
+
+/// How `rename` may treat an existing target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// Fail if the target exists.
+    pub no_replace: bool,
+    /// Swap source and target (or any other mode latus cannot sync):
+    /// refused.
+    pub exchange: bool,
+}
+
+/// Whether `setxattr` may make or replace the attribute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XattrSet {
+    #[default]
+    Any,
+    /// Only if it does not exist yet.
+    Create,
+    /// Only if it exists.
+    Replace,
+}
+
+/// Set-group-id on a folder: new entries take its group (POSIX).
+const SETGID: u32 = 0o2000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Counts {
@@ -979,11 +1013,11 @@ impl Vfs {
             return Err(VfsError::Exists);
         }
         // BSD group semantics when the folder is setgid.
-        let setgid_parent = p.row.mode & libc::S_ISGID != 0;
+        let setgid_parent = p.row.mode & SETGID != 0;
         let gid = if setgid_parent { p.row.gid } else { caller.gid };
         let mut mode = mode & 0o7777;
         if kind == Kind::Dir && setgid_parent {
-            mode |= libc::S_ISGID;
+            mode |= SETGID;
         }
         let now = self.now();
         let ino = st.tree.alloc_ino();
@@ -1024,7 +1058,7 @@ impl Vfs {
         parent: Ino,
         name: &OsStr,
         mode: u32,
-        flags: i32,
+        open: OpenMode,
         caller: Caller,
     ) -> Result<(Attr, Opened)> {
         let name = check_name(name)?;
@@ -1034,13 +1068,21 @@ impl Vfs {
         let mut records = vec![Record::PutInode(row)];
         self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
-        let opened = Self::open_handle(&mut st, ino, OpenMode::from_flags(flags), caller.pid)?;
+        let opened = Self::open_handle(&mut st, ino, open, caller.pid)?;
         Ok((attr_of(st.tree.get(ino).expect("just created")), opened))
     }
 
-    /// mknod: regular files only; devices, FIFOs and sockets cannot be synced.
-    pub fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+    /// mknod: regular files only (`regular` false: a device, FIFO or
+    /// socket, which cannot be synced).
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        regular: bool,
+        caller: Caller,
+    ) -> Result<Attr> {
+        if !regular {
             return Err(VfsError::NotPermitted(
                 "only regular files, folders and symlinks can be synced",
             ));
@@ -1189,11 +1231,11 @@ impl Vfs {
         name: &OsStr,
         newparent: Ino,
         newname: &OsStr,
-        flags: u32,
+        flags: RenameFlags,
     ) -> Result<()> {
         let name = check_name(name)?;
         let newname = check_name(newname)?;
-        if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
+        if flags.exchange {
             return Err(VfsError::Invalid(
                 "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported",
             ));
@@ -1215,7 +1257,7 @@ impl Vfs {
             return Err(VfsError::Invalid("cannot move a folder into itself"));
         }
         if let Some(t) = target {
-            if flags & libc::RENAME_NOREPLACE != 0 {
+            if flags.no_replace {
                 return Err(VfsError::Exists);
             }
             let t = st.tree.get(t).ok_or(VfsError::NotFound)?;
@@ -1369,9 +1411,9 @@ impl Vfs {
         })
     }
 
-    /// Opens a file. `O_TRUNC` empties it inside this handle's pending
+    /// Opens a file. `truncate` empties it inside this handle's pending
     /// version, so a crash before close still shows the last closed one.
-    pub fn open(&self, ino: Ino, flags: i32, caller: Caller) -> Result<Opened> {
+    pub fn open(&self, ino: Ino, mode: OpenMode, caller: Caller) -> Result<Opened> {
         let mut st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
         match n.row.kind {
@@ -1379,8 +1421,7 @@ impl Vfs {
             Kind::Symlink => return Err(VfsError::Invalid("open of a symlink")),
             Kind::File => {}
         }
-        let mode = OpenMode::from_flags(flags);
-        if mode.write && flags & libc::O_TRUNC != 0 {
+        if mode.write && mode.truncate {
             let n = st.tree.get_mut(ino).expect("checked");
             let fresh = n.staging.is_none();
             ensure_staging(&self.store, n, Some(0))?;
@@ -1653,7 +1694,7 @@ impl Vfs {
             .get(ino)
             .and_then(|n| n.staging.as_ref())
             .is_some_and(|s| !s.truncated_only);
-        if mode.write && staged && crate::process::same_process(pid, opener) {
+        if mode.write && staged && crate::platform::same_process(pid, opener) {
             self.commit(&mut st, ino)?;
         }
         Ok(())
@@ -1881,7 +1922,7 @@ impl Vfs {
 
     // ----- extended attributes (user.* only) -----
 
-    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    pub fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> Result<()> {
         let name = name.to_str().ok_or(VfsError::NameNotUtf8)?;
         if name == XATTR_PLACEMENT {
             let v = std::str::from_utf8(value).map_err(|_| VfsError::Invalid("placement"))?;
@@ -1902,10 +1943,10 @@ impl Vfs {
         let mut st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
         let exists = n.row.xattrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
+        if how == XattrSet::Create && exists {
             return Err(VfsError::Exists);
         }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
+        if how == XattrSet::Replace && !exists {
             return Err(VfsError::NoAttr);
         }
         let mut row = n.row.clone();
@@ -1957,20 +1998,14 @@ impl Vfs {
 
     /// Space is that of the disk holding the content store.
     pub fn statfs(&self) -> Result<StatFs> {
-        let path = std::ffi::CString::new(self.store.dir().as_os_str().as_encoded_bytes())
-            .map_err(|_| VfsError::Invalid("store path"))?;
-        // SAFETY: statvfs writes into a zeroed struct we own; path is NUL-terminated.
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        let d = crate::platform::disk_space(self.store.dir())?;
         let files = lock(&self.state).tree.nodes.len() as u64;
         Ok(StatFs {
-            blocks: s.f_blocks * s.f_frsize / 4096,
-            bfree: s.f_bfree * s.f_frsize / 4096,
-            bavail: s.f_bavail * s.f_frsize / 4096,
-            files: files + s.f_ffree,
-            ffree: s.f_ffree,
+            blocks: d.total / 4096,
+            bfree: d.free / 4096,
+            bavail: d.available / 4096,
+            files: files + d.files_free,
+            ffree: d.files_free,
             bsize: 4096,
             namelen: MAX_NAME as u32,
         })

@@ -57,7 +57,7 @@ impl Node {
     fn write_file(&self, parent: Ino, name: &str, data: &[u8]) -> Ino {
         let (a, o) = self
             .vfs
-            .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY, ME)
+            .create(parent, OsStr::new(name), 0o644, OpenMode::WRITE, ME)
             .unwrap();
         self.vfs.write(a.ino, o.fh, 0, data).unwrap();
         self.vfs.flush(a.ino, o.fh, ME.pid).unwrap();
@@ -66,7 +66,7 @@ impl Node {
     }
 
     fn read_all(&self, ino: Ino) -> Vec<u8> {
-        let o = self.vfs.open(ino, libc::O_RDONLY, ME).unwrap();
+        let o = self.vfs.open(ino, OpenMode::READ, ME).unwrap();
         let d = self.vfs.read(ino, o.fh, 0, u32::MAX).unwrap();
         self.vfs.release(ino, o.fh).unwrap();
         d
@@ -107,7 +107,7 @@ fn one_create_per_close_with_the_content_hash() {
     let n = Node::new();
     let (a, o) = n
         .vfs
-        .create(ROOT_INO, OsStr::new("a.txt"), 0o644, libc::O_WRONLY, ME)
+        .create(ROOT_INO, OsStr::new("a.txt"), 0o644, OpenMode::WRITE, ME)
         .unwrap();
     for i in 0..10u64 {
         n.vfs.write(a.ino, o.fh, i * 3, b"abc").unwrap();
@@ -133,7 +133,7 @@ fn a_close_that_wrote_nothing_adds_no_empty_version() {
     let n = Node::new();
     let (a, o) = n
         .vfs
-        .create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, ME)
+        .create(ROOT_INO, OsStr::new("f"), 0o644, OpenMode::WRITE, ME)
         .unwrap();
     n.vfs.flush(a.ino, o.fh, ME.pid).unwrap(); // a dup'ed descriptor closing
     n.vfs.write(a.ino, o.fh, 0, b"x").unwrap();
@@ -153,7 +153,7 @@ fn editor_save_over_an_ignored_temp_is_a_modify() {
             OsStr::new(".doc.txt.swp"),
             ROOT_INO,
             OsStr::new("doc.txt"),
-            0,
+            RenameFlags::default(),
         )
         .unwrap();
     let evs = n.events();
@@ -181,7 +181,13 @@ fn folder_rename_is_one_move() {
     }
     let before = n.events().len();
     n.vfs
-        .rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0)
+        .rename(
+            ROOT_INO,
+            OsStr::new("d"),
+            ROOT_INO,
+            OsStr::new("e"),
+            RenameFlags::default(),
+        )
         .unwrap();
     let evs = n.events();
     assert_eq!(evs.len(), before + 1);
@@ -197,7 +203,7 @@ fn folder_rename_is_one_move() {
 fn unlinked_open_file_stays_readable_until_release() {
     let n = Node::new();
     let ino = n.write_file(ROOT_INO, "f", b"keep me");
-    let o = n.vfs.open(ino, libc::O_RDONLY, ME).unwrap();
+    let o = n.vfs.open(ino, OpenMode::READ, ME).unwrap();
     n.vfs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
     assert!(matches!(
         n.vfs.lookup(ROOT_INO, OsStr::new("f")),
@@ -222,8 +228,13 @@ fn posix_errors() {
     assert_eq!(e(n.vfs.unlink(ROOT_INO, OsStr::new("d"))), libc::EISDIR);
     assert_eq!(e(n.vfs.rmdir(d, OsStr::new("f"))), libc::ENOTDIR);
     assert_eq!(
-        e(n.vfs
-            .rename(ROOT_INO, OsStr::new("d"), d, OsStr::new("x"), 0)),
+        e(n.vfs.rename(
+            ROOT_INO,
+            OsStr::new("d"),
+            d,
+            OsStr::new("x"),
+            RenameFlags::default()
+        )),
         libc::EINVAL
     );
     n.write_file(ROOT_INO, "g", b"y");
@@ -233,7 +244,10 @@ fn posix_errors() {
             OsStr::new("g"),
             d,
             OsStr::new("f"),
-            libc::RENAME_NOREPLACE
+            RenameFlags {
+                no_replace: true,
+                ..Default::default()
+            }
         )),
         libc::EEXIST
     );
@@ -252,7 +266,7 @@ fn posix_errors() {
 fn crash_keeps_closed_versions_and_drops_unclosed_ones() {
     let mut n = Node::new();
     let ino = n.write_file(ROOT_INO, "f", b"closed");
-    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
+    let o = n.vfs.open(ino, OpenMode::WRITE, ME).unwrap();
     n.vfs.write(ino, o.fh, 0, b"NOT CLOSED, LONGER").unwrap();
     let report = n.crash();
     assert!(report.replayed_records > 0, "{report:?}");
@@ -267,7 +281,7 @@ fn crash_keeps_closed_versions_and_drops_unclosed_ones() {
 fn crash_during_an_o_trunc_rewrite_keeps_the_last_closed_version() {
     let mut n = Node::new();
     let ino = n.write_file(ROOT_INO, "f", b"the closed version");
-    let o = n.vfs.open(ino, libc::O_WRONLY | libc::O_TRUNC, ME).unwrap();
+    let o = n.vfs.open(ino, OpenMode::TRUNCATE, ME).unwrap();
     assert_eq!(n.vfs.getattr(ino).unwrap().size, 0);
     n.vfs.write(ino, o.fh, 0, b"half").unwrap();
     n.crash();
@@ -284,7 +298,7 @@ fn a_forked_child_closing_its_copy_commits_nothing() {
     };
     let (a, o) = n
         .vfs
-        .create(ROOT_INO, OsStr::new("f"), 0o644, libc::O_WRONLY, me)
+        .create(ROOT_INO, OsStr::new("f"), 0o644, OpenMode::WRITE, me)
         .unwrap();
     n.vfs.write(a.ino, o.fh, 0, b"first half, ").unwrap();
     let mut child = std::process::Command::new("sleep")
@@ -310,7 +324,7 @@ fn a_forked_child_closing_its_copy_commits_nothing() {
 fn crash_before_close_of_a_new_file_journals_its_creation() {
     let mut n = Node::new();
     n.vfs
-        .create(ROOT_INO, OsStr::new("new"), 0o600, libc::O_WRONLY, ME)
+        .create(ROOT_INO, OsStr::new("new"), 0o600, OpenMode::WRITE, ME)
         .unwrap();
     let report = n.crash();
     assert_eq!(report.announced_files, 1);
@@ -399,9 +413,9 @@ proptest! {
                     let nm = name(file);
                     let ino = match n.vfs.lookup(ROOT_INO, OsStr::new(&nm)) {
                         Ok(a) => a.ino,
-                        Err(_) => n.vfs.create(ROOT_INO, OsStr::new(&nm), 0o644, libc::O_WRONLY, ME).map(|(a, o)| { n.vfs.release(a.ino, o.fh).unwrap(); a.ino }).unwrap(),
+                        Err(_) => n.vfs.create(ROOT_INO, OsStr::new(&nm), 0o644, OpenMode::WRITE, ME).map(|(a, o)| { n.vfs.release(a.ino, o.fh).unwrap(); a.ino }).unwrap(),
                     };
-                    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
+                    let o = n.vfs.open(ino, OpenMode::WRITE, ME).unwrap();
                     n.vfs.write(ino, o.fh, offset as u64, &vec![byte; len as usize]).unwrap();
                     n.vfs.flush(ino, o.fh, ME.pid).unwrap();
                     n.vfs.release(ino, o.fh).unwrap();
@@ -411,7 +425,7 @@ proptest! {
                 }
                 Op::WriteNoClose { file, byte } => {
                     if let Ok(a) = n.vfs.lookup(ROOT_INO, OsStr::new(&name(file))) {
-                        let o = n.vfs.open(a.ino, libc::O_RDWR, ME).unwrap();
+                        let o = n.vfs.open(a.ino, OpenMode::WRITE, ME).unwrap();
                         n.vfs.write(a.ino, o.fh, 0, &[byte; 10]).unwrap();
                         open.push((a.ino, o.fh));
                         put(&mut model.get_mut(&name(file)).unwrap().live, 0, 10, byte);
@@ -426,7 +440,7 @@ proptest! {
                     }
                 }
                 Op::Rename { from, to } => {
-                    let r = n.vfs.rename(ROOT_INO, OsStr::new(&name(from)), ROOT_INO, OsStr::new(&name(to)), 0);
+                    let r = n.vfs.rename(ROOT_INO, OsStr::new(&name(from)), ROOT_INO, OsStr::new(&name(to)), RenameFlags::default());
                     if let Some(v) = model.remove(&name(from)) {
                         r.unwrap();
                         model.insert(name(to), v);
@@ -476,7 +490,7 @@ fn large_versions_are_copied_on_write_outside_the_lock_and_stay_atomic() {
         .map(|i| (i % 251) as u8)
         .collect();
     let ino = n.write_file(ROOT_INO, "big", &data);
-    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
+    let o = n.vfs.open(ino, OpenMode::WRITE, ME).unwrap();
     n.vfs.write(ino, o.fh, 5_000_000, b"CHANGED").unwrap();
     let mut want = data.clone();
     want[5_000_000..5_000_007].copy_from_slice(b"CHANGED");
@@ -503,7 +517,7 @@ fn large_versions_are_copied_on_write_outside_the_lock_and_stay_atomic() {
 fn a_deleted_open_file_never_comes_back() {
     let mut n = Node::new();
     let ino = n.write_file(ROOT_INO, "gone", b"x");
-    let o = n.vfs.open(ino, libc::O_RDWR, ME).unwrap();
+    let o = n.vfs.open(ino, OpenMode::WRITE, ME).unwrap();
     n.vfs.unlink(ROOT_INO, OsStr::new("gone")).unwrap();
     // fchmod / fsetxattr on the open descriptor of the deleted file.
     n.vfs
@@ -516,7 +530,9 @@ fn a_deleted_open_file_never_comes_back() {
             Some(o.fh),
         )
         .unwrap();
-    n.vfs.setxattr(ino, OsStr::new("user.k"), b"v", 0).unwrap();
+    n.vfs
+        .setxattr(ino, OsStr::new("user.k"), b"v", XattrSet::Any)
+        .unwrap();
     n.crash();
     assert!(matches!(
         n.vfs.lookup(ROOT_INO, OsStr::new("gone")),
@@ -536,7 +552,13 @@ fn renaming_an_ignored_folder_keeps_ignored_names_unannounced() {
     n.write_file(d, "a.swp", b"swap");
     n.write_file(d, "real.txt", b"real");
     n.vfs
-        .rename(ROOT_INO, OsStr::new("x.tmp"), ROOT_INO, OsStr::new("x"), 0)
+        .rename(
+            ROOT_INO,
+            OsStr::new("x.tmp"),
+            ROOT_INO,
+            OsStr::new("x"),
+            RenameFlags::default(),
+        )
         .unwrap();
     let paths: Vec<String> = n.events().into_iter().map(|e| e.file_path).collect();
     assert_eq!(

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 
 use latus::cloud::{CallKind, CloudErrorKind, Fault};
 use latus::meta::{Ino, Kind, PUBLISHED_THROUGH};
-use latus::vfs::{SetAttr, Vfs};
+use latus::vfs::{OpenMode, RenameFlags, SetAttr, Vfs};
 use uuid::Uuid;
 
 use super::ops::{At, Op, Scenario, Trouble, bytes, path};
@@ -362,7 +362,11 @@ impl Sim {
         let (d, name) = parent_of(vfs, p).map_err(soft)?;
         let (h, fresh) = match vfs.lookup(d, OsStr::new(name)) {
             Ok(a) if a.kind == Kind::File => {
-                let flags = libc::O_RDWR | if truncate { libc::O_TRUNC } else { 0 };
+                let flags = if truncate {
+                    OpenMode::TRUNCATE
+                } else {
+                    OpenMode::WRITE
+                };
                 let o = vfs.open(a.ino, flags, ME).map_err(soft)?;
                 (
                     Held {
@@ -375,7 +379,7 @@ impl Sim {
             Ok(_) => return Err(soft("not a file")),
             Err(_) => {
                 let (a, o) = vfs
-                    .create(d, OsStr::new(name), 0o644, libc::O_RDWR, ME)
+                    .create(d, OsStr::new(name), 0o644, OpenMode::WRITE, ME)
                     .map_err(soft)?;
                 (
                     Held {
@@ -544,8 +548,14 @@ impl Sim {
         let src = vfs.lookup(fd, OsStr::new(fname)).map_err(soft)?;
         let dst_free = vfs.lookup(td, OsStr::new(tname)).is_err();
         let before = vfs.counts().events;
-        vfs.rename(fd, OsStr::new(fname), td, OsStr::new(tname), 0)
-            .map_err(soft)?;
+        vfs.rename(
+            fd,
+            OsStr::new(fname),
+            td,
+            OsStr::new(tname),
+            RenameFlags::default(),
+        )
+        .map_err(soft)?;
         let made = vfs.counts().events - before;
         if src.kind == Kind::Dir && dst_free && from != to && made != 1 {
             return Err(Broken::Promise(format!(

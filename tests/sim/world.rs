@@ -15,7 +15,7 @@ use latus::home::{Config, Home};
 use latus::meta::{Ino, Kind, Meta, Nanos, ROOT_INO};
 use latus::store::ContentStore;
 use latus::sync::{Engine, Fetcher, PublishedEvent, Uploader, Volume, VolumeHandle};
-use latus::vfs::{Caller, Vfs, VfsError};
+use latus::vfs::{Caller, OpenMode, Vfs, VfsError};
 use uuid::Uuid;
 
 pub const KEY: [u8; 32] = [0x5a; 32];
@@ -321,7 +321,7 @@ pub fn snapshot(vfs: &Vfs) -> Result<BTreeMap<String, Entry>, String> {
 }
 
 pub fn read_all(vfs: &Vfs, ino: Ino) -> Result<Vec<u8>, VfsError> {
-    let o = vfs.open(ino, libc::O_RDONLY, ME)?;
+    let o = vfs.open(ino, OpenMode::READ, ME)?;
     let r = vfs.read(ino, o.fh, 0, u32::MAX);
     vfs.release(ino, o.fh)?;
     r

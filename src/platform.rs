@@ -1,6 +1,40 @@
-//! Which process a FUSE request comes from. The kernel reports the calling
-//! thread's id; threads of one process share their descriptors, a forked
-//! child has copies of its own.
+//! What the core needs from the operating system, behind plain functions
+//! (so the core's own interface stays platform-neutral): which process a
+//! request comes from, and the space of the disk holding the store.
+//!
+//! Processes: the kernel reports the calling thread's id; threads of one
+//! process share their descriptors, a forked child has copies of its own.
+
+use std::path::Path;
+
+/// Space of a filesystem, in bytes (files: inodes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskSpace {
+    pub total: u64,
+    pub free: u64,
+    /// Free to unprivileged users.
+    pub available: u64,
+    pub files_free: u64,
+}
+
+/// The space of the filesystem holding `path`.
+pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain data, for which all zeroes is valid.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes into the struct we own; `c` is NUL-terminated.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = s.f_frsize;
+    Ok(DiskSpace {
+        total: s.f_blocks.saturating_mul(unit),
+        free: s.f_bfree.saturating_mul(unit),
+        available: s.f_bavail.saturating_mul(unit),
+        files_free: s.f_ffree,
+    })
+}
 
 /// The thread group (process) id of a thread, from /proc.
 pub fn tgid_of(tid: u32) -> Option<u32> {
