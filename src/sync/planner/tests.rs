@@ -520,3 +520,32 @@ fn a_local_file_in_the_way_of_a_remote_folder_is_settled_first() {
     assert!(!p.waits);
     assert_eq!(m.snapshot(m.resolve("a").unwrap()).len(), 1);
 }
+
+/// Shrunk from the property above: a file the log never saw (ignored) in
+/// the way of a remote folder made the plan ask to be planned again for
+/// ever; the path waits instead.
+#[test]
+fn regression_an_ignored_file_in_the_way_of_a_remote_folder_waits() {
+    let remote = remote_of(&[Spec {
+        path: "c/c".into(),
+        kind: Kind::File,
+        version: 0,
+        mode: 0o644,
+        busy: false,
+        announced: true,
+    }]);
+    let mut m = local_of(
+        &[Spec {
+            path: "c".into(),
+            kind: Kind::File,
+            version: 0,
+            mode: 0o644,
+            busy: false,
+            announced: false,
+        }],
+        &[],
+    );
+    let p = settle(&mut m, &remote, "c/c");
+    assert!(p.waits && p.actions.is_empty(), "{p:?}");
+    assert_eq!(m.nodes[&m.resolve("c").unwrap()].kind, Kind::File);
+}
