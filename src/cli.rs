@@ -638,7 +638,7 @@ fn sync(home: &Home, wait: bool, timeout: u64) -> Result<()> {
             match result {
                 Ok(st) => serde_json::to_value(st)?,
                 Err(e) if !wait => {
-                    serde_json::json!({ "published_events": 0, "log_seen": 0, "note": e })
+                    serde_json::json!({ "published_events": 0, "log_seen": 0, "note": e.to_string() })
                 }
                 Err(e) => bail!("sync incomplete: {e}"),
             }

@@ -663,6 +663,7 @@ pub fn answer_history(
             let u = uploader.ok_or_else(needs_cloud)?;
             u.forget_node(id)
                 .map(|m| serde_json::json!({ "forgotten": id, "mivui": m }))
+                .map_err(|e| e.to_string())
         }
         Request::Placement { path, rule } => {
             let rule = crate::meta::Placement::parse(&rule)?;
@@ -691,6 +692,7 @@ pub fn answer_history(
             let u = uploader.ok_or_else(needs_cloud)?;
             u.prune(&config.retention, dry_run)
                 .map(|r| serde_json::json!(r))
+                .map_err(|e| e.to_string())
         }
         _ => Err("not a history request".into()),
     })();

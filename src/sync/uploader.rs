@@ -64,6 +64,20 @@ pub enum UploadError {
         path: String,
         source: std::io::Error,
     },
+    /// The pass that was waited for failed (its error, as status shows it).
+    #[error("{0}")]
+    PassFailed(String),
+    #[error(
+        "timed out after {secs}s with {pending} events still to publish{}",
+        last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    TimedOut {
+        secs: u64,
+        pending: u64,
+        last_error: Option<String>,
+    },
+    #[error("stopped after a failed delete: {0}")]
+    PruneStopped(CloudError),
 }
 
 impl From<std::io::Error> for UploadError {
@@ -208,7 +222,7 @@ impl Uploader {
     /// Returns once everything journaled before the call is in the cloud
     /// and the log has been read to its end; fails with the reason when
     /// the cloud cannot be reached.
-    pub fn wait_idle(&self, timeout: Duration) -> Result<UploaderStatus, String> {
+    pub fn wait_idle(&self, timeout: Duration) -> Result<UploaderStatus, UploadError> {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.inner.status);
         // Only a pass that starts after this call has seen everything
@@ -220,10 +234,11 @@ impl Uploader {
         loop {
             if st.passes >= target {
                 if st.last_pass_failed {
-                    return Err(st
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "upload failed".into()));
+                    return Err(UploadError::PassFailed(
+                        st.last_error
+                            .clone()
+                            .unwrap_or_else(|| "upload failed".into()),
+                    ));
                 }
                 if st.pending_events == 0 {
                     return Ok(st.clone());
@@ -235,16 +250,11 @@ impl Uploader {
             }
             let now = Instant::now();
             if now >= deadline {
-                let why = st
-                    .last_error
-                    .as_deref()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "timed out after {}s with {} events still to publish{why}",
-                    timeout.as_secs(),
-                    st.pending_events
-                ));
+                return Err(UploadError::TimedOut {
+                    secs: timeout.as_secs(),
+                    pending: st.pending_events,
+                    last_error: st.last_error.clone(),
+                });
             }
             st = self
                 .inner
@@ -256,12 +266,14 @@ impl Uploader {
     }
 
     /// Appends a record that forgets node `id` (its files stay).
-    pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, String> {
-        let volume = self.inner.volume().map_err(|e| e.to_string())?;
-        let m = self
-            .inner
-            .append_node_record(&volume, EventType::ForgetNode, id.to_string(), Vec::new())
-            .map_err(|e| e.to_string())?;
+    pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, UploadError> {
+        let volume = self.inner.volume()?;
+        let m = self.inner.append_node_record(
+            &volume,
+            EventType::ForgetNode,
+            id.to_string(),
+            Vec::new(),
+        )?;
         self.wait_log_seen(m);
         Ok(m)
     }
@@ -288,11 +300,11 @@ impl Uploader {
 
     /// Removes the versions `rule` no longer keeps, and the cloud objects
     /// only they use.
-    pub fn prune(&self, rule: &Retention, dry_run: bool) -> Result<PruneReport, String> {
+    pub fn prune(&self, rule: &Retention, dry_run: bool) -> Result<PruneReport, UploadError> {
         let i = &self.inner;
-        let volume = i.volume().map_err(|e| e.to_string())?;
-        i.meta.commit_pending().map_err(|e| e.to_string())?;
-        let log = i.meta.whole_log().map_err(|e| e.to_string())?;
+        let volume = i.volume()?;
+        i.meta.commit_pending()?;
+        let log = i.meta.whole_log()?;
         let live = i.engine.live_objects();
         let chunks_of = |o: &str| i.meta.version_chunks(o).ok().flatten();
         let plan = plan_prune(&log, &chunks_of, &live, rule, self.inner.vfs.now());
@@ -311,17 +323,15 @@ impl Uploader {
                 .cloud
                 .objects
                 .delete(name)
-                .map_err(|e| format!("stopped after a failed delete: {e}"))?;
+                .map_err(UploadError::PruneStopped)?;
         }
         // Every node drops the versions from its history when it reads this.
-        let m = i
-            .append_node_record(
-                &volume,
-                EventType::Prune,
-                String::new(),
-                plan.versions.clone(),
-            )
-            .map_err(|e| e.to_string())?;
+        let m = i.append_node_record(
+            &volume,
+            EventType::Prune,
+            String::new(),
+            plan.versions.clone(),
+        )?;
         self.wait_log_seen(m);
         report.dry_run = false;
         Ok(report)
