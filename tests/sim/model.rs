@@ -132,7 +132,7 @@ impl Sim {
 
     /// Runs one step; `Ok` carries a note for the trace.
     fn apply(&mut self, op: &Op) -> Result<String, String> {
-        let result = match *op {
+        match *op {
             Op::Sync { node } => {
                 let i = self.node(node);
                 let Some(r) = &self.world.nodes[i].running else {
@@ -166,8 +166,7 @@ impl Sim {
                 Ok(String::new())
             }
             _ => self.local(op),
-        };
-        result
+        }
     }
 
     /// Timed events due at this step: restarts, faults that end.
