@@ -772,6 +772,20 @@ fn print_recovery(r: &serde_json::Value) {
             n("discarded_unclosed_versions")
         );
     }
+    let plain = &r["plain_folder"];
+    let adopted = plain["adopted"].as_u64().unwrap_or(0);
+    if adopted > 0 {
+        println!(
+            "recovered: adopted {adopted} entries written into the plain folder while latus was not mounted ({} kept under a new name: \"NAME (adopted)\")",
+            plain["renamed"].as_u64().unwrap_or(0)
+        );
+    }
+    if plain["left"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "recovered: {} entries could not be adopted and stay in the plain folder (see the daemon log)",
+            plain["left"]
+        );
+    }
     if n("announced_files") > 0 {
         println!(
             "recovered: journaled {} files created but never closed",

@@ -21,6 +21,10 @@ use crate::store::{ContentStore, StoreError};
 use crate::sync::{Engine, Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
+mod plain;
+
+pub use plain::Adoption;
+
 #[derive(Debug, Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -35,8 +39,6 @@ pub enum DaemonError {
     MountpointMissing(String),
     #[error("mountpoint {0} is not a folder")]
     MountpointNotDir(String),
-    #[error("mountpoint {0} is not empty; latus mounts only on an empty folder")]
-    MountpointNotEmpty(String),
     #[error("{0} is already mounted")]
     AlreadyMounted(String),
     #[error(
@@ -264,10 +266,7 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<MountpointState, DaemonErro
     if !md.is_dir() {
         return Err(DaemonError::MountpointNotDir(shown));
     }
-    let mut rd = fs::read_dir(mountpoint).map_err(io(format!("mountpoint {shown}")))?;
-    if rd.next().is_some() {
-        return Err(DaemonError::MountpointNotEmpty(shown));
-    }
+    // Not necessarily empty: what the plain folder holds is adopted at mount.
     Ok(MountpointState::Ready)
 }
 
@@ -403,6 +402,10 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
     }
     let started = Instant::now();
     raise_open_file_limit();
+    let plain = plain::PlainFolder::open(mountpoint).map_err(io(format!(
+        "the folder under the mountpoint {}",
+        mountpoint.display()
+    )))?;
     let node = open_node(home)?;
     let volume = if offline {
         tracing::info!("mounted offline: changes are queued and published by a later mount");
@@ -443,6 +446,11 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
             source,
         })?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+    // Mounted, not yet serving: programs wait for the adoption, and nothing
+    // new can land in the plain folder.
+    let adoption = plain.adopt(&node.vfs);
+    plain.protect();
+    drop(plain);
     {
         // Remote changes reach the kernel's caches (their TTLs assume that
         // only the kernel changes the tree).
@@ -486,7 +494,10 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
         config: node.config.clone(),
         mountpoint: mountpoint.to_path_buf(),
         started,
-        recovery: node.recovery.clone(),
+        recovery: Recovered {
+            report: node.recovery.clone(),
+            plain_folder: adoption,
+        },
     });
     {
         let unmounter = unmounter.clone();
@@ -545,7 +556,15 @@ struct StatusContext {
     config: Config,
     mountpoint: PathBuf,
     started: Instant,
-    recovery: RecoveryReport,
+    recovery: Recovered,
+}
+
+/// What mounting recovered: the node's own state, and the plain folder.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recovered {
+    #[serde(flatten)]
+    pub report: RecoveryReport,
+    pub plain_folder: Adoption,
 }
 
 #[derive(serde::Serialize)]
@@ -558,7 +577,7 @@ pub struct DaemonStatus {
     #[serde(flatten)]
     pub counts: crate::vfs::Counts,
     pub uptime_secs: u64,
-    pub recovered: RecoveryReport,
+    pub recovered: Recovered,
     pub queue: crate::sync::UploaderStatus,
     pub offline: bool,
     pub cache: crate::vfs::CacheStatus,

@@ -7,6 +7,8 @@
 #[path = "fuse_tests/harness.rs"]
 mod harness;
 
+#[path = "fuse_tests/adversity.rs"]
+mod adversity;
 #[path = "fuse_tests/cli.rs"]
 mod cli;
 #[path = "fuse_tests/cloud.rs"]

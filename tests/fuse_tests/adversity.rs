@@ -1,0 +1,219 @@
+//! What disks and crashes do to a mounted node, through the kernel mount:
+//! programs that keep writing through a kill -9 and the next mount, a full
+//! disk, a damaged database.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Mounted, check, cpath, is_mounted, pattern, wait_until};
+
+/// open(O_CREAT|O_TRUNC) + write + close, the close's result checked.
+fn write_and_close(p: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)?;
+    f.write_all(data)?;
+    // SAFETY: we own the descriptor and close it exactly once.
+    check(unsafe { libc::close(f.into_raw_fd()) })
+}
+
+fn content(k: usize) -> Vec<u8> {
+    let mut v = format!("file {k}\n").into_bytes();
+    v.extend(pattern(k as u64, 512 + (k * 97) % 8192));
+    v
+}
+
+/// A program writing a new small file every few milliseconds, whatever
+/// happens to the mount; it remembers which closes succeeded.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    closed: Arc<Mutex<Vec<usize>>>,
+    attempts: Arc<AtomicUsize>,
+    errors: Arc<Mutex<BTreeMap<i32, usize>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(dir: PathBuf) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(Mutex::new(BTreeMap::new()));
+        let thread = {
+            let (stop, closed, attempts, errors) = (
+                stop.clone(),
+                closed.clone(),
+                attempts.clone(),
+                errors.clone(),
+            );
+            thread::spawn(move || {
+                let mut k = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    match write_and_close(&dir.join(format!("w{k:06}")), &content(k)) {
+                        Ok(()) => closed.lock().unwrap().push(k),
+                        Err(e) => {
+                            *errors
+                                .lock()
+                                .unwrap()
+                                .entry(e.raw_os_error().unwrap_or(0))
+                                .or_default() += 1;
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    k += 1;
+                    thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        Writer {
+            stop,
+            closed,
+            attempts,
+            errors,
+            thread: Some(thread),
+        }
+    }
+
+    fn closes(&self) -> usize {
+        self.closed.lock().unwrap().len()
+    }
+
+    fn errors_of(&self, errno: i32) -> usize {
+        self.errors
+            .lock()
+            .unwrap()
+            .get(&errno)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn wait_closes(&self, more: usize, what: &str) {
+        let want = self.closes() + more;
+        assert!(
+            wait_until(Duration::from_secs(20), || self.closes() >= want),
+            "{what}: the writer closed {} files, waiting for {want}; errors {:?}",
+            self.closes(),
+            self.errors.lock().unwrap()
+        );
+    }
+
+    /// Stops the writer: the closes that succeeded, and a summary.
+    fn finish(mut self) -> (Vec<usize>, String) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("writer thread");
+        }
+        let summary = format!(
+            "{} attempts, errors by errno {:?}",
+            self.attempts.load(Ordering::SeqCst),
+            self.errors.lock().unwrap()
+        );
+        (self.closed.lock().unwrap().clone(), summary)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every name under the folder `dir` refers to (read through `/proc`, so
+/// also the covered folder under a mount).
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A program writes continuously while the daemon is killed -9, the dead
+/// mount is cleaned (as the systemd unit's `ExecStopPost` or `latus mount`
+/// do) and the folder is mounted again: every file whose close succeeded
+/// is in the volume afterwards, and nothing is left hidden under the mount.
+#[test]
+fn writer_through_kill9_and_mount_loses_nothing() {
+    let m = Mounted::new();
+    let started = Instant::now();
+    let writer = Writer::start(m.mnt.clone());
+    writer.wait_closes(40, "before the crash");
+
+    m.kill9();
+    assert!(
+        wait_until(Duration::from_secs(10), || writer.errors_of(libc::ENOTCONN)
+            > 0),
+        "the writer never saw the dead mount"
+    );
+    let before_gap = writer.closes();
+    // The dead mount goes (lazily: the writer may hold files in it); the
+    // writer now writes into the plain folder. Root ignores its mode 0, so
+    // this is what a root program, or any program before the protection,
+    // does.
+    let c = cpath(&m.mnt);
+    // SAFETY: a NUL-terminated path we own.
+    check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }).expect("lazy unmount");
+    assert!(!is_mounted(&m.mnt));
+    assert_eq!(
+        fs::metadata(&m.mnt).unwrap().permissions().mode() & 0o777,
+        0,
+        "the plain folder is not protected while latus is not mounted"
+    );
+    // Read through a descriptor: the same folder once covered by the mount.
+    let plain = File::open(&m.mnt).unwrap();
+    let plain_path = PathBuf::from(format!("/proc/self/fd/{}", plain.as_raw_fd()));
+    writer.wait_closes(20, "into the plain folder");
+    let in_gap = writer.closes() - before_gap;
+
+    let out = m.mount();
+    assert!(
+        out.stdout.contains("recovered: adopted"),
+        "mount did not report the adoption: {}",
+        out.stdout
+    );
+    writer.wait_closes(20, "after the mount");
+    let (closed, summary) = writer.finish();
+
+    let hidden = names(&plain_path);
+    assert!(hidden.is_empty(), "left hidden under the mount: {hidden:?}");
+    let mut missing = Vec::new();
+    for &k in &closed {
+        let p = m.p(&format!("w{k:06}"));
+        match fs::read(&p) {
+            Ok(data) if data == content(k) => {}
+            Ok(data) => missing.push(format!("w{k:06}: {} bytes, wrong content", data.len())),
+            Err(e) => missing.push(format!("w{k:06}: {e}")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} closed files are not in the volume: {missing:?}",
+        missing.len(),
+        closed.len()
+    );
+    // After a remount too (the adopted files are journaled).
+    m.remount();
+    for &k in &closed {
+        assert_eq!(fs::read(m.p(&format!("w{k:06}"))).unwrap(), content(k));
+    }
+    eprintln!(
+        "writer: {} closes ({in_gap} into the plain folder), {summary}, {:.1}s",
+        closed.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
