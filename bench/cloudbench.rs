@@ -333,11 +333,11 @@ fn measure_cpu(data: &Path, size: u64, threads: usize) -> Result<CpuFigures> {
     let keys = Keys::derive(&[7; 32]);
     let file = File::open(data)?;
     // Warm the page cache, so every pass reads from memory.
-    for_each_chunk::<io::Error>(&file, size, |_, _| Ok(()))?;
+    for_each_chunk::<io::Error>(&file, size, 0, |_, _| Ok(()))?;
 
     eprint!("cpu: chunking ... ");
     let start = Instant::now();
-    for_each_chunk::<io::Error>(&file, size, |_, _| Ok(()))?;
+    for_each_chunk::<io::Error>(&file, size, 0, |_, _| Ok(()))?;
     let chunking = Sample::since(start, size);
     eprintln!("{:.0} MB/s", chunking.megabytes_per_second());
 
@@ -346,7 +346,7 @@ fn measure_cpu(data: &Path, size: u64, threads: usize) -> Result<CpuFigures> {
     let mut sample = Vec::new();
     let mut kept = 0;
     let start = Instant::now();
-    for_each_chunk::<io::Error>(&file, size, |_, plain| {
+    for_each_chunk::<io::Error>(&file, size, keys.chunker_seed(), |_, plain| {
         let name = keys.chunk_name(&plain);
         let sealed = keys.seal_chunk(&name, &plain);
         chunk_sizes.push(plain.len());
@@ -373,7 +373,7 @@ fn measure_cpu(data: &Path, size: u64, threads: usize) -> Result<CpuFigures> {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    for_each_chunk::<io::Error>(&file, size, |_, plain| {
+                    for_each_chunk::<io::Error>(&file, size, keys.chunker_seed(), |_, plain| {
                         let name = keys.chunk_name(&plain);
                         std::hint::black_box(keys.seal_chunk(&name, &plain));
                         Ok(())
@@ -452,7 +452,7 @@ fn hash_seal_uploader_layout(keys: &Keys, file: &File, size: u64) -> Result<Samp
                 }
             });
         }
-        let result = for_each_chunk::<io::Error>(file, size, |_, plain| {
+        let result = for_each_chunk::<io::Error>(file, size, keys.chunker_seed(), |_, plain| {
             let name = keys.chunk_name(&plain);
             sender
                 .send((name, plain))

@@ -54,6 +54,12 @@ pub struct Keys {
     content: XChaCha20Poly1305,
     events: XChaCha20Poly1305,
     names: [u8; 32],
+    /// The log's hash chain (`log_head`).
+    heads: [u8; 32],
+    /// Node pseudonyms in the log's clear fields (`pseudonym`).
+    nodes: [u8; 32],
+    /// The content-defined chunker's gear table (`chunker_seed`).
+    chunking: [u8; 32],
     fingerprint: String,
 }
 
@@ -78,6 +84,9 @@ impl Keys {
             content: XChaCha20Poly1305::new(&derive(&hk, "content").into()),
             events: XChaCha20Poly1305::new(&derive(&hk, "events").into()),
             names: derive(&hk, "names"),
+            heads: derive(&hk, "log heads"),
+            nodes: derive(&hk, "node pseudonyms"),
+            chunking: derive(&hk, "chunking"),
             fingerprint: fingerprint_text(&fp[..8]),
         }
     }
@@ -94,6 +103,45 @@ impl Keys {
             <HmacSha256 as Mac>::new_from_slice(&self.names).expect("HMAC takes any key length");
         mac.update(plaintext);
         hex(&mac.finalize().into_bytes())
+    }
+
+    /// The log's head after record `mivui` (originator as the log shows
+    /// it, sealed payload `payload`), given the head before it: every node
+    /// that read the same records computes the same heads, so two nodes
+    /// compare what they saw by one value.
+    pub fn log_head(
+        &self,
+        before: &[u8; 32],
+        mivui: u64,
+        originator: &[u8; 16],
+        payload: &[u8],
+    ) -> [u8; 32] {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.heads).expect("HMAC takes any key length");
+        mac.update(before);
+        mac.update(&mivui.to_be_bytes());
+        mac.update(originator);
+        mac.update(&(payload.len() as u64).to_be_bytes());
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The name a node goes by in the log's clear fields: a keyed hash of
+    /// its id, so the provider cannot link it to the node's id elsewhere.
+    pub fn pseudonym(&self, node: &[u8; 16]) -> [u8; 16] {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.nodes).expect("HMAC takes any key length");
+        mac.update(node);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// The seed of the content-defined chunker: chunk boundaries depend on
+    /// the key, so the provider cannot predict a known file's chunk sizes.
+    pub fn chunker_seed(&self) -> u64 {
+        u64::from_le_bytes(self.chunking[..8].try_into().expect("8 bytes"))
     }
 
     pub fn seal_chunk(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {

@@ -13,6 +13,9 @@
 //! - `remote`: remote id (u64) → `RemoteRow`, the tree as the log says it is.
 //! - `log`: mivui (u64) → `LogEntry`, every record of the log read so far
 //!   (version history).
+//! - `text`: name (&str) → &str, the log guard's state (`sync::chain`):
+//!   `head:<mivui>` (the log's hash chain as this node read it) and
+//!   `seq:<node id>` (the last sequence number read of each node).
 //!
 //! Durability: `append` puts records in the journal with one `write` (they
 //! survive kill -9 of the process at once); the committer applies them to
@@ -48,6 +51,7 @@ const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 const REMOTE: TableDefinition<u64, &[u8]> = TableDefinition::new("remote");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const TEXT: TableDefinition<&str, &str> = TableDefinition::new("text");
 /// Every event with an id up to this is in the cloud's log.
 pub const PUBLISHED_THROUGH: &str = "published_through";
 /// The highest `mivui` this node has read from the log.
@@ -273,6 +277,7 @@ impl Meta {
                 versions: tx.open_table(VERSIONS).map_err(|x| e(x.into()))?,
                 remote: tx.open_table(REMOTE).map_err(|x| e(x.into()))?,
                 log: tx.open_table(LOG).map_err(|x| e(x.into()))?,
+                text: tx.open_table(TEXT).map_err(|x| e(x.into()))?,
             };
             for entry in entries {
                 t.apply(&entry.rec).map_err(|x| match x {
@@ -504,6 +509,21 @@ impl Meta {
         }
     }
 
+    /// A `text` value, if set (committed records only: call
+    /// `commit_pending` first to see the journal's).
+    pub fn text(&self, key: &str) -> Result<Option<String>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        match rtx.open_table(TEXT) {
+            Ok(t) => Ok(t
+                .get(key)
+                .map_err(|x| e(x.into()))?
+                .map(|v| v.value().to_string())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(x) => Err(e(x.into())),
+        }
+    }
+
     /// The chunks of a published local version.
     pub fn version_chunks(
         &self,
@@ -608,6 +628,7 @@ struct Tables<'t> {
     versions: redb::Table<'t, &'static str, &'static [u8]>,
     remote: redb::Table<'t, u64, &'static [u8]>,
     log: redb::Table<'t, u64, &'static [u8]>,
+    text: redb::Table<'t, &'static str, &'static str>,
 }
 
 enum ApplyError {
@@ -670,6 +691,9 @@ impl Tables<'_> {
             }
             Record::DelLog(mivui) => {
                 self.log.remove(*mivui)?;
+            }
+            Record::SetText { key, value } => {
+                self.text.insert(key.as_str(), value.as_str())?;
             }
         }
         Ok(())

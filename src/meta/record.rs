@@ -175,4 +175,9 @@ pub enum Record {
     PutLog(LogEntry),
     /// Forgets log entries (pruned versions).
     DelLog(u64),
+    /// Sets a `text` value (the log guard's state).
+    SetText {
+        key: String,
+        value: String,
+    },
 }

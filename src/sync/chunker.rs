@@ -1,12 +1,15 @@
 //! Content-defined chunking (FastCDC 2020): chunk boundaries follow the
 //! content, so inserting or changing a byte moves at most the chunks around
 //! it and a 1 GiB file with a one-byte change re-uploads about one chunk.
+//! The gear table comes from a seed derived from the volume key
+//! (`Keys::chunker_seed`): without the key, nobody can compute where a
+//! known file's chunks end, so their sealed sizes do not identify it.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 
-use fastcdc::v2020::{Error as CdcError, StreamCDC};
+use fastcdc::v2020::{Error as CdcError, Normalization, StreamCDC};
 use sha2::{Digest, Sha512};
 
 pub const CHUNK_MIN: u32 = 256 << 10;
@@ -14,16 +17,25 @@ pub const CHUNK_AVG: u32 = 1 << 20;
 pub const CHUNK_MAX: u32 = 4 << 20;
 
 /// Calls `f(offset, data)` for each chunk of the first `size` bytes of
-/// `file`, in order, and returns the SHA-512 hex of the whole content.
-/// Memory is bounded by one chunk.
+/// `file`, cut with the chunker seeded by `seed`, in order, and returns the
+/// SHA-512 hex of the whole content. Memory is bounded by one chunk.
 pub fn for_each_chunk<E: From<std::io::Error>>(
     file: &File,
     size: u64,
+    seed: u64,
     mut f: impl FnMut(u64, Vec<u8>) -> Result<(), E>,
 ) -> Result<String, E> {
     let reader = BufReader::with_capacity(1 << 20, Positional { file, offset: 0 }.take(size));
     let mut whole = Sha512::new();
-    for chunk in StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+    let chunks = StreamCDC::with_level_and_seed(
+        reader,
+        CHUNK_MIN,
+        CHUNK_AVG,
+        CHUNK_MAX,
+        Normalization::Level1,
+        seed,
+    );
+    for chunk in chunks {
         let chunk = chunk.map_err(|e| match e {
             CdcError::IoError(io) => E::from(io),
             other => E::from(std::io::Error::other(other.to_string())),
@@ -57,7 +69,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(data).unwrap();
         let mut out = Vec::new();
-        for_each_chunk::<std::io::Error>(&f, data.len() as u64, |o, d| {
+        for_each_chunk::<std::io::Error>(&f, data.len() as u64, 0, |o, d| {
             out.push((o, d));
             Ok(())
         })
@@ -86,7 +98,7 @@ mod tests {
         assert!(chunks.iter().all(|(_, d)| d.len() <= CHUNK_MAX as usize));
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();
-        let h = for_each_chunk::<std::io::Error>(&f, data.len() as u64, |_, _| Ok(())).unwrap();
+        let h = for_each_chunk::<std::io::Error>(&f, data.len() as u64, 0, |_, _| Ok(())).unwrap();
         assert_eq!(h, crate::crypto::hex(&Sha512::digest(&data)));
     }
 

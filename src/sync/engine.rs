@@ -51,6 +51,8 @@ pub struct RemoteRecord {
     pub own_object: Option<String>,
     /// For `prune` records: versions every node drops from its history.
     pub pruned: Vec<u64>,
+    /// The log guard's state after this record, journaled with it.
+    pub guard: Vec<Record>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -169,6 +171,7 @@ impl Engine {
             chunks,
             own_object,
             pruned,
+            guard,
         } = rec;
         let own = originator == self.node_id;
         event.mivui = Some(mivui);
@@ -243,6 +246,7 @@ impl Engine {
                 value: local_id,
             });
         }
+        records.extend(guard);
         // The fold, the history and the cursor in one journal write: a
         // crash never applies a record twice or skips one.
         self.meta.append(&records)?;

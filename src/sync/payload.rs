@@ -1,14 +1,18 @@
 //! The sealed payload of a published event: every field of the local event
-//! that another node needs, plus the chunk list of its version. Only the
-//! sealed bytes reach the cloud; the log's clear fields are the volume id,
-//! the `mivui` and the originator node id.
+//! that another node needs, plus the chunk list of its version and its
+//! place in the log (`sync::chain`). Only the sealed bytes reach the cloud;
+//! the log's clear fields are the volume id, the `mivui` and the
+//! originator's pseudonym (`Keys::pseudonym`; its real id is inside).
 //!
 //! Version changes: 1 — first format; 2 — `node_name`, and the event's
-//! `base_hash` and `time`.
+//! `base_hash` and `time`; 3 — `seq`, `seen`, `head` (the chains), and
+//! the originator in clear is a keyed pseudonym of the node id.
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{CryptoError, Keys};
+use uuid::Uuid;
+
 use crate::event::{ChunkRef, Event};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,25 +36,75 @@ pub struct PublishedEvent {
     /// For `prune` records: the `mivui`s of the versions removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<u64>,
+    /// The node's sequence number of this record (1, 2, ...; 0 before
+    /// format 3).
+    #[serde(default)]
+    pub seq: u64,
+    /// The `mivui` up to which the node had read the log when it sealed
+    /// this, and the log's head there (hex).
+    #[serde(default)]
+    pub seen: u64,
+    #[serde(default)]
+    pub head: String,
 }
 
 /// Chunk lists longer than this (about 90 KB of JSON, a 1 GiB file at the
 /// average chunk size) are stored apart from the event.
 pub const INLINE_CHUNKS: usize = 1000;
 
+const FORMAT: u32 = 3;
+
 impl PublishedEvent {
     pub fn new(mut event: Event, node_name: &str, chunks: Option<Vec<ChunkRef>>) -> Self {
         event.object = None; // local detail
         event.mivui = None;
         Self {
-            format_version: 2,
+            format_version: FORMAT,
             local_id: event.id,
             event,
             node_name: node_name.to_string(),
             chunks,
             chunk_list: None,
             pruned: Vec::new(),
+            seq: 0,
+            seen: 0,
+            head: String::new(),
         }
+    }
+
+    /// Places the record in its node's chain and in the log as read.
+    pub fn linked(mut self, seq: u64, seen: u64, head: String) -> Self {
+        self.seq = seq;
+        self.seen = seen;
+        self.head = head;
+        self
+    }
+
+    /// The originator as the log shows it in clear.
+    pub fn clear_originator(keys: &Keys, node: Uuid) -> Uuid {
+        Uuid::from_bytes(keys.pseudonym(node.as_bytes()))
+    }
+
+    /// Opens a record whose clear originator is `clear`, and checks that
+    /// the node inside is the one it names (a payload copied under another
+    /// node's name does not open).
+    pub fn open_record(
+        keys: &Keys,
+        aad: &[u8],
+        clear: Uuid,
+        sealed: &[u8],
+    ) -> Result<Self, CryptoError> {
+        let p = Self::open(keys, aad, sealed)?;
+        let node = p.event.originator;
+        let bound = if p.format_version >= 3 {
+            Self::clear_originator(keys, node) == clear
+        } else {
+            node == clear
+        };
+        if !bound {
+            return Err(CryptoError::Tampered);
+        }
+        Ok(p)
     }
 
     pub fn seal(&self, keys: &Keys, aad: &[u8]) -> Vec<u8> {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use thiserror::Error;
 
+use super::chain::{Breach, Guard, Link};
 use super::chunker::for_each_chunk;
 use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
@@ -29,7 +30,7 @@ use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
 use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
-use crate::locks::{Condvar, Mutex, lock};
+use crate::locks::{Condvar, Mutex, MutexGuard, lock};
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
 use crate::vfs::{Vfs, VfsError};
@@ -78,6 +79,14 @@ pub enum UploadError {
     },
     #[error("stopped after a failed delete: {0}")]
     PruneStopped(CloudError),
+    /// The log is not what the nodes wrote (see `chain`): nothing more is
+    /// applied or published until it is.
+    #[error("the volume's log cannot be trusted: {0}")]
+    Breach(Breach),
+    #[error(
+        "this node's own place in the log is not known yet (its last append went unanswered); try again after the next sync pass"
+    )]
+    OwnSeqUnknown,
 }
 
 impl From<std::io::Error> for UploadError {
@@ -115,6 +124,9 @@ pub struct UploaderStatus {
     pub remote_applied: u64,
     pub conflicts: u64,
     pub refused_events: u64,
+    /// Why the log cannot be trusted, if a check failed (`chain`): the
+    /// node stops applying and publishing, and keeps serving its files.
+    pub log_breach: Option<String>,
     pub cloud_reachable: Option<bool>,
     pub last_error: Option<String>,
     /// Started and completed passes (a pass publishes everything pending,
@@ -127,9 +139,32 @@ pub struct UploaderStatus {
     last_pass_failed: bool,
 }
 
+/// This node's last sequence number in the log (`chain`). Unknown from
+/// start, and after an append whose answer was lost, until a pass has read
+/// the log: a number is never used twice.
+#[derive(Debug, Clone, Copy)]
+enum OwnSeq {
+    Known(u64),
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Own {
+    seq: OwnSeq,
+    /// Appends attempted so far: a read of the log that overlapped one
+    /// cannot tell whether it landed.
+    appends: u64,
+}
+
 struct Inner {
     vfs: Arc<Vfs>,
     engine: Arc<Engine>,
+    /// The log as this node read it (loaded again when the cursor moved
+    /// without it, after a failed apply).
+    guard: Mutex<Option<Guard>>,
+    /// Held across sealing and appending, so this node's records are
+    /// numbered in the order they land.
+    own: Mutex<Own>,
     meta: Arc<Meta>,
     store: Arc<ContentStore>,
     config: Config,
@@ -182,6 +217,11 @@ impl Uploader {
         let inner = Arc::new(Inner {
             vfs: vfs.clone(),
             engine,
+            guard: Mutex::new(None),
+            own: Mutex::new(Own {
+                seq: OwnSeq::Unknown,
+                appends: 0,
+            }),
             meta,
             store,
             config,
@@ -536,7 +576,7 @@ impl Inner {
                 if result.is_err() || lock(&failure).is_some() || self.stopping() {
                     break;
                 }
-                match self.chunk_event(e, ev, &tx) {
+                match self.chunk_event(e, ev, volume.keys.chunker_seed(), &tx) {
                     Ok(c) => out.push(c),
                     Err(err) => result = Err(err),
                 }
@@ -572,6 +612,7 @@ impl Inner {
         &self,
         index: usize,
         ev: &Event,
+        seed: u64,
         tx: &std::sync::mpsc::SyncSender<ChunkJob>,
     ) -> Result<Option<Scan>, UploadError> {
         if !ev.event_type.carries_content() {
@@ -614,7 +655,7 @@ impl Inner {
             }
         };
         let mut chunk = 0;
-        let hash = for_each_chunk::<UploadError>(&file, ev.size, |_, data| {
+        let hash = for_each_chunk::<UploadError>(&file, ev.size, seed, |_, data| {
             // A closed channel means a worker failed; the failure is reported.
             let _ = tx.send(ChunkJob {
                 event: index,
@@ -670,8 +711,7 @@ impl Inner {
         batch: Vec<Event>,
         contents: Vec<Option<Content>>,
     ) -> Result<(), UploadError> {
-        let aad = volume.event_aad(self.config.node_id);
-        let mut sealed = Vec::with_capacity(contents.len());
+        let mut payloads = Vec::with_capacity(contents.len());
         let mut ready = Vec::with_capacity(contents.len());
         for (mut ev, content) in batch.into_iter().zip(contents) {
             let (chunks, computed) = match content {
@@ -695,15 +735,10 @@ impl Inner {
                 published.chunks = None;
                 published.chunk_list = Some(name);
             }
-            sealed.push(published.seal(&volume.keys, &aad));
+            payloads.push(published);
             ready.push((ev, chunks, fill_hash));
         }
-        let mivuis = match volume.cloud.log.append_batch(self.config.node_id, &sealed) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(e.into());
-            }
-        };
+        let mivuis = self.append_own(volume, payloads)?;
         for ((ev, chunks, fill_hash), mivui) in ready.into_iter().zip(mivuis) {
             if let Err(e) = self.vfs.published(
                 ev.id,
@@ -733,28 +768,62 @@ impl Inner {
     /// sealed with another key) is logged and skipped.
     fn read_log(&self, volume: &Volume) -> Result<(), UploadError> {
         let mut seen = self.meta.state(LOG_SEEN)?;
+        let appends_before = lock(&self.own).appends;
         loop {
             let page = volume.cloud.log.read_after(seen, LOG_PAGE)?;
-            let Some(last) = page.last().map(|r| r.mivui) else {
+            if page.is_empty() {
                 // Nothing new: changes that waited for a writer or for
                 // this node's own events may be due now.
                 self.engine.apply_log(Vec::new())?;
                 break;
-            };
+            }
+            let full = page.len() >= LOG_PAGE;
             // The journal's own view, once per page (not per record).
             self.meta.commit_pending()?;
+            let mut guard = self.guard_at(seen)?;
+            let g = guard.as_mut().expect("loaded");
             let mut records = Vec::with_capacity(page.len());
+            let mut skipped = Vec::new();
+            let mut breach = None;
+            let mut admitted = seen;
             for rec in &page {
                 let aad = volume.event_aad(rec.originator);
-                let p = match PublishedEvent::open(&volume.keys, &aad, &rec.payload) {
+                let opened =
+                    PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
+                let link = opened.as_ref().ok().map(|p| {
+                    let link = Link {
+                        seq: p.seq,
+                        seen: p.seen,
+                        head: p.head.as_str(),
+                    };
+                    (p.event.originator, link)
+                });
+                let state = match g.admit(
+                    &self.meta,
+                    &volume.keys,
+                    rec.mivui,
+                    &rec.originator,
+                    &rec.payload,
+                    link,
+                ) {
+                    Ok(state) => state,
+                    Err(b) => {
+                        breach = Some(b);
+                        break;
+                    }
+                };
+                admitted = rec.mivui;
+                let p = match opened {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
                             "a log record does not open (tampered, or sealed with another key); skipped");
                         lock(&self.status).refused_events += 1;
+                        skipped.extend(state);
                         continue;
                     }
                 };
+                let originator = p.event.originator;
                 let chunks = match (&p.chunks, &p.chunk_list) {
                     (Some(c), _) => Some(c.clone()),
                     (None, Some(list)) => match self.fetch_chunk_list(list) {
@@ -767,7 +836,7 @@ impl Inner {
                     },
                     (None, None) => None,
                 };
-                let own_object = if rec.originator == self.config.node_id {
+                let own_object = if originator == self.config.node_id {
                     self.absorb_own(&p, rec.mivui, chunks.clone())?
                 } else {
                     None
@@ -775,16 +844,21 @@ impl Inner {
                 records.push(RemoteRecord {
                     pruned: p.pruned,
                     mivui: rec.mivui,
-                    originator: rec.originator,
+                    originator,
                     node_name: p.node_name,
                     local_id: p.local_id,
                     event: p.event,
                     chunks,
                     own_object,
+                    guard: state,
                 });
             }
+            drop(guard);
+            // Heads of records that did not open (keyed by number: writing
+            // one again after a crash changes nothing).
+            self.meta.append(&skipped)?;
             let report = self.engine.apply_log(records)?;
-            seen = last;
+            seen = admitted;
             self.meta.append(&[Record::SetState {
                 key: LOG_SEEN.to_string(),
                 value: seen,
@@ -796,12 +870,91 @@ impl Inner {
                 st.refused_events += report.refused;
                 st.log_seen = seen;
             }
-            if page.len() < LOG_PAGE {
+            if let Some(b) = breach {
+                return Err(self.breach(b));
+            }
+            if !full {
                 break;
             }
         }
         lock(&self.status).log_seen = seen;
+        // Everything this node appended is read back by now.
+        let last = self
+            .guard_at(seen)?
+            .as_mut()
+            .expect("loaded")
+            .last_seq(&self.meta, self.config.node_id);
+        // (The guard's lock is released: `append_own` takes it after `own`.)
+        let mut own = lock(&self.own);
+        let last = last.unwrap_or(0);
+        own.seq = match own.seq {
+            OwnSeq::Known(n) => OwnSeq::Known(n.max(last)),
+            OwnSeq::Unknown if own.appends == appends_before => OwnSeq::Known(last),
+            unknown => unknown,
+        };
         Ok(())
+    }
+
+    /// The log guard at cursor `seen`.
+    fn guard_at(&self, seen: u64) -> Result<MutexGuard<'_, Option<Guard>>, UploadError> {
+        let mut g = lock(&self.guard);
+        if g.as_ref().is_none_or(|g| g.cursor() != seen) {
+            self.meta.commit_pending()?;
+            *g = Some(Guard::load(&self.meta, seen)?);
+        }
+        Ok(g)
+    }
+
+    /// Says (once per kind of breach) that the log cannot be trusted.
+    fn breach(&self, b: Breach) -> UploadError {
+        let msg = b.to_string();
+        let mut st = lock(&self.status);
+        if st.log_breach.as_deref() != Some(msg.as_str()) {
+            tracing::error!(breach = %msg,
+                "the volume's log cannot be trusted: sync stopped (local files keep working, changes queue)");
+            st.log_breach = Some(msg);
+        }
+        UploadError::Breach(b)
+    }
+
+    /// Seals `payloads` as this node's next records and appends them in
+    /// order; returns their numbers.
+    fn append_own(
+        &self,
+        volume: &Volume,
+        payloads: Vec<PublishedEvent>,
+    ) -> Result<Vec<u64>, UploadError> {
+        let mut own = lock(&self.own);
+        let mut seq = match own.seq {
+            OwnSeq::Known(n) => n,
+            OwnSeq::Unknown => return Err(UploadError::OwnSeqUnknown),
+        };
+        let seen = self.meta.state(LOG_SEEN)?;
+        let (cursor, head) = {
+            let g = self.guard_at(seen)?;
+            let g = g.as_ref().expect("loaded");
+            (g.cursor(), g.head())
+        };
+        let clear = PublishedEvent::clear_originator(&volume.keys, self.config.node_id);
+        let aad = volume.event_aad(clear);
+        let sealed: Vec<Vec<u8>> = payloads
+            .into_iter()
+            .map(|p| {
+                seq += 1;
+                p.linked(seq, cursor, head.clone()).seal(&volume.keys, &aad)
+            })
+            .collect();
+        own.seq = OwnSeq::Unknown;
+        own.appends += 1;
+        let mivuis = volume.cloud.log.append_batch(clear, &sealed)?;
+        own.seq = OwnSeq::Known(seq);
+        drop(own);
+        if let Some(&m) = mivuis.iter().min()
+            && m <= cursor
+        {
+            return Err(self.breach(Breach::RolledBack { mivui: m, cursor }));
+        }
+        Ok(mivuis)
     }
 
     /// This node's own record read back: marks it published if the journal
@@ -858,11 +1011,22 @@ impl Inner {
         let ev = Event::node_record(self.config.node_id, ty, path, self.vfs.now());
         let mut p = PublishedEvent::new(ev, &self.config.node_name, None);
         p.pruned = pruned;
-        let aad = volume.event_aad(self.config.node_id);
-        Ok(volume
-            .cloud
-            .log
-            .append(self.config.node_id, &p.seal(&volume.keys, &aad))?)
+        // Another thread's command (prune, nodes remove) waits for the pass
+        // that learns this node's place in the log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.append_own(volume, vec![p.clone()]) {
+                Err(UploadError::OwnSeqUnknown) if Instant::now() < deadline => {
+                    self.ring_bell(true);
+                    let st = lock(&self.status);
+                    let _ = self
+                        .progress
+                        .wait_timeout(st, Duration::from_millis(200))
+                        .expect("lock poisoned");
+                }
+                r => return r.map(|m| m[0]),
+            }
+        }
     }
 
     /// A long chunk list stored apart from its event, fetched and verified.

@@ -250,6 +250,7 @@ impl Tree {
             | Record::DelRemote(_)
             | Record::PutVersion { .. }
             | Record::PutLog(_)
+            | Record::SetText { .. }
             | Record::DelLog(_) => {}
         }
     }

@@ -293,14 +293,19 @@ fn chunks_of(data: &[u8], key: &[u8; 32]) -> Vec<Chunk> {
     f.write_all(data).unwrap();
     let keys = latus::crypto::Keys::derive(key);
     let mut out = Vec::new();
-    latus::sync::for_each_chunk::<io::Error>(&f, data.len() as u64, |offset, d| {
-        out.push(Chunk {
-            offset,
-            len: d.len() as u64,
-            name: keys.chunk_name(&d),
-        });
-        Ok(())
-    })
+    latus::sync::for_each_chunk::<io::Error>(
+        &f,
+        data.len() as u64,
+        keys.chunker_seed(),
+        |offset, d| {
+            out.push(Chunk {
+                offset,
+                len: d.len() as u64,
+                name: keys.chunk_name(&d),
+            });
+            Ok(())
+        },
+    )
     .unwrap();
     out
 }

@@ -1053,7 +1053,10 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
     let key = latus::crypto::KeyFile::parse(&fs::read(export_key(a)).unwrap()).unwrap();
     let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
     let mallory = uuid::Uuid::new_v4();
-    let aad = volume.event_aad(mallory);
+    // A key holder writes well-formed records (its own chain, from the
+    // empty log's head) with hostile paths.
+    let clear = latus::sync::PublishedEvent::clear_originator(&volume.keys, mallory);
+    let aad = volume.event_aad(clear);
     let data = format!("hostile content {token}").into_bytes();
     let name = volume.keys.chunk_name(&data);
     volume
@@ -1082,11 +1085,12 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
         if ty == EventType::Symlink {
             ev.link_target = Some("/tmp".into());
         }
-        let p = latus::sync::PublishedEvent::new(ev, "mallory", content.then(|| chunks.clone()));
+        let p = latus::sync::PublishedEvent::new(ev, "mallory", content.then(|| chunks.clone()))
+            .linked(local_id, 0, latus::crypto::hex(&[0; 32]));
         volume
             .cloud
             .log
-            .append(mallory, &p.seal(&volume.keys, &aad))
+            .append(clear, &p.seal(&volume.keys, &aad))
             .unwrap()
     };
     let long = "x".repeat(300);

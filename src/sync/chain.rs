@@ -1,0 +1,277 @@
+//! The log as this node reads it, authenticated: the cloud orders records,
+//! but it cannot replay, reorder, withhold or roll back any of them, nor
+//! show two nodes different logs, without the nodes noticing.
+//!
+//! - Per-node chains: each sealed payload carries its node's sequence
+//!   number (1, 2, 3, ... over everything the node publishes). A reader
+//!   expects the next number of each node: a lower one is a replay, a
+//!   higher one means records were withheld or reordered.
+//! - The log head: every node hashes the records it reads, in order
+//!   (`Keys::log_head`, keyed), so every node that read the same log holds
+//!   the same head at each `mivui`. Each payload carries the head its
+//!   author had read (`seen`, `head`); a reader compares it with its own
+//!   head at `seen`: two nodes shown different logs (a fork) find out as
+//!   soon as one reads a record of the other. `latus log head` prints it
+//!   for comparing out of band.
+//! - The cursor: a record at or below the last `mivui` read, or an append
+//!   that the log numbers at or below it, means the log was rolled back.
+//!
+//! A breach stops applying the log (the node keeps serving its files and
+//! queues its changes) and shows in `status` and the daemon log.
+//!
+//! State (in the `text` table, journaled with the cursor): `head:<mivui>`
+//! and `seq:<node id>`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::crypto::{Keys, decode_hex, hex};
+use crate::meta::{Meta, MetaError, Record};
+
+/// How many recent heads are kept in memory (older ones are read from the
+/// database when an author's `seen` is that old).
+const RECENT_HEADS: usize = 4096;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum Breach {
+    #[error(
+        "the log was rolled back or reordered: record {mivui} is at or below what this node already read ({cursor})"
+    )]
+    RolledBack { mivui: u64, cursor: u64 },
+    #[error(
+        "record {mivui} of node {node} is its record {got} again (expected {want}): the cloud replayed an old record"
+    )]
+    Replayed {
+        mivui: u64,
+        node: Uuid,
+        got: u64,
+        want: u64,
+    },
+    #[error(
+        "record {mivui} of node {node} is its record {got}, but {want} was next: the cloud withheld or reordered records"
+    )]
+    Withheld {
+        mivui: u64,
+        node: Uuid,
+        got: u64,
+        want: u64,
+    },
+    #[error(
+        "record {mivui} of node {node} carries no sequence number after its records had one: an old record replayed"
+    )]
+    Unchained { mivui: u64, node: Uuid },
+    #[error(
+        "the cloud shows nodes different logs (a fork): node {node} read the log up to {seen} as {theirs}, this node as {ours}"
+    )]
+    Forked {
+        node: Uuid,
+        seen: u64,
+        theirs: String,
+        ours: String,
+    },
+    #[error("record {mivui} of node {node} claims to have read the log up to {seen}, past itself")]
+    Impossible { mivui: u64, node: Uuid, seen: u64 },
+}
+
+/// What a payload says of its place in the log (format 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link<'a> {
+    /// The node's sequence number of this record (0: a legacy record).
+    pub seq: u64,
+    /// The `mivui` up to which its author had read the log, and its head
+    /// there (hex).
+    pub seen: u64,
+    pub head: &'a str,
+}
+
+pub struct Guard {
+    /// The last `mivui` read, and the head there.
+    cursor: u64,
+    head: [u8; 32],
+    recent: BTreeMap<u64, [u8; 32]>,
+    /// The last sequence number read of each node (`None`: never seen a
+    /// chained record of it).
+    seqs: HashMap<Uuid, Option<u64>>,
+}
+
+fn head_key(mivui: u64) -> String {
+    format!("head:{mivui}")
+}
+
+fn seq_key(node: Uuid) -> String {
+    format!("seq:{node}")
+}
+
+fn parse_head(s: &str) -> Option<[u8; 32]> {
+    decode_hex(s)?.try_into().ok()
+}
+
+impl Guard {
+    /// The guard at `cursor` (the node's `log_seen`), from the database
+    /// (call `commit_pending` first).
+    pub fn load(meta: &Meta, cursor: u64) -> Result<Self, MetaError> {
+        let head = match cursor {
+            0 => [0; 32],
+            c => meta
+                .text(&head_key(c))?
+                .as_deref()
+                .and_then(parse_head)
+                .unwrap_or([0; 32]),
+        };
+        Ok(Self {
+            cursor,
+            head,
+            recent: BTreeMap::new(),
+            seqs: HashMap::new(),
+        })
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The head at the cursor, hex (what `latus log head` prints and what
+    /// this node's next records carry).
+    pub fn head(&self) -> String {
+        hex(&self.head)
+    }
+
+    /// Checks record `mivui` (clear originator `pseudonym`, sealed
+    /// `payload`) against what was read before. `opened`: the real node
+    /// and its link, if the payload opened. Returns the records that
+    /// journal the new state (with the cursor, by the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit(
+        &mut self,
+        meta: &Meta,
+        keys: &Keys,
+        mivui: u64,
+        pseudonym: &Uuid,
+        payload: &[u8],
+        opened: Option<(Uuid, Link)>,
+    ) -> Result<Vec<Record>, Breach> {
+        if mivui <= self.cursor {
+            return Err(Breach::RolledBack {
+                mivui,
+                cursor: self.cursor,
+            });
+        }
+        // Every check first: a refused record changes nothing.
+        let mut advanced = None;
+        if let Some((node, link)) = opened {
+            let last = self.last_seq(meta, node);
+            match (link.seq, last) {
+                (0, Some(_)) => return Err(Breach::Unchained { mivui, node }),
+                (0, None) => {} // a record from before chains
+                (got, last) => {
+                    // Every chain starts at 1, after any legacy records.
+                    let want = last.unwrap_or(0) + 1;
+                    if got < want {
+                        return Err(Breach::Replayed {
+                            mivui,
+                            node,
+                            got,
+                            want,
+                        });
+                    }
+                    if got > want {
+                        return Err(Breach::Withheld {
+                            mivui,
+                            node,
+                            got,
+                            want,
+                        });
+                    }
+                    advanced = Some((node, got));
+                }
+            }
+            if link.seq > 0 {
+                if link.seen >= mivui {
+                    return Err(Breach::Impossible {
+                        mivui,
+                        node,
+                        seen: link.seen,
+                    });
+                }
+                if let Some(ours) = self.head_at(meta, link.seen)
+                    && hex(&ours) != link.head
+                {
+                    return Err(Breach::Forked {
+                        node,
+                        seen: link.seen,
+                        theirs: link.head.to_string(),
+                        ours: hex(&ours),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some((node, seq)) = advanced {
+            self.seqs.insert(node, Some(seq));
+            out.push(Record::SetText {
+                key: seq_key(node),
+                value: seq.to_string(),
+            });
+        }
+        self.head = keys.log_head(&self.head, mivui, pseudonym.as_bytes(), payload);
+        self.cursor = mivui;
+        self.recent.insert(mivui, self.head);
+        while self.recent.len() > RECENT_HEADS {
+            self.recent.pop_first();
+        }
+        out.push(Record::SetText {
+            key: head_key(mivui),
+            value: hex(&self.head),
+        });
+        Ok(out)
+    }
+
+    /// An append of this node was numbered `mivui`: at or below the cursor
+    /// means the log was rolled back under it.
+    pub fn check_append(&self, mivui: u64) -> Result<(), Breach> {
+        if mivui <= self.cursor {
+            return Err(Breach::RolledBack {
+                mivui,
+                cursor: self.cursor,
+            });
+        }
+        Ok(())
+    }
+
+    /// The last sequence number read of `node`.
+    pub fn last_seq(&mut self, meta: &Meta, node: Uuid) -> Option<u64> {
+        if let Some(s) = self.seqs.get(&node) {
+            return *s;
+        }
+        let s = meta
+            .text(&seq_key(node))
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok());
+        self.seqs.insert(node, s);
+        s
+    }
+
+    fn head_at(&self, meta: &Meta, mivui: u64) -> Option<[u8; 32]> {
+        if mivui == 0 {
+            return Some([0; 32]);
+        }
+        if mivui == self.cursor {
+            return Some(self.head);
+        }
+        if let Some(h) = self.recent.get(&mivui) {
+            return Some(*h);
+        }
+        // Heads from before this format, or not read here: not checked.
+        meta.text(&head_key(mivui))
+            .ok()
+            .flatten()
+            .as_deref()
+            .and_then(parse_head)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The guard against a cloud that replays, withholds, reorders, rolls back
+//! or forks the log: each attack on a sequence of records is refused, and
+//! nodes that read the same log agree on its head.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::ContentStore;
+
+struct Db {
+    _dir: tempfile::TempDir,
+    meta: Meta,
+}
+
+fn db() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ContentStore::open(dir.path().join("objects")).unwrap());
+    let (meta, _) = Meta::open(&dir.path().join("db"), &dir.path().join("wal"), store).unwrap();
+    Db { _dir: dir, meta }
+}
+
+fn keys() -> Keys {
+    Keys::derive(&[7; 32])
+}
+
+const A: Uuid = Uuid::from_bytes([0xa; 16]);
+const B: Uuid = Uuid::from_bytes([0xb; 16]);
+const C: Uuid = Uuid::from_bytes([0xc; 16]);
+
+/// A record of `node`: (mivui, payload, seq, seen, head).
+struct Rec {
+    mivui: u64,
+    node: Uuid,
+    payload: Vec<u8>,
+    seq: u64,
+    seen: u64,
+    head: String,
+}
+
+fn rec(mivui: u64, node: Uuid, seq: u64) -> Rec {
+    Rec {
+        mivui,
+        node,
+        payload: format!("{node} {seq}").into_bytes(),
+        seq,
+        seen: 0,
+        head: hex(&[0; 32]),
+    }
+}
+
+fn admit(g: &mut Guard, db: &Db, r: &Rec) -> Result<Vec<Record>, Breach> {
+    let link = Link {
+        seq: r.seq,
+        seen: r.seen,
+        head: &r.head,
+    };
+    g.admit(
+        &db.meta,
+        &keys(),
+        r.mivui,
+        &r.node,
+        &r.payload,
+        Some((r.node, link)),
+    )
+}
+
+#[test]
+fn an_ordered_log_is_admitted_and_every_reader_agrees_on_its_head() {
+    let (d1, d2) = (db(), db());
+    let (mut g1, mut g2) = (
+        Guard::load(&d1.meta, 0).unwrap(),
+        Guard::load(&d2.meta, 0).unwrap(),
+    );
+    for r in [rec(1, A, 1), rec(2, B, 1), rec(3, A, 2), rec(4, B, 2)] {
+        admit(&mut g1, &d1, &r).unwrap();
+        admit(&mut g2, &d2, &r).unwrap();
+        assert_eq!(g1.head(), g2.head());
+    }
+    assert_eq!(g1.cursor(), 4);
+    assert_eq!(g1.last_seq(&d1.meta, A), Some(2));
+}
+
+#[test]
+fn a_replayed_record_is_refused() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap();
+    for r in [rec(1, A, 1), rec(2, A, 2), rec(3, A, 3)] {
+        admit(&mut g, &d, &r).unwrap();
+    }
+    // The provider copies A's second record to the end of the log.
+    let mut replay = rec(4, A, 2);
+    replay.payload = rec(2, A, 2).payload;
+    assert!(matches!(
+        admit(&mut g, &d, &replay),
+        Err(Breach::Replayed {
+            got: 2,
+            want: 4,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_withheld_or_reordered_record_is_refused() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap();
+    admit(&mut g, &d, &rec(1, A, 1)).unwrap();
+    // A's record 2 is withheld: its record 3 comes next.
+    assert!(matches!(
+        admit(&mut g, &d, &rec(2, A, 3)),
+        Err(Breach::Withheld {
+            got: 3,
+            want: 2,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_log_rolled_back_under_the_cursor_is_refused() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap();
+    for r in [rec(1, A, 1), rec(2, B, 1), rec(3, A, 2)] {
+        admit(&mut g, &d, &r).unwrap();
+    }
+    assert!(matches!(
+        admit(&mut g, &d, &rec(2, B, 2)),
+        Err(Breach::RolledBack {
+            mivui: 2,
+            cursor: 3
+        })
+    ));
+    assert!(g.check_append(3).is_err());
+    assert!(g.check_append(4).is_ok());
+}
+
+#[test]
+fn a_legacy_record_after_a_chained_one_is_refused() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap();
+    admit(&mut g, &d, &rec(1, A, 0)).unwrap(); // from before chains
+    admit(&mut g, &d, &rec(2, A, 1)).unwrap();
+    assert!(matches!(
+        admit(&mut g, &d, &rec(3, A, 0)),
+        Err(Breach::Unchained { .. })
+    ));
+}
+
+#[test]
+fn a_fork_shows_when_one_side_reads_the_others_record() {
+    // The provider shows node X and node Y different second records.
+    let (dx, dy) = (db(), db());
+    let (mut x, mut y) = (
+        Guard::load(&dx.meta, 0).unwrap(),
+        Guard::load(&dy.meta, 0).unwrap(),
+    );
+    let first = rec(1, A, 1);
+    admit(&mut x, &dx, &first).unwrap();
+    admit(&mut y, &dy, &first).unwrap();
+    admit(&mut x, &dx, &rec(2, A, 2)).unwrap();
+    admit(&mut y, &dy, &rec(2, C, 1)).unwrap();
+    assert_ne!(x.head(), y.head());
+    // B (on Y's side) publishes, saying what it read; the provider now
+    // shows it to X too. B's own chain is in order: only the head tells.
+    let mut from_y = rec(3, B, 1);
+    from_y.seen = 2;
+    from_y.head = y.head();
+    assert!(matches!(
+        admit(&mut x, &dx, &from_y),
+        Err(Breach::Forked { seen: 2, .. })
+    ));
+    // The same record on an honest log is admitted.
+    let mut honest = rec(3, B, 1);
+    honest.seen = 2;
+    honest.head = x.head();
+    admit(&mut x, &dx, &honest).unwrap();
+}
+
+#[test]
+fn the_guard_picks_up_where_the_journal_left_it() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut state = Vec::new();
+    for r in [rec(1, A, 1), rec(2, A, 2)] {
+        state.extend(admit(&mut g, &d, &r).unwrap());
+    }
+    d.meta.append(&state).unwrap();
+    d.meta.commit_pending().unwrap();
+    let mut again = Guard::load(&d.meta, 2).unwrap();
+    assert_eq!(again.head(), g.head());
+    assert!(matches!(
+        admit(&mut again, &d, &rec(3, A, 2)),
+        Err(Breach::Replayed { .. })
+    ));
+    admit(&mut again, &d, &rec(3, A, 3)).unwrap();
+}
