@@ -493,6 +493,7 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
         vfs: node.vfs.clone(),
         config: node.config.clone(),
         mountpoint: mountpoint.to_path_buf(),
+        home_files: [home.db_path(), home.wal_path(), home.log_path()],
         started,
         recovery: Recovered {
             report: node.recovery.clone(),
@@ -555,6 +556,8 @@ struct StatusContext {
     vfs: Arc<Vfs>,
     config: Config,
     mountpoint: PathBuf,
+    /// The database, the journal and the log, for `disk`.
+    home_files: [PathBuf; 3],
     started: Instant,
     recovery: Recovered,
 }
@@ -581,8 +584,36 @@ pub struct DaemonStatus {
     pub queue: crate::sync::UploaderStatus,
     pub offline: bool,
     pub cache: crate::vfs::CacheStatus,
+    pub disk: DiskReport,
     /// Per program: reads of content only in the cloud, bytes, refusals.
     pub hydration: std::collections::BTreeMap<String, crate::hydration::ProgramCount>,
+}
+
+/// The disk holding the home: full or not, and what latus itself takes.
+#[derive(serde::Serialize)]
+pub struct DiskReport {
+    #[serde(flatten)]
+    pub space: crate::vfs::DiskStatus,
+    pub database_bytes: u64,
+    pub journal_bytes: u64,
+    pub log_bytes: u64,
+    /// The store, the database, the journal and the log together.
+    pub latus_bytes: u64,
+}
+
+fn disk_report(ctx: &StatusContext) -> DiskReport {
+    use std::os::unix::fs::MetadataExt;
+    let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.blocks() * 512);
+    let [db, wal, log] = &ctx.home_files;
+    let space = ctx.vfs.disk_status();
+    let (database_bytes, journal_bytes, log_bytes) = (size(db), size(wal), size(log));
+    DiskReport {
+        latus_bytes: space.store_bytes + database_bytes + journal_bytes + log_bytes,
+        space,
+        database_bytes,
+        journal_bytes,
+        log_bytes,
+    }
 }
 
 fn handle(
@@ -607,6 +638,7 @@ fn handle(
                 .unwrap_or_default(),
             offline: ctx.uploader.is_none(),
             cache: ctx.vfs.cache_status(),
+            disk: disk_report(ctx),
             hydration: ctx.vfs.hydration_counts(),
         }),
         Request::SyncWait { timeout_secs } => match &ctx.uploader {

@@ -100,6 +100,10 @@ impl MetaError {
         match self {
             MetaError::Journal { source, .. } => source.raw_os_error(),
             MetaError::Store(e) => e.raw_os_error(),
+            MetaError::Database { source, .. } => match &**source {
+                redb::Error::Io(e) => e.raw_os_error(),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -133,8 +137,59 @@ struct Queue {
     last_error: Option<String>,
 }
 
+/// The database, opened again after an I/O error: redb refuses every
+/// transaction after one (a full disk) until it is closed and reopened.
+struct Db {
+    path: std::path::PathBuf,
+    inner: Mutex<Option<Arc<Database>>>,
+    /// The last write failed on I/O: reopen before the next.
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Db {
+    fn current(&self) -> Result<Arc<Database>, redb::TransactionError> {
+        lock(&self.inner)
+            .clone()
+            .ok_or(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo,
+            ))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        self.current()?.begin_read()
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
+        self.current()?.begin_write()
+    }
+
+    /// Closes and opens the database if a write failed on I/O. Fails
+    /// (to be tried again) while a transaction still holds the old one.
+    fn reopen_if_broken(&self) -> Result<(), redb::Error> {
+        use std::sync::atomic::Ordering;
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut inner = lock(&self.inner);
+        drop(inner.take());
+        *inner = Some(Arc::new(Database::create(&self.path)?));
+        self.broken.store(false, Ordering::Release);
+        tracing::info!("database reopened after an I/O error");
+        Ok(())
+    }
+
+    fn note(&self, err: &MetaError) {
+        if let MetaError::Database { source, .. } = err
+            && matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo)
+        {
+            self.broken
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 pub struct Meta {
-    db: Database,
+    db: Db,
     db_path: String,
     wal: Mutex<Wal>,
     queue: Mutex<Queue>,
@@ -160,7 +215,13 @@ impl Meta {
     ) -> Result<(Self, Loaded), MetaError> {
         let path = db_path.display().to_string();
         let e = db_err(&path);
-        let db = Database::create(db_path).map_err(|x| e(x.into()))?;
+        let db = Db {
+            path: db_path.to_path_buf(),
+            inner: Mutex::new(Some(Arc::new(
+                Database::create(db_path).map_err(|x| e(x.into()))?,
+            ))),
+            broken: Default::default(),
+        };
         let wal = Wal::open(wal_path).map_err(|source| MetaError::Journal {
             path: wal_path.display().to_string(),
             source,
@@ -351,10 +412,14 @@ impl Meta {
         if let Some(last) = batch.last().map(|e| e.seq) {
             // Object contents must be on disk before rows that name them.
             let result = self
-                .sync_objects_named_in(&batch)
+                .db
+                .reopen_if_broken()
+                .map_err(|x| db_err(&self.db_path)(x))
+                .and_then(|()| self.sync_objects_named_in(&batch))
                 .and_then(|()| self.write_batch(&batch, last));
             let mut q = lock(&self.queue);
             if let Err(err) = result {
+                self.db.note(&err);
                 q.last_error = Some(err.to_string());
                 let newer = std::mem::take(&mut q.entries);
                 q.entries = batch;

@@ -21,6 +21,17 @@ use crate::locks::{Mutex, lock};
 pub enum StoreError {
     #[error("content store {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the disk holding the home is full: {available} bytes free, {reserve} kept for the journal and the database"
+    )]
+    Full { available: u64, reserve: u64 },
+}
+
+/// Content writes stop while the disk holding the store has less than this
+/// free, so the journal, the database and the log keep room to record the
+/// deletes that free space: a hundredth of the disk, within 8–256 MiB.
+pub fn reserve_for(total: u64) -> u64 {
+    (total / 100).clamp(8 << 20, 256 << 20)
 }
 
 impl StoreError {
@@ -31,6 +42,7 @@ impl StoreError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::Full { .. } => None,
         }
     }
 }
@@ -162,6 +174,22 @@ impl ContentStore {
         match fs::rename(&from, &to) {
             Ok(()) => Some((id, file)),
             Err(_) => None,
+        }
+    }
+
+    /// Ok while a content write may take more disk (see `reserve_for`).
+    pub fn check_room(&self) -> Result<(), StoreError> {
+        let Ok(d) = crate::platform::disk_space(&self.dir) else {
+            return Ok(());
+        };
+        let reserve = reserve_for(d.total);
+        if d.available >= reserve {
+            Ok(())
+        } else {
+            Err(StoreError::Full {
+                available: d.available,
+                reserve,
+            })
         }
     }
 

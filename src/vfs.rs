@@ -41,7 +41,7 @@ pub use apply::Invalidation;
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
-pub use placement::{CacheStatus, EvictReport, HydrateItem, PlacementInfo};
+pub use placement::{CacheStatus, DiskStatus, EvictReport, HydrateItem, PlacementInfo};
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
 
@@ -278,6 +278,8 @@ pub struct Vfs {
     cache_cap: std::sync::atomic::AtomicU64,
     /// The cache is over its cap with content that may not be evicted.
     over_cap: std::sync::atomic::AtomicBool,
+    /// Content writes refused for a full disk, and when that was last logged.
+    disk: placement::DiskGuard,
     /// Something may need an eager download (a pin, files the log brought).
     pin_dirty: std::sync::atomic::AtomicBool,
     /// Event times and file times come from here.
@@ -435,6 +437,7 @@ impl Vfs {
             kernel_times: std::sync::atomic::AtomicBool::new(false),
             cache_cap: std::sync::atomic::AtomicU64::new(0),
             over_cap: std::sync::atomic::AtomicBool::new(false),
+            disk: Default::default(),
             pin_dirty: std::sync::atomic::AtomicBool::new(true),
             clock,
             conflict_first: std::sync::atomic::AtomicBool::new(false),
@@ -1657,6 +1660,7 @@ impl Vfs {
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.ensure_room()?;
         self.ensure_local(ino)?;
         self.stage_large_copy(ino, None)?;
         let mut st = lock(&self.state);

@@ -125,6 +125,9 @@ impl VfsError {
             VfsError::BufferTooSmall => libc::ERANGE,
             VfsError::Unsupported(_) => libc::EOPNOTSUPP,
             VfsError::Meta(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            // Below the reserve the disk is full for content, though the
+            // journal still has room: the writer is told so.
+            VfsError::Store(StoreError::Full { .. }) => libc::ENOSPC,
             VfsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
             VfsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             // Never wrong bytes: a version that cannot be fetched and
@@ -137,10 +140,12 @@ impl VfsError {
 
     /// Errors a program causes (and gets told about) need no log line;
     /// the rest are this node's trouble and are logged at the boundary.
+    /// A full disk is logged by the core, at most every few seconds.
     pub fn is_expected(&self) -> bool {
-        !matches!(
-            self,
-            VfsError::Meta(_) | VfsError::Store(_) | VfsError::Io(_)
-        )
+        matches!(self.errno(), libc::ENOSPC | libc::EDQUOT)
+            || !matches!(
+                self,
+                VfsError::Meta(_) | VfsError::Store(_) | VfsError::Io(_)
+            )
     }
 }

@@ -4,7 +4,8 @@
 //! the cloud, pinned content and local-only content is never evicted, and
 //! neither is a file that is open.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -34,6 +35,45 @@ pub struct HydrateItem {
     pub ino: Ino,
     pub path: String,
     pub size: u64,
+}
+
+/// How often a full disk is logged, and how often writes on a full disk
+/// try evicting again.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(30);
+const FULL_EVICT_EVERY: Duration = Duration::from_millis(500);
+
+/// Writes refused for a full disk, rate-limited logging and eviction.
+#[derive(Default)]
+pub(super) struct DiskGuard {
+    refused: AtomicU64,
+    /// Refusals not yet in a log line.
+    unlogged: AtomicU64,
+    last_log: crate::locks::Mutex<Option<Instant>>,
+    last_evict: crate::locks::Mutex<Option<Instant>>,
+}
+
+fn due(at: &crate::locks::Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut last = lock(at);
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
+
+/// The disk holding the home, as content writes see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskStatus {
+    /// Content writes are refused (`ENOSPC`) until space is freed.
+    pub full: bool,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    /// Kept free for the journal and the database.
+    pub reserve_bytes: u64,
+    /// Content writes refused since the mount.
+    pub refused_writes: u64,
+    /// Disk the content store takes.
+    pub store_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -338,6 +378,51 @@ impl Vfs {
         }
     }
 
+    /// A content write may take more disk: below the reserve, first evict
+    /// what is safely in the cloud, then refuse (`ENOSPC`; reads, deletes
+    /// and renames keep working, so space can be freed through the mount).
+    pub(super) fn ensure_room(&self) -> super::Result<()> {
+        let Err(full) = self.store.check_room() else {
+            return Ok(());
+        };
+        if due(&self.disk.last_evict, FULL_EVICT_EVERY) {
+            let used = self.store.used_bytes();
+            let want = match &full {
+                crate::store::StoreError::Full { available, reserve } => {
+                    (2 * reserve).saturating_sub(*available)
+                }
+                _ => 0,
+            };
+            if self.evict_lru(used.saturating_sub(want)) > 0 && self.store.check_room().is_ok() {
+                return Ok(());
+            }
+        }
+        self.disk.refused.fetch_add(1, Ordering::Relaxed);
+        let unlogged = self.disk.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        if due(&self.disk.last_log, FULL_LOG_EVERY) {
+            self.disk.unlogged.fetch_sub(unlogged, Ordering::Relaxed);
+            tracing::warn!(
+                refused_writes = unlogged,
+                error = %full,
+                "disk full: refusing content writes (ENOSPC); reads, deletes and renames work, and writes resume once space is freed"
+            );
+        }
+        Err(full.into())
+    }
+
+    pub fn disk_status(&self) -> DiskStatus {
+        let space = crate::platform::disk_space(self.store.dir()).ok();
+        let total = space.as_ref().map_or(0, |d| d.total);
+        DiskStatus {
+            full: self.store.check_room().is_err(),
+            total_bytes: total,
+            available_bytes: space.map_or(0, |d| d.available),
+            reserve_bytes: crate::store::reserve_for(total),
+            refused_writes: self.disk.refused.load(Ordering::Relaxed),
+            store_bytes: self.store.used_bytes(),
+        }
+    }
+
     /// Evicts least recently used content that may go until the cache is
     /// back under 95% of its cap. Returns the bytes freed.
     pub fn enforce_cache_cap(&self) -> u64 {
@@ -346,7 +431,24 @@ impl Vfs {
             self.over_cap.store(false, Ordering::Release);
             return 0;
         }
-        let target = cap / 100 * 95;
+        let freed = self.evict_lru(cap / 100 * 95);
+        let used = self.store.used_bytes();
+        let over = used > cap;
+        if over && !self.over_cap.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                used,
+                cap,
+                "the cache is over its cap with content that may not be evicted (not yet uploaded, pinned, local-only or open)"
+            );
+        } else if !over {
+            self.over_cap.store(false, Ordering::Release);
+        }
+        freed
+    }
+
+    /// Evicts least recently used content that may go until the store
+    /// takes at most `target` bytes. Returns the bytes freed.
+    fn evict_lru(&self, target: u64) -> u64 {
         let mut freed = 0;
         let source = lock(&self.content_source).clone();
         let st = lock(&self.state);
@@ -368,18 +470,6 @@ impl Vfs {
                 used = used.saturating_sub(bytes);
                 freed += bytes;
             }
-        }
-        drop(st);
-        let used = self.store.used_bytes();
-        let over = used > cap;
-        if over && !self.over_cap.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                used,
-                cap,
-                "the cache is over its cap with content that may not be evicted (not yet uploaded, pinned, local-only or open)"
-            );
-        } else if !over {
-            self.over_cap.store(false, Ordering::Release);
         }
         freed
     }

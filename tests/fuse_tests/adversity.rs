@@ -217,3 +217,164 @@ fn writer_through_kill9_and_mount_loses_nothing() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A small tmpfs for a test's home, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(bytes: usize) -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("latus-small-disk-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("fs");
+        fs::create_dir(&path).unwrap();
+        let (src, fstype) = (cpath(Path::new("tmpfs")), cpath(Path::new("tmpfs")));
+        let opts = std::ffi::CString::new(format!("size={bytes}")).unwrap();
+        // SAFETY: NUL-terminated strings we own.
+        check(unsafe {
+            libc::mount(
+                src.as_ptr(),
+                cpath(&path).as_ptr(),
+                fstype.as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        })
+        .expect("mount a tmpfs for the home");
+        SmallDisk { path, _dir: dir }
+    }
+
+    fn available(&self) -> u64 {
+        // SAFETY: statvfs fills a struct we own.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::statvfs(cpath(&self.path).as_ptr(), &mut s) }).unwrap();
+        s.f_bavail * s.f_frsize
+    }
+
+    /// Another program takes every free byte: returns its file.
+    fn fill(&self) -> PathBuf {
+        let p = self.path.join("filler");
+        let f = File::create(&p).unwrap();
+        let mut len = 0i64;
+        let mut step = 1i64 << 20;
+        while step >= 4096 {
+            // SAFETY: fallocate on a descriptor we own.
+            if unsafe { libc::fallocate(f.as_raw_fd(), 0, len, step) } == 0 {
+                len += step;
+            } else {
+                step /= 2;
+            }
+        }
+        p
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a daemon that outlived its test may still hold files there.
+        // SAFETY: a NUL-terminated path we own.
+        unsafe { libc::umount2(cpath(&self.path).as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The errno of writing `len` bytes to a new file and closing it (0: it worked).
+fn write_errno(p: &Path, len: usize) -> i32 {
+    let r = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)?;
+        let chunk = pattern(len as u64, 1 << 20);
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            f.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        // SAFETY: we own the descriptor and close it exactly once.
+        check(unsafe { libc::close(f.into_raw_fd()) })
+    })();
+    r.map_or_else(|e| e.raw_os_error().unwrap_or(-1), |()| 0)
+}
+
+/// A home on a 64 MiB disk: writing more than fits fails with ENOSPC (not
+/// EIO) while the mount keeps answering (reads, renames, folders, deletes,
+/// status), and writes work again once space is freed, without a remount —
+/// both when the mount filled the disk and when another program did.
+#[test]
+fn full_home_refuses_writes_with_enospc_and_recovers() {
+    let started = Instant::now();
+    let disk = SmallDisk::new(64 << 20);
+    let m = Mounted::bare();
+    fs::create_dir(disk.path.join("home")).unwrap();
+    std::os::unix::fs::symlink(disk.path.join("home"), &m.home).unwrap();
+    // The cloud is elsewhere, as it would be.
+    let cloud = format!("dir:{}", m.scratch().join("cloud").display());
+    m.latus(&["init", "--cloud", &cloud, "--cache-size", "1G"])
+        .expect_ok();
+    m.mount();
+    let pid = m.daemon_pid();
+    let keep = pattern(7, 4096);
+    fs::write(m.p("keep"), &keep).unwrap();
+
+    // The mount fills the disk.
+    assert_eq!(
+        write_errno(&m.p("big"), 100 << 20),
+        libc::ENOSPC,
+        "writing past a full home"
+    );
+    assert_eq!(write_errno(&m.p("small"), 1000), libc::ENOSPC);
+    assert_eq!(fs::read(m.p("keep")).unwrap(), keep);
+    fs::rename(m.p("keep"), m.p("kept")).unwrap();
+    fs::create_dir(m.p("folder")).unwrap();
+    assert!(names(&m.mnt).contains(&"kept".to_string()));
+    let st = m.status();
+    let disk_st = &st["disk"];
+    assert_eq!(disk_st["full"], true, "status: {disk_st}");
+    assert!(disk_st["refused_writes"].as_u64().unwrap() > 0, "{disk_st}");
+    assert!(
+        disk_st["latus_bytes"].as_u64().unwrap() > 32 << 20,
+        "{disk_st}"
+    );
+    // A person frees space through the mount; it comes back once the
+    // version is safely in the cloud.
+    fs::remove_file(m.p("big")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || write_errno(&m.p("small"), 1000)
+            == 0),
+        "writes did not resume after space was freed: {}",
+        m.status()["disk"]
+    );
+    assert_eq!(fs::read(m.p("small")).unwrap(), pattern(1000, 1000));
+
+    // Another program takes every byte; the database and the journal get
+    // no room either.
+    let filler = disk.fill();
+    assert!(disk.available() < 1 << 20);
+    assert_eq!(write_errno(&m.p("small2"), 1000), libc::ENOSPC);
+    let _ = fs::create_dir(m.p("folder2"));
+    assert_eq!(fs::read(m.p("kept")).unwrap(), keep);
+    assert_eq!(m.status()["disk"]["full"], true);
+    fs::remove_file(filler).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || write_errno(
+            &m.p("small2"),
+            2000
+        ) == 0),
+        "writes did not resume after the other program's file went"
+    );
+    // The journal reaches the database again (`log` commits first).
+    let log = m.latus(&["log", "--json"]).expect_ok().stdout;
+    assert!(log.contains("\"small2\""), "{log}");
+    assert_eq!(m.daemon_pid(), pid, "the daemon restarted");
+    assert!(crate::harness::pid_alive(pid));
+    m.unmount();
+    m.mount();
+    assert_eq!(fs::read(m.p("small2")).unwrap(), pattern(2000, 2000));
+    eprintln!("full disk test: {:.1}s", started.elapsed().as_secs_f64());
+}
