@@ -67,6 +67,7 @@ on_both_backends!(
     conflict_policy_first_keeps_the_first_in_the_log,
     a_redirect_over_a_file_publishes_one_version,
     free_right_after_a_read_takes_the_copy,
+    a_replayed_record_is_refused_and_nothing_rolls_back,
 );
 
 fn run_on(aws: bool, scenario: fn(&Backend)) {
@@ -1740,4 +1741,58 @@ fn free_right_after_a_read_takes_the_copy(b: &Backend) {
         state("online/big.bin") == "cloud"
     });
     assert_eq!(read(&bb.p("docs/big.bin")), big);
+}
+
+// ---------------------------------------------------------------- 21
+
+/// The provider copies an old record of node A (the file's first version)
+/// to the end of the log, as it can without the key. Every node refuses it
+/// (the record is A's second record again), says so in `status`, and the
+/// file keeps its current version; local files keep working.
+fn a_replayed_record_is_refused_and_nothing_rolls_back(b: &Backend) {
+    let n = mounted_on(b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("doc.txt"), b"first version").unwrap();
+    sync_wait(a);
+    rewrite(&a.p("doc.txt"), b"second version");
+    sync_wait(a);
+    converge(&[a, bb], None, "before the replay");
+
+    let key = latus::crypto::KeyFile::parse(&fs::read(export_key(a)).unwrap()).unwrap();
+    let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
+    let first_hash = sha512_hex(b"first version");
+    // The test uses the key only to pick which record to copy; the copy
+    // itself is what a provider without the key can do.
+    let old = volume
+        .cloud
+        .log
+        .read_after(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .find(|r| {
+            let aad = volume.event_aad(r.originator);
+            latus::sync::PublishedEvent::open(&volume.keys, &aad, &r.payload)
+                .is_ok_and(|p| p.event.file_hash.as_deref() == Some(first_hash.as_str()))
+        })
+        .expect("the first version's record");
+    volume
+        .cloud
+        .log
+        .append(old.originator, &old.payload)
+        .unwrap();
+
+    for m in [a, bb] {
+        wait_for("the replay is refused", || {
+            m.status()["queue"]["log_breach"]
+                .as_str()
+                .is_some_and(|s| s.contains("replayed"))
+        });
+        assert_eq!(read(&m.p("doc.txt")), b"second version");
+        let log = fs::read_to_string(m.home.join("daemon.log")).unwrap();
+        assert!(log.contains("cannot be trusted"), "{log}");
+    }
+    // Local work goes on (queued, not published into a log that lies).
+    fs::write(bb.p("after.txt"), b"written after the replay").unwrap();
+    assert_eq!(read(&bb.p("after.txt")), b"written after the replay");
+    assert_eq!(read(&bb.p("doc.txt")), b"second version");
 }
