@@ -5,6 +5,7 @@
 //! plans the local actions that follow it (`planner`, `engine`); version
 //! history and retention (`history`).
 
+mod chain;
 mod chunker;
 mod engine;
 mod fetcher;
@@ -16,6 +17,7 @@ mod remote;
 mod uploader;
 mod volume;
 
+pub use chain::{Breach, Guard, Link};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;
