@@ -88,6 +88,27 @@ impl CloudError {
 
 pub type CloudResult<T> = Result<T, CloudError>;
 
+/// The largest object latus reads from the cloud (a chunk is at most
+/// 4 MiB; a chunk list stored apart, for files of up to about 2.5 TiB, at
+/// most this). A larger body is refused before it is read.
+pub const MAX_OBJECT: u64 = 256 << 20;
+/// The largest log record latus reads (DynamoDB items are at most 400 KB).
+/// A larger or malformed record is returned with an empty payload, which
+/// no reader opens: it is skipped with a log line, never a halt.
+pub const MAX_RECORD: usize = 512 << 10;
+
+impl LogRecord {
+    /// Record `mivui` as the log holds it, but unusable (malformed, too
+    /// large): readers skip it.
+    pub fn unusable(mivui: u64) -> Self {
+        Self {
+            mivui,
+            originator: Uuid::nil(),
+            payload: Vec::new(),
+        }
+    }
+}
+
 /// Sealed objects by name. Names are lowercase hex or `volume`; backends
 /// may add a prefix.
 pub trait ObjectStore: Send + Sync {

@@ -323,6 +323,19 @@ impl AwsObjectStore {
             .send()
             .await
             .map_err(|e| sdk_error(e, "get", self.what(name)))?;
+        // Refused before the body is read: a provider cannot exhaust the
+        // daemon's memory (the daemon is the filesystem).
+        let length = response.content_length().unwrap_or(-1);
+        if length < 0 || length as u64 > super::MAX_OBJECT {
+            return Err(CloudError::new(
+                CloudErrorKind::Rejected,
+                "get",
+                self.what(name),
+                format!(
+                    "the object is {length} bytes, larger than any latus object (or of no stated length)"
+                ),
+            ));
+        }
         let body = response.body.collect().await.map_err(|e| {
             CloudError::new(
                 CloudErrorKind::Unreachable,
@@ -921,7 +934,28 @@ impl AwsEventLog {
             })
             .await?;
             for item in page.items() {
-                let record = decode(item).map_err(|m| malformed("read", self.what(), m))?;
+                let record = match decode(item) {
+                    Ok(r) if r.payload.len() <= super::MAX_RECORD => r,
+                    Ok(r) => {
+                        tracing::error!(
+                            mivui = r.mivui,
+                            bytes = r.payload.len(),
+                            "a log record is larger than any latus record; skipped"
+                        );
+                        LogRecord::unusable(r.mivui)
+                    }
+                    Err(m) => match item_mivui(item) {
+                        Some(mivui) => {
+                            tracing::error!(mivui, error = %m, "a malformed log record; skipped");
+                            LogRecord::unusable(mivui)
+                        }
+                        // Cannot be placed in the log: not a record.
+                        None => {
+                            tracing::error!(error = %m, "an item without a number in the log's table; ignored");
+                            continue;
+                        }
+                    },
+                };
                 // Numbers last+1 ..= record.mivui-1 are missing.
                 if record.mivui > last + 1 && record.mivui - 1 > self.legacy_gaps_end().await? {
                     return Ok(records);
@@ -1045,13 +1079,15 @@ fn key_element(name: &str, kind: KeyType) -> CloudResult<KeySchemaElement> {
         .map_err(|e| CloudError::new(CloudErrorKind::Rejected, "create", name, e.to_string()))
 }
 
-/// A record item; the counter item (no payload) is not one.
-fn decode(item: &Item) -> Result<LogRecord, String> {
-    let mivui = item
-        .get("mivui")
+fn item_mivui(item: &Item) -> Option<u64> {
+    item.get("mivui")
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
-        .ok_or("an item without a mivui")?;
+}
+
+/// A record item; the counter item (no payload) is not one.
+fn decode(item: &Item) -> Result<LogRecord, String> {
+    let mivui = item_mivui(item).ok_or("an item without a mivui")?;
     let originator = item
         .get("originator")
         .and_then(|v| v.as_s().ok())
