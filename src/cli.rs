@@ -754,7 +754,7 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool) -> Result<()> {
 
 fn print_recovery(r: &serde_json::Value) {
     let n = |k: &str| r[k].as_u64().unwrap_or(0);
-    if n("replayed_records") > 0 {
+    if n("replayed_records") > 0 && r["database_rebuilt"].is_null() {
         println!(
             "recovered: replayed {} journal records the previous daemon had not committed",
             n("replayed_records")
@@ -771,6 +771,27 @@ fn print_recovery(r: &serde_json::Value) {
             "recovered: discarded {} unfinished versions (written but never closed); those files show their last closed version",
             n("discarded_unclosed_versions")
         );
+    }
+    if let Some(rb) = r["database_rebuilt"].as_object() {
+        println!(
+            "recovered: the database was damaged ({}); kept it as {} and rebuilt it from {}",
+            rb["error"].as_str().unwrap_or("?"),
+            rb["damaged_file"].as_str().unwrap_or("?"),
+            if rb["journal_complete"] == true {
+                "the journal (every change of this node, unpublished ones included) and the volume's log"
+            } else {
+                "the volume's log (published versions only)"
+            }
+        );
+        if n("unplaced_objects") > 0 {
+            println!(
+                "recovered: {} local contents could not be put back at a path (versions not yet in the cloud, and copies of published ones); they are kept in {}",
+                n("unplaced_objects"),
+                r["unplaced_folder"].as_str().unwrap_or("?")
+            );
+        } else if rb["journal_complete"] == true {
+            println!("recovered: nothing unpublished was lost");
+        }
     }
     let plain = &r["plain_folder"];
     let adopted = plain["adopted"].as_u64().unwrap_or(0);

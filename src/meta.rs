@@ -117,6 +117,56 @@ pub struct Recovery {
     pub replayed_records: usize,
     /// Bytes of a torn journal tail that were dropped (power cut).
     pub torn_bytes: u64,
+    /// The journal starts at its first record (nothing was ever emptied).
+    pub journal_complete: bool,
+    /// The database could not be opened and was started again.
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// A database that could not be opened, set aside and started again.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rebuilt {
+    /// Where the damaged file is kept.
+    pub damaged_file: String,
+    pub error: String,
+    /// The journal held every change since the node began, so this node's
+    /// own state (unpublished changes included) came back from it.
+    pub journal_complete: bool,
+}
+
+/// Opens the database; one redb cannot repair (overwritten blocks, a
+/// truncated file) is moved aside and a fresh one made, to be filled from
+/// the journal and the volume's log.
+fn open_or_set_aside(path: &Path) -> Result<(Database, Option<Rebuilt>), redb::Error> {
+    let err = match Database::create(path) {
+        Ok(db) => return Ok((db, None)),
+        Err(e) => redb::Error::from(e),
+    };
+    let damaged = match &err {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    };
+    if !damaged {
+        return Err(err);
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{secs}"));
+    std::fs::rename(path, &aside)?;
+    let aside = std::path::PathBuf::from(aside).display().to_string();
+    tracing::error!(error = %err, damaged_file = %aside, "the database is damaged; set it aside, rebuilding from the journal and the volume's log");
+    let db = Database::create(path)?;
+    Ok((
+        db,
+        Some(Rebuilt {
+            damaged_file: aside,
+            error: err.to_string(),
+            journal_complete: false,
+        }),
+    ))
 }
 
 pub struct Loaded {
@@ -215,11 +265,10 @@ impl Meta {
     ) -> Result<(Self, Loaded), MetaError> {
         let path = db_path.display().to_string();
         let e = db_err(&path);
+        let (database, rebuilt) = open_or_set_aside(db_path).map_err(&e)?;
         let db = Db {
             path: db_path.to_path_buf(),
-            inner: Mutex::new(Some(Arc::new(
-                Database::create(db_path).map_err(|x| e(x.into()))?,
-            ))),
+            inner: Mutex::new(Some(Arc::new(database))),
             broken: Default::default(),
         };
         let wal = Wal::open(wal_path).map_err(|source| MetaError::Journal {
@@ -235,18 +284,37 @@ impl Meta {
             commit_lock: Mutex::new(()),
             store,
         };
-        let recovery = meta.replay()?;
+        let mut recovery = meta.replay(rebuilt.is_some())?;
+        if let Some(mut r) = rebuilt {
+            r.journal_complete = recovery.replayed_records > 0 && recovery.journal_complete;
+            recovery.rebuilt = Some(r);
+        }
         let loaded = meta.load(recovery)?;
         Ok((meta, loaded))
     }
 
-    fn replay(&mut self) -> Result<Recovery, MetaError> {
+    /// Applies what the journal holds beyond the database. The journal is
+    /// kept (emptied only once large, see `clear_journal_if_committed`):
+    /// while it starts at record 1, it alone rebuilds a lost database.
+    fn replay(&mut self, fresh_db: bool) -> Result<Recovery, MetaError> {
         let wal = self.wal.get_mut().expect("fresh lock");
         let contents = wal.read_all().map_err(|source| MetaError::Journal {
             path: wal.path().display().to_string(),
             source,
         })?;
+        let complete = contents.entries.first().is_some_and(|e| e.seq == 1);
+        // A partial journal cannot rebuild a database on its own (rows
+        // would name parents it does not hold): the cloud's log does.
+        let contents = if fresh_db && !complete {
+            wal::WalContents {
+                entries: Vec::new(),
+                torn_bytes: contents.torn_bytes,
+            }
+        } else {
+            contents
+        };
         let applied = self.state(WAL_APPLIED)?;
+        let wal_last = contents.entries.last().map_or(0, |e| e.seq);
         let todo: Vec<WalEntry> = contents
             .entries
             .into_iter()
@@ -255,16 +323,23 @@ impl Meta {
         let recovery = Recovery {
             replayed_records: todo.len(),
             torn_bytes: contents.torn_bytes,
+            journal_complete: complete,
+            rebuilt: None,
         };
         let last = todo.last().map(|e| e.seq).unwrap_or(applied);
         if !todo.is_empty() {
             self.write_batch(&todo, last)?;
         }
         let wal = self.wal.get_mut().expect("fresh lock");
-        wal.clear().map_err(|source| MetaError::Journal {
-            path: wal.path().display().to_string(),
-            source,
-        })?;
+        // A torn tail goes (later appends must not sit behind it); a
+        // journal that cannot serve a rebuild starts again.
+        if contents.torn_bytes > 0 || (fresh_db && !complete) {
+            wal.clear().map_err(|source| MetaError::Journal {
+                path: wal.path().display().to_string(),
+                source,
+            })?;
+        }
+        let last = last.max(wal_last);
         let q = self.queue.get_mut().expect("fresh lock");
         q.next_seq = last + 1;
         q.committed_seq = last;

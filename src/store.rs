@@ -305,6 +305,37 @@ impl ContentStore {
         Ok(removed)
     }
 
+    /// Moves every object `keep` does not name into `aside` (made when
+    /// needed); partial copies and spares go. Returns how many were moved.
+    pub fn set_aside_garbage(
+        &self,
+        keep: &HashSet<ObjectId>,
+        aside: &Path,
+    ) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for shard in 0..=255u8 {
+            let d = self.dir.join(format!("{shard:02x}"));
+            let rd = fs::read_dir(&d).map_err(|source| StoreError::Io { path: d, source })?;
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(SPARE_SUFFIX) || Self::partial_owner(&name).is_some() {
+                    let _ = fs::remove_file(entry.path());
+                    continue;
+                }
+                if !keep.contains(&name) {
+                    fs::create_dir_all(aside).map_err(|source| StoreError::Io {
+                        path: aside.to_path_buf(),
+                        source,
+                    })?;
+                    fs::rename(entry.path(), aside.join(&name)).map_err(self.err(&name))?;
+                    lock(&self.usage).remove(&name);
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
     /// Flushes every written object of this filesystem to stable storage.
     pub fn sync_all(&self) -> Result<(), StoreError> {
         let dir = File::open(&self.dir).map_err(|source| StoreError::Io {

@@ -209,6 +209,12 @@ pub struct RecoveryReport {
     /// Files created but never closed before the crash, now journaled.
     pub announced_files: usize,
     pub rehashed: usize,
+    /// The database was damaged and rebuilt.
+    pub database_rebuilt: Option<crate::meta::Rebuilt>,
+    /// Content objects no rebuilt row names (their paths went with the
+    /// damaged database), kept in `unplaced_folder`.
+    pub unplaced_objects: usize,
+    pub unplaced_folder: Option<String>,
 }
 
 impl RecoveryReport {
@@ -217,6 +223,7 @@ impl RecoveryReport {
             && self.torn_journal_bytes == 0
             && self.discarded_unclosed_versions == 0
             && self.announced_files == 0
+            && self.database_rebuilt.is_none()
     }
 }
 
@@ -407,6 +414,8 @@ impl Vfs {
                 Recovery {
                     replayed_records,
                     torn_bytes,
+                    rebuilt,
+                    ..
                 },
         } = loaded;
         let tree = Tree::from_rows(inodes);
@@ -461,7 +470,20 @@ impl Vfs {
         vfs.pin_unpublished()?;
         vfs.upgrade_remote_tree()?;
         vfs.load_touched()?;
-        report.discarded_unclosed_versions = vfs.collect_garbage()?;
+        if rebuilt.as_ref().is_some_and(|r| !r.journal_complete) {
+            // Content whose rows went with the database: kept, not collected.
+            let aside = vfs
+                .store
+                .dir()
+                .with_file_name(format!("unplaced-{}", vfs.now().div_euclid(1_000_000_000)));
+            report.unplaced_objects = vfs.store.set_aside_garbage(&vfs.live_objects(), &aside)?;
+            if report.unplaced_objects > 0 {
+                report.unplaced_folder = Some(aside.display().to_string());
+            }
+        } else {
+            report.discarded_unclosed_versions = vfs.collect_garbage()?;
+        }
+        report.database_rebuilt = rebuilt;
         report.announced_files = vfs.announce_unclosed()?;
         report.rehashed = vfs.requeue_hashes()?;
         Ok((vfs, report))

@@ -46,21 +46,21 @@ fn mount_fails_when_mountpoint_is_missing() {
 }
 
 #[test]
-fn mount_fails_when_mountpoint_is_not_empty() {
+fn mount_adopts_what_the_plain_folder_holds() {
     let m = Mounted::bare();
     m.latus(&["init"]).expect_ok();
     fs::write(m.mnt.join("precious.txt"), b"do not hide me").unwrap();
-    let out = m.try_mount();
-    assert!(!out.ok(), "mount on a non-empty folder must fail: {out}");
-    assert!(!out.stderr.trim().is_empty(), "{out}");
-    assert!(
-        out.stderr.contains(m.mnt.to_str().unwrap()),
-        "the message names the mountpoint: {out}"
-    );
-    assert_no_mount_no_daemon(&m);
+    let out = m.mount();
+    assert!(out.stdout.contains("recovered: adopted 1 entries"), "{out}");
+    assert_eq!(fs::read(m.p("precious.txt")).unwrap(), b"do not hide me");
+    m.unmount();
+    // Nothing stays hidden under the mount, and the plain folder is
+    // closed to programs while latus is not mounted.
+    assert!(fs::read_dir(&m.mnt).unwrap().next().is_none());
     assert_eq!(
-        fs::read(m.mnt.join("precious.txt")).unwrap(),
-        b"do not hide me"
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&m.mnt).unwrap().permissions())
+            & 0o777,
+        0
     );
 }
 
