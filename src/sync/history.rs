@@ -46,7 +46,7 @@ pub fn nodes(log: &[LogEntry], this_node: Uuid) -> Vec<NodeInfo> {
             )
         });
         if !e.node_name.is_empty() {
-            info.name = e.node_name.clone();
+            info.name = super::names::display_node_name(&e.node_name);
         }
         info.last_seen = info.last_seen.max(e.event.time);
         if !e.event.event_type.is_node_record() {

@@ -30,21 +30,52 @@ pub fn refuge_path(p: &str, mivui: u64) -> String {
     format!("latus-refused/{mivui} {name}")
 }
 
-/// `name (conflict from NODE YYYY-MM-DD HHMMSS).ext`
+/// The longest node name shown in a conflict copy's name, in bytes.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// A node's name as it may appear in file names and on screen: no
+/// control, format (bidi overrides, zero-width) or path characters, at
+/// most `MAX_NODE_NAME` bytes. Any key holder chooses its node's name.
+pub fn display_node_name(node: &str) -> String {
+    let mut out = String::new();
+    for c in node.chars() {
+        let c = if c == '/' || c.is_control() || is_format_char(c) {
+            '_'
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > MAX_NODE_NAME {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() { "?".into() } else { out }
+}
+
+/// Unicode format characters that reorder or hide text (bidi controls,
+/// zero-width characters, the BOM).
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+}
+
+/// `name (conflict from NODE YYYY-MM-DD HHMMSS).ext`, at most 255 bytes
+/// whatever the name and the node's name (the stem, then the extension,
+/// give way).
 pub fn conflict_name(name: &str, node: &str, time_ns: i64) -> String {
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    let node: String = node
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect();
+    let node = display_node_name(node);
     let (y, mo, d, h, mi, s) = utc_fields(time_ns.div_euclid(1_000_000_000));
     let suffix = format!(" (conflict from {node} {y:04}-{mo:02}-{d:02} {h:02}{mi:02}{s:02})");
     let mut stem = stem.to_string();
     while stem.len() + suffix.len() + ext.len() > 255 && !stem.is_empty() {
         stem.pop();
+    }
+    let mut ext = ext.to_string();
+    while stem.len() + suffix.len() + ext.len() > 255 && !ext.is_empty() {
+        ext.pop();
     }
     format!("{stem}{suffix}{ext}")
 }
@@ -151,6 +182,15 @@ mod tests {
         );
         assert_eq!(utc_fields(0), (1970, 1, 1, 0, 0, 0));
         assert!(conflict_name(&"x".repeat(255), "n", t).len() <= 255);
+        // A hostile node name: long, with control and bidi characters.
+        let evil = format!("{}\u{202E}\n/{}", "é".repeat(200), "z".repeat(300));
+        for name in ["a.txt", &format!("a.{}", "e".repeat(250)), &"x".repeat(255)] {
+            let c = conflict_name(name, &evil, t);
+            assert!(c.len() <= 255, "{} bytes", c.len());
+            assert!(!c.contains('/') && !c.contains('\n') && !c.contains('\u{202E}'), "{c:?}");
+        }
+        assert_eq!(display_node_name("\u{202E}"), "_");
+        assert!(display_node_name(&"é".repeat(100)).len() <= MAX_NODE_NAME);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::names::{join, split_parent};
-use super::remote::RemoteTree;
+use super::remote::{PERMISSIONS, RemoteTree};
 use crate::meta::{Ino, Kind, Nanos, ROOT_INO, RemoteRow};
 
 /// What the planner may know of one local entry.
@@ -266,7 +266,8 @@ fn sync(
     };
     // Folder mtimes are each node's own (adding a child is no event).
     let same_attrs = l == ROOT_INO
-        || (n.mode & 0o7777 == rr.mode && (rr.kind == Kind::Dir || n.mtime == rr.mtime));
+        || (n.mode & PERMISSIONS == rr.mode & PERMISSIONS
+            && (rr.kind == Kind::Dir || n.mtime == rr.mtime));
     if !same_content || !same_attrs {
         let new_times = rr.kind == Kind::File && n.mtime != rr.mtime;
         out.push(Action::Update {

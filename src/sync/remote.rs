@@ -11,6 +11,16 @@ use crate::meta::{Kind, Record, RemoteRow};
 
 pub const REMOTE_ROOT: u64 = 1;
 
+/// The mode bits the log may set: permissions only. Set-user-id,
+/// set-group-id and sticky bits from another node (any key holder) are
+/// never applied here.
+pub const PERMISSIONS: u32 = 0o777;
+
+/// The deepest a folder may be nested: a move that would nest deeper (only
+/// repeated remote moves can) is not applied, so walks of the tree stay
+/// within their stack.
+pub const MAX_DEPTH: usize = 1024;
+
 pub struct RNode {
     pub row: RemoteRow,
     pub children: BTreeMap<String, u64>,
@@ -343,7 +353,7 @@ impl RemoteTree {
                     parent,
                     name,
                     kind,
-                    mode: ev.mode & 0o7777,
+                    mode: ev.mode & PERMISSIONS,
                     size: ev.size,
                     mtime: ev.mtime,
                     hash: ev.file_hash.clone(),
@@ -374,7 +384,7 @@ impl RemoteTree {
                         parent,
                         name,
                         kind: Kind::Dir,
-                        mode: ev.mode & 0o7777,
+                        mode: ev.mode & PERMISSIONS,
                         size: 0,
                         mtime: ev.mtime,
                         hash: None,
@@ -402,6 +412,10 @@ impl RemoteTree {
                     return out;
                 };
                 if src == REMOTE_ROOT || self.is_ancestor_path(ev.src_path.as_deref(), p) {
+                    return out;
+                }
+                if self.depth_of(p) + self.height(src) > MAX_DEPTH {
+                    tracing::error!(mivui, "a move would nest folders deeper than {MAX_DEPTH}; not applied");
                     return out;
                 }
                 let (parent, name) = self.ensure_parent(p, mivui, &by, aside, &mut out);
@@ -436,7 +450,7 @@ impl RemoteTree {
                     && r != REMOTE_ROOT
                 {
                     let mut row = self.nodes[&r].row.clone();
-                    row.mode = ev.mode & 0o7777;
+                    row.mode = ev.mode & PERMISSIONS;
                     row.mtime = ev.mtime;
                     self.emit(Record::PutRemote(row), &mut out);
                 }
@@ -444,6 +458,23 @@ impl RemoteTree {
             EventType::Node | EventType::ForgetNode | EventType::Prune => {}
         }
         out
+    }
+
+    fn depth_of(&self, path: &str) -> usize {
+        path.split('/').filter(|c| !c.is_empty()).count()
+    }
+
+    /// Levels below and including `rid` (walked without recursion).
+    fn height(&self, rid: u64) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(rid, 1usize)];
+        while let Some((r, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            if let Some(n) = self.nodes.get(&r) {
+                stack.extend(n.children.values().map(|&c| (c, d + 1)));
+            }
+        }
+        deepest
     }
 
     fn is_ancestor_path(&self, src: Option<&str>, dst: &str) -> bool {

@@ -73,7 +73,7 @@ impl Vfs {
             })
             .map(|e| VersionInfo {
                 mivui: e.mivui,
-                node: e.node_name.clone(),
+                node: crate::sync::names::display_node_name(&e.node_name),
                 node_id: e.originator,
                 time: e.event.time,
                 event_type: e.event.event_type,

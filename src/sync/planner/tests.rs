@@ -203,7 +203,7 @@ impl Model {
                 let mtime = if n.kind == Kind::Dir { 0 } else { n.mtime };
                 out.insert(
                     p.clone(),
-                    (n.kind, n.mode & 0o7777, mtime, n.content.clone()),
+                    (n.kind, n.mode & PERMISSIONS, mtime, n.content.clone()),
                 );
             }
             for (name, &c) in &n.children {
