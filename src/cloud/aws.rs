@@ -70,8 +70,15 @@ const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One attempt of one call, transfer included (objects are chunks of a few MiB).
+/// One attempt of one S3 call, transfer included (objects are chunks of a
+/// few MiB).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// One attempt of one DynamoDB call: small requests, so a server that
+/// stopped answering is given up on soon (and retried), not after minutes.
+const DB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// No byte for this long: the connection stopped answering (a half-open
+/// connection, a stuck proxy) and is abandoned, whatever the transfer.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `init` waits for a new table to become active.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Records per transaction: DynamoDB's limit on its actions.
@@ -175,6 +182,7 @@ impl Setup {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                     .build(),
             );
@@ -470,7 +478,17 @@ impl AwsEventLog {
     ) -> CloudResult<Self> {
         let setup = Setup::load(target, endpoint)?;
         let log = Self {
-            db: aws_sdk_dynamodb::Client::new(&setup.sdk),
+            db: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&setup.sdk)
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .read_timeout(READ_TIMEOUT)
+                            .operation_attempt_timeout(DB_ATTEMPT_TIMEOUT)
+                            .build(),
+                    )
+                    .build(),
+            ),
             rt: setup.rt,
             table: target.table.clone(),
             volume: volume_id.to_string(),
