@@ -147,6 +147,11 @@ pub enum Cmd {
     Set { setting: String, value: String },
     /// The event journal, oldest first.
     Log {
+        /// `head`: the log's head hash as this node read it, to compare
+        /// with another node's out of band (equal at the same number: the
+        /// two saw the same log).
+        #[arg(value_parser = ["head"])]
+        what: Option<String>,
         #[arg(long)]
         json: bool,
         /// Only events with a journal id greater than N.
@@ -213,7 +218,12 @@ pub fn run(cli: Cli) -> Result<()> {
         } => mount(&home, &mountpoint, foreground, offline),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
-        Cmd::Log { json, since } => log(&home, since, json),
+        Cmd::Log {
+            what: Some(_),
+            json,
+            ..
+        } => log_head(&home, json),
+        Cmd::Log { json, since, .. } => log(&home, since, json),
         Cmd::Sync { wait, timeout } => sync(&home, wait, timeout),
         Cmd::Key { command } => key(&home, command),
         Cmd::Versions { path, json } => versions(&home, &path, json),
@@ -1019,6 +1029,38 @@ fn print_status(v: &serde_json::Value) {
     if let Some(e) = v["last_error"].as_str() {
         println!("last error: {e}");
     }
+    let q = &v["queue"];
+    if let Some(b) = q["log_breach"].as_str() {
+        println!("sync: STOPPED: the volume's log cannot be trusted: {b}");
+        println!("      (local files keep working; changes wait here)");
+    }
+    if let Some(since) = q["unreachable_since"].as_i64() {
+        let (y, mo, d, h, mi, s) = crate::sync::utc_fields(since);
+        println!(
+            "sync: the cloud stopped answering at {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC ({}); retrying",
+            q["last_error"].as_str().unwrap_or("no answer")
+        );
+    }
+}
+
+fn log_head(home: &Home, json: bool) -> Result<()> {
+    let head: crate::sync::LogHead =
+        match control::call(&home.socket_path(), &Request::LogHead, CALL_TIMEOUT) {
+            Ok(v) => serde_json::from_value(v)?,
+            Err(_) => {
+                home.load_config()?;
+                let store = std::sync::Arc::new(ContentStore::open(home.objects_dir())?);
+                let _lock = daemon::lock_home(home)?;
+                let meta = Meta::open(&home.db_path(), &home.wal_path(), store)?.0;
+                crate::sync::log_head(&meta)?
+            }
+        };
+    if json {
+        println!("{}", serde_json::to_string(&head)?);
+    } else {
+        println!("{} at {}", head.head, head.mivui);
+    }
+    Ok(())
 }
 
 fn log(home: &Home, since: u64, json: bool) -> Result<()> {

@@ -21,6 +21,8 @@ pub enum Request {
         since: u64,
         limit: usize,
     },
+    /// The log's head as this node read it (`sync::chain`).
+    LogHead,
     SyncWait {
         timeout_secs: u64,
     },

@@ -654,6 +654,10 @@ fn handle(
             Ok(s) => Response::ok(s),
             Err(e) => Response::err(format!("{path}: {e}")),
         },
+        Request::LogHead => match crate::sync::log_head(ctx.vfs.meta()) {
+            Ok(h) => Response::ok(h),
+            Err(e) => Response::err(e),
+        },
         Request::Log { since, limit } => {
             let meta = ctx.vfs.meta();
             match meta

@@ -17,7 +17,7 @@ mod remote;
 mod uploader;
 mod volume;
 
-pub use chain::{Breach, Guard, Link};
+pub use chain::{Breach, Guard, Link, LogHead, log_head};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;

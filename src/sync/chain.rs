@@ -96,6 +96,24 @@ pub struct Guard {
     seqs: HashMap<Uuid, Option<u64>>,
 }
 
+/// Where this node's reading of the log stands: its cursor and the head
+/// there, for comparing nodes out of band (`latus log head`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LogHead {
+    pub mivui: u64,
+    pub head: String,
+}
+
+pub fn log_head(meta: &Meta) -> Result<LogHead, MetaError> {
+    meta.commit_pending()?;
+    let mivui = meta.state(crate::meta::LOG_SEEN)?;
+    let head = match mivui {
+        0 => hex(&[0; 32]),
+        m => meta.text(&head_key(m))?.unwrap_or_default(),
+    };
+    Ok(LogHead { mivui, head })
+}
+
 fn head_key(mivui: u64) -> String {
     format!("head:{mivui}")
 }

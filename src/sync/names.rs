@@ -187,7 +187,10 @@ mod tests {
         for name in ["a.txt", &format!("a.{}", "e".repeat(250)), &"x".repeat(255)] {
             let c = conflict_name(name, &evil, t);
             assert!(c.len() <= 255, "{} bytes", c.len());
-            assert!(!c.contains('/') && !c.contains('\n') && !c.contains('\u{202E}'), "{c:?}");
+            assert!(
+                !c.contains('/') && !c.contains('\n') && !c.contains('\u{202E}'),
+                "{c:?}"
+            );
         }
         assert_eq!(display_node_name("\u{202E}"), "_");
         assert!(display_node_name(&"é".repeat(100)).len() <= MAX_NODE_NAME);

@@ -415,7 +415,10 @@ impl RemoteTree {
                     return out;
                 }
                 if self.depth_of(p) + self.height(src) > MAX_DEPTH {
-                    tracing::error!(mivui, "a move would nest folders deeper than {MAX_DEPTH}; not applied");
+                    tracing::error!(
+                        mivui,
+                        "a move would nest folders deeper than {MAX_DEPTH}; not applied"
+                    );
                     return out;
                 }
                 let (parent, name) = self.ensure_parent(p, mivui, &by, aside, &mut out);

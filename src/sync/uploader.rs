@@ -128,6 +128,9 @@ pub struct UploaderStatus {
     /// node stops applying and publishing, and keeps serving its files.
     pub log_breach: Option<String>,
     pub cloud_reachable: Option<bool>,
+    /// Since when (Unix seconds) the cloud has not answered, while it does
+    /// not: with `last_error`, what `status` and `sync --wait` say.
+    pub unreachable_since: Option<i64>,
     pub last_error: Option<String>,
     /// Started and completed passes (a pass publishes everything pending,
     /// or fails); passes run one at a time.
@@ -467,10 +470,13 @@ impl Inner {
                 st.last_pass_failed = false;
                 st.last_error = None;
                 st.cloud_reachable = Some(true);
+                st.unreachable_since = None;
             }
             Err(e) => {
                 if e.is_retryable() {
                     st.cloud_reachable = Some(false);
+                    st.unreachable_since
+                        .get_or_insert(self.vfs.now().div_euclid(1_000_000_000));
                 }
                 st.last_pass_failed = true;
                 st.last_error = Some(e.to_string());
