@@ -68,6 +68,10 @@ use super::{
 /// Tries per call, the first included.
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// No new attempt starts after a call has taken this long: a server that
+/// stopped answering is reported (and the pass retried later), not waited
+/// for attempt after attempt.
+const RETRY_BUDGET: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One attempt of one S3 call, transfer included (objects are chunks of a
@@ -1134,9 +1138,14 @@ where
     Fut: Future<Output = CloudResult<T>>,
 {
     let mut attempt = 1;
+    let started = std::time::Instant::now();
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+            Err(e)
+                if e.is_retryable()
+                    && attempt < MAX_ATTEMPTS
+                    && started.elapsed() < RETRY_BUDGET =>
+            {
                 let delay = backoff(attempt);
                 tracing::debug!("retrying in {delay:?} (attempt {attempt} of {MAX_ATTEMPTS}): {e}");
                 tokio::time::sleep(delay).await;

@@ -559,3 +559,179 @@ fn a_cloud_that_goes_away_and_comes_back_gets_everything_without_a_remount() {
     assert_eq!(m.path_status("during.txt")["state"], "local");
     assert!(m.log_events().iter().all(|e| e.mivui.as_u64().is_some()));
 }
+
+/// A TCP relay to the local S3 + DynamoDB server that can stop answering:
+/// while hung it accepts connections and requests and forwards nothing (a
+/// half-open connection, a stuck proxy), unlike a server that is down.
+struct StallProxy {
+    addr: std::net::SocketAddr,
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StallProxy {
+    fn start(upstream: &str) -> StallProxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hung = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (hung, stop) = (hung.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut pumps = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            client.set_nonblocking(false).unwrap();
+                            let Ok(server) = TcpStream::connect(&upstream) else {
+                                continue;
+                            };
+                            for (from, to) in [
+                                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                                (server, client),
+                            ] {
+                                let (hung, stop) = (hung.clone(), stop.clone());
+                                pumps
+                                    .push(std::thread::spawn(move || pump(from, to, &hung, &stop)));
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for p in pumps {
+                    let _ = p.join();
+                }
+            })
+        };
+        StallProxy {
+            addr,
+            hung,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn hang(&self, hung: bool) {
+        self.hung.store(hung, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Copies `from` to `to` until either closes; holds everything while hung.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    hung: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop.load(Ordering::Acquire) {
+        if hung.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A server that accepts requests and never answers is seen: `status`
+/// says since when the cloud stopped answering, `sync --wait` says why it
+/// fails, and sync resumes by itself once the server answers again.
+#[test]
+fn a_server_that_stops_answering_shows_and_sync_resumes_by_itself() {
+    if !aws_available() {
+        return;
+    }
+    let upstream = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let proxy = StallProxy::start(&upstream);
+    let b = Backend::Aws {
+        bucket: unique("latus-test"),
+        table: unique("latus-test"),
+    };
+    let m = Mounted::bare();
+    m.latus(&["init", "--cloud", &b.url()]).expect_ok();
+    fs::create_dir_all(&m.mnt).unwrap();
+    let url = proxy.url();
+    let run = |args: &[&str], timeout: u64| {
+        let mut cmd = Command::new(LATUS);
+        cmd.env("AWS_ENDPOINT_URL", &url)
+            .arg("--home")
+            .arg(&m.home)
+            .args(args);
+        run_cmd(&mut cmd, Duration::from_secs(timeout))
+    };
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&run(&["status", "--json"], 30).expect_ok().stdout).unwrap()
+    };
+    run(&["mount", m.mnt.to_str().unwrap()], 60).expect_ok();
+    fs::write(m.p("before.txt"), b"published").unwrap();
+    run(&["sync", "--wait", "--timeout", "60"], 90).expect_ok();
+
+    proxy.hang(true);
+    fs::write(m.p("during.txt"), b"waits for the cloud").unwrap();
+    let shown = wait_until(Duration::from_secs(120), || {
+        status()["queue"]["unreachable_since"].as_i64().is_some()
+    });
+    assert!(shown, "a hung server is not shown: {}", status());
+    let plain = run(&["status"], 30).expect_ok();
+    assert!(plain.stdout.contains("stopped answering"), "{plain}");
+    let out = run(&["sync", "--wait", "--timeout", "5"], 60);
+    assert!(
+        !out.ok(),
+        "sync --wait succeeded while the server hangs: {out}"
+    );
+    assert!(
+        out.stderr.contains("events still to publish") || out.stderr.contains("nreachable"),
+        "no reason given: {out}"
+    );
+
+    proxy.hang(false);
+    let resumed = wait_until(Duration::from_secs(180), || {
+        let st = status();
+        st["queue"]["pending_events"] == 0 && st["queue"]["unreachable_since"].is_null()
+    });
+    assert!(resumed, "sync did not resume by itself: {}", status());
+    run(&["unmount", m.mnt.to_str().unwrap()], 60).expect_ok();
+}
