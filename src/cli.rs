@@ -562,10 +562,18 @@ fn init_node(
     if let Some(url) = &cloud {
         crate::cloud::CloudUrl::parse(url)?;
     }
+    // A key file joins a volume that exists: never a new volume under the
+    // same key (a missing or mistyped cloud would make one).
+    let joining = key_file.is_some();
+    if joining && cloud.is_none() {
+        bail!(
+            "--key-file joins an existing volume: name its cloud with --cloud URL (the first node's `latus status` shows it)"
+        );
+    }
     let existed = home.root().exists();
     let cfg = home.init(name, cloud, key_file)?;
     let key = crate::home::load_key(home)?;
-    match Volume::open(&cfg.cloud, &key, true) {
+    match Volume::open(&cfg.cloud, &key, !joining) {
         Ok((volume, created)) => {
             println!(
                 "initialised node {} ({}) in {}",

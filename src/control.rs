@@ -137,6 +137,12 @@ where
     let handler = std::sync::Arc::new(handler);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
+        // Only this user (or root) steers the daemon, whatever the
+        // socket's mode.
+        if !peer_allowed(&conn) {
+            tracing::warn!("a control connection from another user was refused");
+            continue;
+        }
         let handler = handler.clone();
         let _ = std::thread::Builder::new()
             .name("latus-control".into())
@@ -146,6 +152,30 @@ where
                 }
             });
     }
+}
+
+/// The peer runs as the daemon's user, or as root (`SO_PEERCRED`).
+fn peer_allowed(conn: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    rc == 0 && (cred.uid == me || cred.uid == 0)
 }
 
 fn serve_one(conn: UnixStream, handler: &dyn Fn(Request) -> Response) -> Result<(), ControlError> {

@@ -35,6 +35,10 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Vfs(#[from] VfsError),
+    #[error(
+        "the home {path} is open to other users (mode {mode:o}): it holds the volume key; make it private with: chmod 700 {path}"
+    )]
+    HomeOpen { path: String, mode: u32 },
     #[error("mountpoint {0} does not exist (create it first: mkdir -p {0})")]
     MountpointMissing(String),
     #[error("mountpoint {0} is not a folder")]
@@ -390,10 +394,29 @@ fn worker_threads() -> usize {
 }
 
 /// Mounts and serves until unmounted. Blocks.
+/// The home holds the volume key: others must not reach it.
+fn check_home_private(home: &Home) -> Result<(), DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.root();
+    let mode = fs::metadata(path)
+        .map_err(io(path.display().to_string()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(DaemonError::HomeOpen {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(), DaemonError> {
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
+    check_home_private(home)?;
     check_fuse_available()?;
     if check_mountpoint(mountpoint)? == MountpointState::Stale {
         clean_stale_mount(mountpoint)?;
@@ -474,6 +497,12 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
     let socket = home.socket_path();
     let _ = fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(io(socket.display().to_string()))?;
+    // The owner only, whatever the umask (the peer is checked too).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+            .map_err(io(socket.display().to_string()))?;
+    }
     let uploader = (!offline).then(|| Arc::new(start_uploader(&node, volume)));
     let pinner_stop = Arc::new(AtomicBool::new(false));
     let pinner = if offline {

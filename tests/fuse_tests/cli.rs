@@ -236,3 +236,55 @@ fn unmount_stops_the_daemon_and_frees_the_folder() {
         b"in the node, not in the folder"
     );
 }
+
+/// A key file joins an existing volume only: without `--cloud`, or with a
+/// cloud that holds no volume, nothing is created under the same key.
+#[test]
+fn init_with_a_key_file_joins_and_never_creates_a_volume() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join("cloud");
+    let a = Mounted::bare();
+    a.latus(&["init", "--cloud", &format!("dir:{}", cloud.display())])
+        .expect_ok();
+    let key = scratch.path().join("key.json");
+    a.latus(&["key", "export", key.to_str().unwrap()])
+        .expect_ok();
+    let b = Mounted::bare();
+    let out = b.latus(&["init", "--key-file", key.to_str().unwrap()]);
+    assert!(!out.ok() && out.stderr.contains("--cloud"), "{out}");
+    let wrong = scratch.path().join("not-the-cloud");
+    std::fs::create_dir_all(&wrong).unwrap();
+    let out = b.latus(&[
+        "init",
+        "--cloud",
+        &format!("dir:{}", wrong.display()),
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!out.ok(), "joined a folder that holds no volume: {out}");
+    assert!(
+        !wrong.join("objects").join("volume").exists() && !wrong.join("volume").exists(),
+        "a second volume was created under the same key"
+    );
+    assert!(!b.home.join("config.json").exists());
+}
+
+/// The daemon refuses a home other users can read (it holds the key), and
+/// its control socket is the owner's only.
+#[test]
+fn a_home_open_to_others_is_refused_and_the_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::bare();
+    m.latus(&["init"]).expect_ok();
+    std::fs::create_dir_all(&m.mnt).unwrap();
+    std::fs::set_permissions(&m.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = m.latus(&["mount", m.mnt.to_str().unwrap()]);
+    assert!(!out.ok() && out.stderr.contains("chmod 700"), "{out}");
+    std::fs::set_permissions(&m.home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    m.mount();
+    let mode = std::fs::metadata(m.home.join("daemon.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
