@@ -121,6 +121,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Checks the volume against its log: every chain and the log's head
+    /// verify, every chunk a version in history needs is in the cloud
+    /// (and, with --read-data, opens and holds what its name promises).
+    /// Exits non-zero if anything is wrong.
+    Check {
+        #[arg(long)]
+        read_data: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every node of the volume; `nodes remove ID` forgets one (its files stay).
     Nodes {
         #[command(subcommand)]
@@ -234,6 +244,7 @@ pub fn run(cli: Cli) -> Result<()> {
             to,
             json,
         } => restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
+        Cmd::Check { read_data, json } => check(&home, read_data, json),
         Cmd::Prune { dry_run, json } => {
             let v = history_call(&home, Request::Prune { dry_run }, true)?;
             if json {
@@ -406,6 +417,50 @@ fn history_call(home: &Home, req: Request, cloud: bool) -> Result<serde_json::Va
         Some(e) if !resp.ok => bail!("{e}"),
         _ => Ok(resp.data),
     }
+}
+
+fn check(home: &Home, read_data: bool, json: bool) -> Result<()> {
+    let v = history_call(home, Request::Check { read_data }, true)?;
+    let report: crate::sync::CheckReport = serde_json::from_value(v.clone())?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "log: {} records, {} unreadable; {}",
+            report.records,
+            report.unreadable_records,
+            match (&report.log_breach, report.head_differs) {
+                (Some(b), _) => format!("BROKEN: {b}"),
+                (None, true) => "BROKEN: its head differs from what this node read".into(),
+                (None, false) => "chains and head verify".into(),
+            }
+        );
+        println!(
+            "content: {} versions, {} chunks needed, {} missing{}",
+            report.versions,
+            report.chunks_needed,
+            report.chunks_missing,
+            if report.read_data {
+                format!(
+                    ", {} read ({} bytes), {} damaged",
+                    report.chunks_read, report.bytes_read, report.chunks_damaged
+                )
+            } else {
+                String::new()
+            }
+        );
+        for n in &report.missing {
+            println!("  missing: {n}");
+        }
+        for n in &report.damaged {
+            println!("  damaged: {n}");
+        }
+        println!("orphans (objects nothing needs): {}", report.orphans);
+    }
+    if !report.ok() {
+        bail!("the check found problems");
+    }
+    Ok(())
 }
 
 fn mountpoint_of(home: &Home) -> Option<PathBuf> {

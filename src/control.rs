@@ -44,6 +44,10 @@ pub enum Request {
     Prune {
         dry_run: bool,
     },
+    /// The volume against its log (`sync::check`).
+    Check {
+        read_data: bool,
+    },
     /// Sets a placement rule (`auto` clears it).
     Placement {
         path: String,

@@ -772,6 +772,12 @@ pub fn answer_history(
             vfs.enforce_cache_cap();
             Ok(serde_json::json!({ "cap_bytes": bytes }))
         }
+        Request::Check { read_data } => {
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.check(read_data)
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| e.to_string())
+        }
         Request::Prune { dry_run } => {
             let u = uploader.ok_or_else(needs_cloud)?;
             u.prune(&config.retention, dry_run)

@@ -6,6 +6,7 @@
 //! history and retention (`history`).
 
 mod chain;
+mod check;
 mod chunker;
 mod engine;
 mod fetcher;
@@ -18,6 +19,7 @@ mod uploader;
 mod volume;
 
 pub use chain::{Breach, Guard, Link, LogHead, log_head};
+pub use check::{CheckError, CheckReport, check};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;

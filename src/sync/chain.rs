@@ -94,6 +94,9 @@ pub struct Guard {
     /// The last sequence number read of each node (`None`: never seen a
     /// chained record of it).
     seqs: HashMap<Uuid, Option<u64>>,
+    /// A walk of the whole log apart from the node's own reading (`latus
+    /// check`): nothing is looked up in the database, every head is kept.
+    standalone: bool,
 }
 
 /// Where this node's reading of the log stands: its cursor and the head
@@ -143,7 +146,19 @@ impl Guard {
             head,
             recent: BTreeMap::new(),
             seqs: HashMap::new(),
+            standalone: false,
         })
+    }
+
+    /// A guard for reading the whole log again from its start, on its own.
+    pub fn fresh() -> Self {
+        Self {
+            cursor: 0,
+            head: [0; 32],
+            recent: BTreeMap::new(),
+            seqs: HashMap::new(),
+            standalone: true,
+        }
     }
 
     pub fn cursor(&self) -> u64 {
@@ -236,7 +251,7 @@ impl Guard {
         self.head = keys.log_head(&self.head, mivui, pseudonym.as_bytes(), payload);
         self.cursor = mivui;
         self.recent.insert(mivui, self.head);
-        while self.recent.len() > RECENT_HEADS {
+        while !self.standalone && self.recent.len() > RECENT_HEADS {
             self.recent.pop_first();
         }
         out.push(Record::SetText {
@@ -258,10 +273,19 @@ impl Guard {
         Ok(())
     }
 
+    /// The head after record `mivui`, if this guard read it and keeps it
+    /// (a standalone guard keeps every head).
+    pub fn head_after(&self, mivui: u64) -> Option<String> {
+        self.recent.get(&mivui).map(|h| hex(h))
+    }
+
     /// The last sequence number read of `node`.
     pub fn last_seq(&mut self, meta: &Meta, node: Uuid) -> Option<u64> {
         if let Some(s) = self.seqs.get(&node) {
             return *s;
+        }
+        if self.standalone {
+            return None;
         }
         let s = meta
             .text(&seq_key(node))
@@ -281,6 +305,9 @@ impl Guard {
         }
         if let Some(h) = self.recent.get(&mivui) {
             return Some(*h);
+        }
+        if self.standalone {
+            return None;
         }
         // Heads from before this format, or not read here: not checked.
         meta.text(&head_key(mivui))

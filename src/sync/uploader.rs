@@ -380,6 +380,16 @@ impl Uploader {
         Ok(report)
     }
 
+    /// The volume against its log (`latus check`).
+    pub fn check(&self, read_data: bool) -> Result<super::CheckReport, UploadError> {
+        let volume = self.inner.volume()?;
+        self.inner.meta.commit_pending()?;
+        super::check(&self.inner.meta, &volume, read_data).map_err(|e| match e {
+            super::CheckError::Cloud(e) => UploadError::Cloud(e),
+            super::CheckError::Meta(e) => UploadError::Meta(e),
+        })
+    }
+
     pub fn stop(&self) {
         {
             let mut b = lock(&self.inner.bell);

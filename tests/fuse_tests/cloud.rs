@@ -735,3 +735,67 @@ fn a_server_that_stops_answering_shows_and_sync_resumes_by_itself() {
     assert!(resumed, "sync did not resume by itself: {}", status());
     run(&["unmount", m.mnt.to_str().unwrap()], 60).expect_ok();
 }
+
+fn delete_object(b: &Backend, name: &str) {
+    match b {
+        Backend::Dir(path) => fs::remove_file(path.join(name)).unwrap(),
+        Backend::Aws { bucket, .. } => {
+            let rt = runtime();
+            let client = s3();
+            rt.block_on(async {
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(name)
+                    .send()
+                    .await
+                    .expect("delete")
+            });
+        }
+    }
+}
+
+/// `latus check` finds a healthy volume healthy, and finds (with a non-zero
+/// exit) a chunk the provider lost and one it altered.
+#[test]
+fn check_finds_missing_and_damaged_chunks() {
+    let scratch = tempfile::tempdir().unwrap();
+    for b in backends(scratch.path()) {
+        let m = Mounted::with_cloud(&b.url());
+        fs::write(m.p("a.bin"), pattern(21, 3 << 20)).unwrap();
+        fs::write(m.p("b.txt"), b"small").unwrap();
+        sync_wait(&m);
+        let out = m.latus(&["check", "--read-data", "--json"]).expect_ok();
+        let r: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(r["chunks_missing"], 0, "{}: {r}", b.name());
+        assert_eq!(r["chunks_damaged"], 0, "{}: {r}", b.name());
+        assert!(r["chunks_needed"].as_u64() >= Some(3), "{}: {r}", b.name());
+        assert!(
+            r["log_breach"].is_null() && r["head_differs"] == false,
+            "{r}"
+        );
+
+        let chunks = chunk_objects(&b);
+        let (lost, _) = &chunks[0];
+        let (altered, bytes) = &chunks[1];
+        delete_object(&b, lost);
+        let mut bad = bytes.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        overwrite_object(&b, altered, &bad);
+        let out = m.latus(&["check", "--read-data", "--json"]);
+        assert!(
+            !out.ok(),
+            "{}: check passed a damaged volume: {out}",
+            b.name()
+        );
+        let r: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(r["chunks_missing"], 1, "{}: {r}", b.name());
+        assert_eq!(r["chunks_damaged"], 1, "{}: {r}", b.name());
+        let base = |n: &str| n.rsplit('/').next().unwrap().to_string();
+        assert_eq!(r["missing"][0].as_str().map(base), Some(base(lost)));
+        assert_eq!(r["damaged"][0].as_str().map(base), Some(base(altered)));
+        let plain = m.latus(&["check"]);
+        assert!(!plain.ok() && plain.stdout.contains("1 missing"), "{plain}");
+    }
+}
