@@ -35,6 +35,10 @@ expect_command "/opt/latus --home /h mount /mnt/L" latus /mnt/L -n -t fuse.latus
 expect_command "/opt/latus --home '/my h' mount '/mnt/a b'" latus "/mnt/a b" -o "home=/my h"
 expect_command "/opt/latus mount /mnt/L" latus /mnt/L -sv -o rw,unknown
 expect_command "/opt/latus mount /mnt/L" latus /mnt/L -f
+expect_command "/opt/latus mount /mnt/L --noexec" latus /mnt/L -o nosuid,nodev,noexec
+expect_command "/opt/latus mount /mnt/L" latus /mnt/L -o noexec,exec
+expect_error latus /mnt/L -o suid
+expect_error latus /mnt/L -o dev
 expect_error latus
 expect_error latus /mnt/L -o unknown
 expect_error latus /mnt/L -x

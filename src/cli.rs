@@ -66,6 +66,10 @@ pub enum Cmd {
         /// published by a later mount without this flag.
         #[arg(long)]
         offline: bool,
+        /// Programs in the folder cannot be executed (the folder is always
+        /// mounted nosuid and nodev).
+        #[arg(long)]
+        noexec: bool,
     },
     /// Flush, unmount and stop the daemon.
     Unmount { mountpoint: PathBuf },
@@ -225,7 +229,8 @@ pub fn run(cli: Cli) -> Result<()> {
             mountpoint,
             foreground,
             offline,
-        } => mount(&home, &mountpoint, foreground, offline),
+            noexec,
+        } => mount(&home, &mountpoint, foreground, offline, noexec),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
         Cmd::Log {
@@ -736,7 +741,13 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
 }
 
-fn mount(home: &Home, mountpoint: &Path, foreground: bool, offline: bool) -> Result<()> {
+fn mount(
+    home: &Home,
+    mountpoint: &Path,
+    foreground: bool,
+    offline: bool,
+    noexec: bool,
+) -> Result<()> {
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
         init_node(home, None, None, None)?;
@@ -756,7 +767,7 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool, offline: bool) -> Res
     let state = daemon::check_mountpoint(&mountpoint)?;
     if foreground {
         crate::cli::init_tracing_once();
-        return Ok(daemon::run_foreground(home, &mountpoint, offline)?);
+        return Ok(daemon::run_foreground(home, &mountpoint, offline, noexec)?);
     }
     if state == MountpointState::Stale {
         println!(
@@ -764,11 +775,11 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool, offline: bool) -> Res
             mountpoint.display()
         );
     }
-    spawn_daemon(home, &mountpoint, offline)
+    spawn_daemon(home, &mountpoint, offline, noexec)
 }
 
 /// Starts `latus mount --foreground` detached and waits until it answers.
-fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool) -> Result<()> {
+fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> Result<()> {
     let log_path = home.log_path();
     let mut log = OpenOptions::new()
         .create(true)
@@ -784,6 +795,7 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool) -> Result<()> {
         .arg(mountpoint)
         .arg("--foreground")
         .args(offline.then_some("--offline"))
+        .args(noexec.then_some("--noexec"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);

@@ -412,7 +412,12 @@ fn check_home_private(home: &Home) -> Result<(), DaemonError> {
     Ok(())
 }
 
-pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(), DaemonError> {
+pub fn run_foreground(
+    home: &Home,
+    mountpoint: &Path,
+    offline: bool,
+    noexec: bool,
+) -> Result<(), DaemonError> {
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
@@ -460,7 +465,14 @@ pub fn run_foreground(home: &Home, mountpoint: &Path, offline: bool) -> Result<(
         fuser::MountOption::Subtype("latus".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
+        // Set-id programs and device files from the folder (which other
+        // nodes write) never take effect here.
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
     ];
+    if noexec {
+        options.mount_options.push(fuser::MountOption::NoExec);
+    }
     options.n_threads = Some(worker_threads());
     options.clone_fd = true;
     let mut session = fuser::Session::new(FuseAdapter::new(node.vfs.clone()), mountpoint, &options)

@@ -1259,3 +1259,20 @@ fn closed_files_hold_no_descriptors_in_the_daemon() {
         "daemon descriptors grew from {before} to {after} for 1500 closed files"
     );
 }
+
+/// The folder is mounted nosuid and nodev (other nodes write what is in
+/// it), and noexec when asked.
+#[test]
+fn the_folder_is_mounted_nosuid_nodev() {
+    let m = Mounted::new();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(m.mnt.to_str().unwrap()))
+        .expect("the mount is listed");
+    let opts: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+    assert!(
+        opts.contains(&"nosuid") && opts.contains(&"nodev"),
+        "{line}"
+    );
+}
