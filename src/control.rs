@@ -133,6 +133,21 @@ pub fn call(
     }
 }
 
+/// Connections being answered (one daemon per process).
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (at most `timeout`) until every connection being answered has its
+/// answer: a daemon that stops (an `unmount` request ends the session)
+/// answers before it exits, so no caller sees a cut connection.
+pub fn wait_answered(timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire) > 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Serves requests until the listener is closed; each connection gets a thread.
 pub fn serve<H>(listener: UnixListener, handler: H)
 where
@@ -148,13 +163,18 @@ where
             continue;
         }
         let handler = handler.clone();
-        let _ = std::thread::Builder::new()
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let spawned = std::thread::Builder::new()
             .name("latus-control".into())
             .spawn(move || {
                 if let Err(e) = serve_one(conn, &*handler) {
                     tracing::debug!(error = %e, "control connection ended with an error");
                 }
+                IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             });
+        if spawned.is_err() {
+            IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 

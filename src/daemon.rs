@@ -567,6 +567,9 @@ pub fn run_foreground(
     tracing::info!(mountpoint = %mountpoint.display(), node = %node.config.node_id, pid = std::process::id(), "mounted");
     let served = session.run();
     tracing::info!("filesystem session ended; flushing");
+    // A caller whose request ended the session (unmount) gets its answer
+    // before the process can exit.
+    control::wait_answered(std::time::Duration::from_secs(5));
     let _ = fs::remove_file(&socket);
     pinner_stop.store(true, Ordering::Release);
     if let Some(p) = pinner {
