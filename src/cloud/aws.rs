@@ -887,7 +887,15 @@ impl AwsEventLog {
             if claim > 1 {
                 tokio::time::sleep(claim_pause(claim - 1)).await;
             }
-            let first = self.highest().await?.max(floor) + 1;
+            // A log at the end of the numbers (a hostile server) takes no more.
+            let first = self
+                .highest()
+                .await?
+                .max(floor)
+                .checked_add(1)
+                .ok_or_else(|| {
+                    malformed("append", self.what(), "the log's numbers are exhausted")
+                })?;
             if self.claim(first, originator, payloads).await? {
                 return Ok(first);
             }
@@ -979,7 +987,9 @@ impl AwsEventLog {
                     },
                 };
                 // Numbers last+1 ..= record.mivui-1 are missing.
-                if record.mivui > last + 1 && record.mivui - 1 > self.legacy_gaps_end().await? {
+                if record.mivui > last.saturating_add(1)
+                    && record.mivui - 1 > self.legacy_gaps_end().await?
+                {
                     return Ok(records);
                 }
                 last = record.mivui;

@@ -269,9 +269,12 @@ impl DirEventLog {
         if last == 0 || !exists(&self.record_path(last))? {
             last = self.highest_record()?;
         }
-        let mut mivui = last + 1;
+        // Numbers at the end of the range (a counter or records planted by
+        // whoever writes the folder) take no more appends.
+        let exhausted = || io::Error::other("the log's numbers are exhausted");
+        let mut mivui = last.checked_add(1).ok_or_else(exhausted)?;
         while exists(&self.record_path(mivui))? {
-            mivui += 1;
+            mivui = mivui.checked_add(1).ok_or_else(exhausted)?;
         }
         Ok(mivui)
     }

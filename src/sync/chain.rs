@@ -200,7 +200,7 @@ impl Guard {
                 (0, None) => {} // a record from before chains
                 (got, last) => {
                     // Every chain starts at 1, after any legacy records.
-                    let want = last.unwrap_or(0) + 1;
+                    let want = last.unwrap_or(0).saturating_add(1);
                     if got < want {
                         return Err(Breach::Replayed {
                             mivui,
