@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::chain::{Guard, Link};
+use super::chain::Guard;
 use super::payload::PublishedEvent;
 use super::volume::Volume;
 use crate::cloud::CloudError;
@@ -79,14 +79,7 @@ pub fn check(meta: &Meta, volume: &Volume, read_data: bool) -> Result<CheckRepor
             let aad = volume.event_aad(rec.originator);
             let opened =
                 PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
-            let link = opened.as_ref().ok().map(|p| {
-                let link = Link {
-                    seq: p.seq,
-                    seen: p.seen,
-                    head: p.head.as_str(),
-                };
-                (p.event.originator, link)
-            });
+            let link = opened.as_ref().ok().map(PublishedEvent::link);
             if report.log_breach.is_none()
                 && let Err(b) = guard.admit(
                     meta,

@@ -80,6 +80,16 @@ impl PublishedEvent {
         self
     }
 
+    /// The real node and this record's place in the log, for the guard.
+    pub fn link(&self) -> (Uuid, super::chain::Link<'_>) {
+        let link = super::chain::Link {
+            seq: self.seq,
+            seen: self.seen,
+            head: self.head.as_str(),
+        };
+        (self.event.originator, link)
+    }
+
     /// The originator as the log shows it in clear.
     pub fn clear_originator(keys: &Keys, node: Uuid) -> Uuid {
         Uuid::from_bytes(keys.pseudonym(node.as_bytes()))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use thiserror::Error;
 
-use super::chain::{Breach, Guard, Link};
+use super::chain::{Breach, Guard};
 use super::chunker::for_each_chunk;
 use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
@@ -806,14 +806,7 @@ impl Inner {
                 let aad = volume.event_aad(rec.originator);
                 let opened =
                     PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
-                let link = opened.as_ref().ok().map(|p| {
-                    let link = Link {
-                        seq: p.seq,
-                        seen: p.seen,
-                        head: p.head.as_str(),
-                    };
-                    (p.event.originator, link)
-                });
+                let link = opened.as_ref().ok().map(PublishedEvent::link);
                 let state = match g.admit(
                     &self.meta,
                     &volume.keys,
