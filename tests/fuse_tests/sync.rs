@@ -1796,3 +1796,53 @@ fn a_replayed_record_is_refused_and_nothing_rolls_back(b: &Backend) {
     assert_eq!(read(&bb.p("after.txt")), b"written after the replay");
     assert_eq!(read(&bb.p("doc.txt")), b"second version");
 }
+
+/// The provider rolls the log back (drops its last records): the next
+/// append of each node is numbered at or below what it already read, so
+/// each node refuses to go on (`status` says why) and keeps its files.
+#[test]
+fn a_log_rolled_back_under_the_nodes_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join(unique("cloud"));
+    let b = Backend::Dir(cloud.clone());
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("one.txt"), b"one").unwrap();
+    fs::write(a.p("two.txt"), b"two").unwrap();
+    sync_wait(a);
+    converge(&[a, bb], None, "before the rollback");
+    sync_wait(bb);
+    // Drop the newest records (as a provider restoring an old backup).
+    let events = fs::read_dir(cloud.join("events"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut records: Vec<PathBuf> = fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+        })
+        .collect();
+    records.sort();
+    for r in &records[records.len() - 3..] {
+        fs::remove_file(r).unwrap();
+    }
+    for (m, name) in [(a, "after-a.txt"), (bb, "after-b.txt")] {
+        fs::write(m.p(name), b"written after the rollback").unwrap();
+        wait_for("the rollback is refused", || {
+            m.status()["queue"]["log_breach"]
+                .as_str()
+                .is_some_and(|s| s.contains("rolled back"))
+        });
+        assert_eq!(read(&m.p("one.txt")), b"one");
+        assert_eq!(read(&m.p("two.txt")), b"two");
+    }
+}
