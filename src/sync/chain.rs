@@ -132,22 +132,35 @@ fn parse_head(s: &str) -> Option<[u8; 32]> {
 impl Guard {
     /// The guard at `cursor` (the node's `log_seen`), from the database
     /// (call `commit_pending` first).
-    pub fn load(meta: &Meta, cursor: u64) -> Result<Self, MetaError> {
+    /// `None` when the database has no head at `cursor` (it read the log
+    /// before heads were kept): the head is then rebuilt from the log's
+    /// records (`rebuilt`), so this node's heads agree with every other's.
+    pub fn load(meta: &Meta, cursor: u64) -> Result<Option<Self>, MetaError> {
         let head = match cursor {
-            0 => [0; 32],
-            c => meta
-                .text(&head_key(c))?
-                .as_deref()
-                .and_then(parse_head)
-                .unwrap_or([0; 32]),
+            0 => Some([0; 32]),
+            c => meta.text(&head_key(c))?.as_deref().and_then(parse_head),
         };
-        Ok(Self {
+        Ok(head.map(|head| Self::at(cursor, head)))
+    }
+
+    /// The guard at `cursor` with the head there (computed by hashing the
+    /// log's records up to it: `next_head`).
+    pub fn at(cursor: u64, head: [u8; 32]) -> Self {
+        Self {
             cursor,
             head,
             recent: BTreeMap::new(),
             seqs: HashMap::new(),
             standalone: false,
-        })
+        }
+    }
+
+    /// The record that keeps the head at `mivui`.
+    pub fn head_record(mivui: u64, head: &[u8; 32]) -> Record {
+        Record::SetText {
+            key: head_key(mivui),
+            value: hex(head),
+        }
     }
 
     /// A guard for reading the whole log again from its start, on its own.

@@ -909,9 +909,43 @@ impl Inner {
         let mut g = lock(&self.guard);
         if g.as_ref().is_none_or(|g| g.cursor() != seen) {
             self.meta.commit_pending()?;
-            *g = Some(Guard::load(&self.meta, seen)?);
+            *g = Some(match Guard::load(&self.meta, seen)? {
+                Some(loaded) => loaded,
+                None => self.rebuild_head(seen)?,
+            });
         }
         Ok(g)
+    }
+
+    /// The head at `seen` for a database that read the log before heads
+    /// were kept: the log's records up to `seen` hashed again (read only;
+    /// nothing is applied twice).
+    fn rebuild_head(&self, seen: u64) -> Result<Guard, UploadError> {
+        tracing::info!(
+            up_to = seen,
+            "computing the log's head from its records (once, after an upgrade)"
+        );
+        let volume = self.volume()?;
+        let mut head = [0u8; 32];
+        let mut after = 0;
+        while after < seen {
+            let want = usize::try_from(seen - after)
+                .unwrap_or(usize::MAX)
+                .min(LOG_PAGE);
+            let page = volume.cloud.log.read_after(after, want)?;
+            let Some(last) = page.last().map(|r| r.mivui) else {
+                break;
+            };
+            for rec in page.iter().filter(|r| r.mivui <= seen) {
+                head =
+                    volume
+                        .keys
+                        .log_head(&head, rec.mivui, rec.originator.as_bytes(), &rec.payload);
+            }
+            after = last;
+        }
+        self.meta.append(&[Guard::head_record(seen, &head)])?;
+        Ok(Guard::at(seen, head))
     }
 
     /// Says (once per kind of breach) that the log cannot be trusted.

@@ -68,8 +68,8 @@ fn admit(g: &mut Guard, db: &Db, r: &Rec) -> Result<Vec<Record>, Breach> {
 fn an_ordered_log_is_admitted_and_every_reader_agrees_on_its_head() {
     let (d1, d2) = (db(), db());
     let (mut g1, mut g2) = (
-        Guard::load(&d1.meta, 0).unwrap(),
-        Guard::load(&d2.meta, 0).unwrap(),
+        Guard::load(&d1.meta, 0).unwrap().unwrap(),
+        Guard::load(&d2.meta, 0).unwrap().unwrap(),
     );
     for r in [rec(1, A, 1), rec(2, B, 1), rec(3, A, 2), rec(4, B, 2)] {
         admit(&mut g1, &d1, &r).unwrap();
@@ -83,7 +83,7 @@ fn an_ordered_log_is_admitted_and_every_reader_agrees_on_its_head() {
 #[test]
 fn a_replayed_record_is_refused() {
     let d = db();
-    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
     for r in [rec(1, A, 1), rec(2, A, 2), rec(3, A, 3)] {
         admit(&mut g, &d, &r).unwrap();
     }
@@ -103,7 +103,7 @@ fn a_replayed_record_is_refused() {
 #[test]
 fn a_withheld_or_reordered_record_is_refused() {
     let d = db();
-    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
     admit(&mut g, &d, &rec(1, A, 1)).unwrap();
     // A's record 2 is withheld: its record 3 comes next.
     assert!(matches!(
@@ -119,7 +119,7 @@ fn a_withheld_or_reordered_record_is_refused() {
 #[test]
 fn a_log_rolled_back_under_the_cursor_is_refused() {
     let d = db();
-    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
     for r in [rec(1, A, 1), rec(2, B, 1), rec(3, A, 2)] {
         admit(&mut g, &d, &r).unwrap();
     }
@@ -137,7 +137,7 @@ fn a_log_rolled_back_under_the_cursor_is_refused() {
 #[test]
 fn a_legacy_record_after_a_chained_one_is_refused() {
     let d = db();
-    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
     admit(&mut g, &d, &rec(1, A, 0)).unwrap(); // from before chains
     admit(&mut g, &d, &rec(2, A, 1)).unwrap();
     assert!(matches!(
@@ -151,8 +151,8 @@ fn a_fork_shows_when_one_side_reads_the_others_record() {
     // The provider shows node X and node Y different second records.
     let (dx, dy) = (db(), db());
     let (mut x, mut y) = (
-        Guard::load(&dx.meta, 0).unwrap(),
-        Guard::load(&dy.meta, 0).unwrap(),
+        Guard::load(&dx.meta, 0).unwrap().unwrap(),
+        Guard::load(&dy.meta, 0).unwrap().unwrap(),
     );
     let first = rec(1, A, 1);
     admit(&mut x, &dx, &first).unwrap();
@@ -179,18 +179,35 @@ fn a_fork_shows_when_one_side_reads_the_others_record() {
 #[test]
 fn the_guard_picks_up_where_the_journal_left_it() {
     let d = db();
-    let mut g = Guard::load(&d.meta, 0).unwrap();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
     let mut state = Vec::new();
     for r in [rec(1, A, 1), rec(2, A, 2)] {
         state.extend(admit(&mut g, &d, &r).unwrap());
     }
     d.meta.append(&state).unwrap();
     d.meta.commit_pending().unwrap();
-    let mut again = Guard::load(&d.meta, 2).unwrap();
+    let mut again = Guard::load(&d.meta, 2).unwrap().unwrap();
     assert_eq!(again.head(), g.head());
     assert!(matches!(
         admit(&mut again, &d, &rec(3, A, 2)),
         Err(Breach::Replayed { .. })
     ));
     admit(&mut again, &d, &rec(3, A, 3)).unwrap();
+}
+
+#[test]
+fn a_database_that_read_the_log_before_heads_were_kept_has_no_head() {
+    let d = db();
+    // It read up to 5, but no head was kept: the head is rebuilt from the
+    // log's records, never guessed.
+    assert!(Guard::load(&d.meta, 5).unwrap().is_none());
+    let mut h = [0; 32];
+    for m in 1..=2u64 {
+        h = keys().log_head(&h, m, A.as_bytes(), format!("{A} {m}").as_bytes());
+    }
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
+    for r in [rec(1, A, 1), rec(2, A, 2)] {
+        admit(&mut g, &d, &r).unwrap();
+    }
+    assert_eq!(Guard::at(2, h).head(), g.head());
 }
