@@ -9,13 +9,16 @@
 //!   `fingerprint` (8 bytes shown to people to compare keys).
 //! - Sealed framing, version 1: `"LTS1" | nonce (24 bytes, random) |
 //!   ciphertext | tag (16 bytes)`, where the plaintext sealed is
-//!   `length (u64 LE) | data | zeros` padded to a multiple of 4 KiB for
-//!   chunks and 512 bytes for events, so the cloud sees size classes, never
-//!   exact sizes. Associated data binds a sealed object to its name (chunks)
-//!   or to its volume and originator (events), so a swapped, truncated or
-//!   altered object fails to open.
+//!   `length (u64 LE) | data | zeros` padded to a size bucket (`bucket`):
+//!   at least 4 KiB for chunks and 512 bytes for events, then eight
+//!   buckets per doubling (at most 12.5% larger), so the cloud sees a few
+//!   size classes, never exact sizes. Associated data binds a sealed object
+//!   to its name (chunks) or to its volume and originator (events), so a
+//!   swapped, truncated or altered object fails to open.
 //!
-//! Version changes: 1 — first format.
+//! Version changes: 1 — first format. Padding to buckets (was: multiples of
+//! 4 KiB / 512 bytes) needs no format change: readers take the length
+//! prefix and ignore the zeros.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -31,8 +34,11 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The smallest sealed object: framing of an empty plaintext.
 pub const SEAL_OVERHEAD: usize = MAGIC.len() + NONCE_LEN + TAG_LEN;
+/// The smallest padded plaintext of a chunk and of an event.
 const CHUNK_PAD: usize = 4096;
 const EVENT_PAD: usize = 512;
+/// Buckets per doubling of size, as a power of two (2^3 = 8).
+const BUCKET_BITS: u32 = 3;
 const LEN_PREFIX: usize = 8;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -165,9 +171,19 @@ impl Keys {
     }
 }
 
-/// `length | data | zeros`, a multiple of `pad` bytes long.
+/// The padded length of `len` bytes: a multiple of `min`, and above
+/// `min << BUCKET_BITS` one of `2^BUCKET_BITS` equal steps per doubling.
+/// A provider then learns a size to within 12.5%, not to `min` bytes (for
+/// chunks of 256 KiB–4 MiB: 32 classes instead of 960).
+pub fn bucket(len: usize, min: usize) -> usize {
+    let top = usize::BITS - 1 - len.max(1).leading_zeros();
+    let step = (1usize << top.saturating_sub(BUCKET_BITS)).max(min);
+    len.div_ceil(step).max(1) * step
+}
+
+/// `length | data | zeros`, padded to a size bucket (`bucket`).
 fn padded(data: &[u8], pad: usize) -> Vec<u8> {
-    let len = (LEN_PREFIX + data.len()).div_ceil(pad) * pad;
+    let len = bucket(LEN_PREFIX + data.len(), pad);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&(data.len() as u64).to_le_bytes());
     out.extend_from_slice(data);
@@ -345,6 +361,26 @@ mod tests {
             k.open_chunk("n", &k.seal_chunk("n", &[1; 3000])).unwrap(),
             vec![1; 3000]
         );
+        let big = vec![7; (1 << 20) + 1];
+        let sealed = k.seal_chunk("n", &big);
+        assert_eq!(sealed.len(), SEAL_OVERHEAD + (1 << 20) + (1 << 17));
+        assert_eq!(k.open_chunk("n", &sealed).unwrap(), big);
+    }
+
+    #[test]
+    fn buckets_cost_at_most_an_eighth_and_are_few() {
+        let mut classes = std::collections::BTreeSet::new();
+        for len in (256 << 10..=4 << 20).step_by(997) {
+            let b = bucket(len, CHUNK_PAD);
+            assert!(b >= len && b % CHUNK_PAD == 0, "{len} -> {b}");
+            assert!((b - len) * 8 <= len, "{len} -> {b}: over 12.5%");
+            classes.insert(b);
+        }
+        assert!(classes.len() <= 33, "{} classes", classes.len());
+        assert_eq!(bucket(1, 512), 512);
+        assert_eq!(bucket(4096, 512), 4096);
+        assert_eq!(bucket(4097, 512), 4608);
+        assert_eq!(bucket(0, 4096), 4096);
     }
 
     #[test]
