@@ -35,6 +35,7 @@ ensure_command fusermount3 fuse3
 ensure_command git git
 ensure_command tar tar
 ensure_command rsync rsync
+ensure_command npm npm
 
 [ -c /dev/fuse ] || die "/dev/fuse is missing: load the module (modprobe fuse), or run the container with --device /dev/fuse --cap-add SYS_ADMIN"
 
@@ -61,10 +62,10 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-step "local S3 + DynamoDB server (moto, for the aws backend's tests)"
-cloud_env=$(scripts/local-cloud.sh start target/local-cloud) || die "the local cloud server did not start"
+step "local S3 + DynamoDB servers (moto, and dynalite: for the aws backend's tests)"
+cloud_env=$(scripts/local-cloud.sh start target/local-cloud) || die "the local cloud servers did not start"
 eval "$cloud_env"
-server_pids+=("$LATUS_LOCAL_CLOUD_PID")
+server_pids+=("$LATUS_LOCAL_CLOUD_PID" "$LATUS_LOCAL_DYNALITE_PID")
 
 step "mount helper scripts"
 scripts/test-mount-helpers.sh

@@ -799,3 +799,125 @@ fn check_finds_missing_and_damaged_chunks() {
         assert!(!plain.ok() && plain.stdout.contains("1 missing"), "{plain}");
     }
 }
+
+/// The dynalite server scripts/test.sh starts beside moto: a
+/// DynamoDB-compatible store without TransactWriteItems. Missing, it is a
+/// failure wherever the aws tests run.
+pub(crate) fn dynalite_url() -> Option<String> {
+    if let Ok(url) = std::env::var("LATUS_TEST_DYNALITE_URL") {
+        return Some(url);
+    }
+    if aws_available() {
+        panic!("LATUS_TEST_DYNALITE_URL is not set: run the tests through scripts/test.sh");
+    }
+    None
+}
+
+/// Every record number in a dynalite table, in order.
+fn dynalite_numbers(url: &str, table: &str) -> Vec<u64> {
+    let rt = runtime();
+    rt.block_on(async {
+        let cfg = aws_config().await;
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&cfg)
+                .endpoint_url(url)
+                .build(),
+        );
+        let (mut numbers, mut start) = (Vec::new(), None);
+        loop {
+            let page = client
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            numbers.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|item| item.get("mivui")?.as_n().ok()?.parse::<u64>().ok()),
+            );
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        numbers.sort_unstable();
+        numbers
+    })
+}
+
+/// On a store that refuses TransactWriteItems (dynalite), a batch of
+/// events is appended one conditional put at a time: the numbers stay
+/// dense, and a second node gets every file.
+#[test]
+fn a_store_without_transactions_appends_record_by_record_and_nodes_agree() {
+    let Some(dynalite) = dynalite_url() else {
+        return;
+    };
+    let table = unique("latus-test");
+    let b = Backend::Aws {
+        bucket: unique("latus-test"),
+        table: table.clone(),
+    };
+    let env = [("AWS_ENDPOINT_URL_DYNAMODB", dynalite.as_str())];
+    let a = Mounted::bare();
+    a.latus_env(&["init", "--cloud", &b.url(), "--name", "a"], &env)
+        .expect_ok();
+    // Offline first, so the files wait and go up in batches.
+    let mnt = a.mnt.to_str().unwrap();
+    a.latus_env(&["mount", "--offline", mnt], &env).expect_ok();
+    for i in 0..30 {
+        fs::write(a.p(&format!("f{i:02}.txt")), format!("file {i}")).unwrap();
+    }
+    a.unmount();
+    a.mount_env(&env);
+    a.latus_env(&["sync", "--wait", "--timeout", "120"], &env)
+        .expect_ok();
+    let log = fs::read_to_string(a.home.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("does not take TransactWriteItems"),
+        "no batch met the fallback: {log}"
+    );
+    let numbers = dynalite_numbers(&dynalite, &table);
+    assert!(numbers.len() >= 30, "{numbers:?}");
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as u64).collect::<Vec<_>>(),
+        "the log's numbers have holes"
+    );
+
+    let key = a.scratch().join("volume-key.json");
+    a.latus(&["key", "export", key.to_str().unwrap()])
+        .expect_ok();
+    let second = Mounted::bare();
+    second
+        .latus_env(
+            &[
+                "init",
+                "--cloud",
+                &b.url(),
+                "--name",
+                "b",
+                "--key-file",
+                key.to_str().unwrap(),
+            ],
+            &env,
+        )
+        .expect_ok();
+    second.mount_env(&env);
+    let agree = || tree(&a.mnt) == tree(&second.mnt);
+    assert!(
+        wait_until(Duration::from_secs(60), agree),
+        "the second node did not get every file"
+    );
+    fs::write(second.p("from-b.txt"), b"back").unwrap();
+    second
+        .latus_env(&["sync", "--wait", "--timeout", "120"], &env)
+        .expect_ok();
+    assert!(
+        wait_until(Duration::from_secs(60), || a.p("from-b.txt").exists()),
+        "the first node did not get the second node's file"
+    );
+    assert!(agree());
+}
