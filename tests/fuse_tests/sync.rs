@@ -1813,6 +1813,24 @@ fn a_log_rolled_back_under_the_nodes_is_refused() {
     converge(&[a, bb], None, "before the rollback");
     sync_wait(bb);
     // Drop the newest records (as a provider restoring an old backup).
+    let records = log_records(&cloud);
+    for r in &records[records.len() - 3..] {
+        fs::remove_file(r).unwrap();
+    }
+    for (m, name) in [(a, "after-a.txt"), (bb, "after-b.txt")] {
+        fs::write(m.p(name), b"written after the rollback").unwrap();
+        wait_for("the rollback is refused", || {
+            m.status()["queue"]["log_breach"]
+                .as_str()
+                .is_some_and(|s| s.contains("rolled back"))
+        });
+        assert_eq!(read(&m.p("one.txt")), b"one");
+        assert_eq!(read(&m.p("two.txt")), b"two");
+    }
+}
+
+/// The record files of the one volume in a `dir` cloud, in log order.
+fn log_records(cloud: &Path) -> Vec<PathBuf> {
     let events = fs::read_dir(cloud.join("events"))
         .unwrap()
         .next()
@@ -1832,17 +1850,165 @@ fn a_log_rolled_back_under_the_nodes_is_refused() {
         })
         .collect();
     records.sort();
-    for r in &records[records.len() - 3..] {
-        fs::remove_file(r).unwrap();
+    records
+}
+
+/// Puts `bytes` in place of record file `path` (whole, as a provider would).
+fn replace_record(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-test");
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// While beta is away, alpha publishes `files` one record each; then the
+/// provider rearranges those records (`tamper` gets their bytes, returns
+/// what the log holds from there on). Beta, back, must refuse the log with
+/// a breach naming `why`, and keep its files; alpha keeps its own.
+fn tampered_while_away(files: &[&str], tamper: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>, why: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join(unique("cloud"));
+    let b = Backend::Dir(cloud.clone());
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("base.txt"), b"before").unwrap();
+    sync_wait(a);
+    converge(&[a, bb], None, "before");
+    sync_wait(bb);
+    bb.unmount();
+    let before = log_records(&cloud).len();
+    for f in files {
+        fs::write(a.p(f), f.as_bytes()).unwrap();
+        sync_wait(a);
     }
-    for (m, name) in [(a, "after-a.txt"), (bb, "after-b.txt")] {
-        fs::write(m.p(name), b"written after the rollback").unwrap();
-        wait_for("the rollback is refused", || {
-            m.status()["queue"]["log_breach"]
-                .as_str()
-                .is_some_and(|s| s.contains("rolled back"))
-        });
-        assert_eq!(read(&m.p("one.txt")), b"one");
-        assert_eq!(read(&m.p("two.txt")), b"two");
+    let records = log_records(&cloud);
+    let new = &records[before..];
+    assert_eq!(new.len(), files.len(), "one record per file");
+    let originals: Vec<Vec<u8>> = new.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(
+        originals.iter().all(|r| r[..16] == originals[0][..16]),
+        "the new records are all alpha's"
+    );
+    let tampered = tamper(originals);
+    for (i, path) in new.iter().enumerate() {
+        match tampered.get(i) {
+            Some(bytes) => replace_record(path, bytes),
+            None => fs::remove_file(path).unwrap(),
+        }
     }
+    bb.mount();
+    wait_for(why, || {
+        bb.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains(why))
+    });
+    let log = fs::read_to_string(bb.home.join("daemon.log")).unwrap();
+    assert!(log.contains("cannot be trusted"), "{log}");
+    assert_eq!(read(&bb.p("base.txt")), b"before");
+    fs::write(bb.p("local.txt"), b"still works").unwrap();
+    assert_eq!(read(&bb.p("local.txt")), b"still works");
+    for f in files {
+        assert_eq!(read(&a.p(f)), f.as_bytes());
+    }
+}
+
+/// The provider swaps two of alpha's records: beta refuses the log at the
+/// first one out of order.
+#[test]
+fn records_reordered_by_the_provider_are_refused() {
+    tampered_while_away(
+        &["one.txt", "two.txt"],
+        |mut r| {
+            r.swap(0, 1);
+            r
+        },
+        "withheld or reordered",
+    );
+}
+
+/// The provider drops one of alpha's records and closes the gap (numbers
+/// stay dense): beta sees alpha's chain skip and refuses the log.
+#[test]
+fn a_record_withheld_by_the_provider_is_refused() {
+    tampered_while_away(
+        &["one.txt", "two.txt", "three.txt"],
+        |mut r| {
+            r.remove(1);
+            r
+        },
+        "withheld or reordered",
+    );
+}
+
+/// The provider forks the log: from some point it shows beta a copy that
+/// only beta writes to, while alpha goes on in the real one. Each node
+/// alone cannot tell; as soon as alpha is shown a record beta wrote after
+/// reading the fork, alpha refuses the log ("a fork") and keeps its files.
+#[test]
+fn a_fork_shows_as_soon_as_a_node_sees_the_other_side() {
+    let scratch = tempfile::tempdir().unwrap();
+    let real = scratch.path().join(unique("cloud"));
+    let link = scratch.path().join(unique("link"));
+    let a = init_node(&format!("dir:{}", real.display()), "alpha", None);
+    symlink(&real, &link).unwrap();
+    let bb = init_node(
+        &format!("dir:{}", link.display()),
+        "beta",
+        Some(&export_key(&a)),
+    );
+    a.mount();
+    bb.mount();
+    fs::write(a.p("base.txt"), b"before the fork").unwrap();
+    sync_wait(&a);
+    converge(&[&a, &bb], None, "before the fork");
+    sync_wait(&bb);
+
+    // From here beta is shown a copy of the log.
+    let fork = scratch.path().join(unique("fork"));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&real)
+        .arg(&fork)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let fork_point = log_records(&real).len();
+    fs::remove_file(&link).unwrap();
+    symlink(&fork, &link).unwrap();
+
+    fs::write(a.p("alpha.txt"), b"alpha, in the real log").unwrap();
+    sync_wait(&a);
+    fs::write(bb.p("beta-1.txt"), b"beta, in the fork").unwrap();
+    sync_wait(&bb);
+    // Beta reads its own record back before its next one, so that record
+    // says what beta's log looked like after the fork.
+    wait_for("beta reads the fork", || {
+        bb.status()["queue"]["log_seen"]
+            .as_u64()
+            .is_some_and(|n| n > fork_point as u64)
+    });
+    fs::write(bb.p("beta-2.txt"), b"beta again").unwrap();
+    sync_wait(&bb);
+    assert!(!a.p("beta-1.txt").exists() && !bb.p("alpha.txt").exists());
+    assert!(a.status()["queue"]["log_breach"].is_null());
+
+    // The provider now shows alpha beta's records, after alpha's.
+    let real_records = log_records(&real);
+    let mut next = real_records.len() as u64;
+    for r in &log_records(&fork)[fork_point..] {
+        next += 1;
+        let path = r.parent().unwrap();
+        let target = real.join(
+            path.strip_prefix(&fork)
+                .unwrap()
+                .join(format!("{next:020}")),
+        );
+        replace_record(&target, &fs::read(r).unwrap());
+    }
+    wait_for("alpha sees the fork", || {
+        a.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("fork"))
+    });
+    assert_eq!(read(&a.p("base.txt")), b"before the fork");
+    assert_eq!(read(&a.p("alpha.txt")), b"alpha, in the real log");
 }
