@@ -1456,6 +1456,52 @@ mod tests {
         });
     }
 
+    /// A server that says an object is larger than any latus object is
+    /// refused from its headers alone: the body is never read, so a
+    /// provider cannot fill the daemon's memory.
+    #[test]
+    fn an_oversized_body_is_refused_before_it_is_read() {
+        use std::io::{BufRead, BufReader, Write};
+        // The credentials scripts/test.sh sets (no server of its is used).
+        if !local_server() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            // Answers requests until the client hangs up; every answer
+            // claims a 1 TB body and sends none of it.
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n";
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let target = AwsTarget {
+            region: Some("us-east-1".into()),
+            ..new_target()
+        };
+        let store = AwsObjectStore::open_at(&target, false, &mut Vec::new(), Some(&url)).unwrap();
+        let started = Instant::now();
+        let e = store.get("ab").unwrap_err();
+        assert!(e.message.contains("larger than any latus object"), "{e}");
+        assert!(!e.is_retryable(), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(store);
+        server.join().unwrap();
+    }
+
     #[test]
     fn volumes_and_prefixes_are_apart() {
         if !local_server() {

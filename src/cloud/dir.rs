@@ -668,6 +668,27 @@ mod tests {
         assert!(store.list().unwrap().iter().all(|n| !n.starts_with("cd")));
     }
 
+    /// An object larger than any latus object is refused from its size,
+    /// not read (a sparse file costs the test nothing).
+    #[test]
+    fn an_oversized_object_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cloud = tmp.path().join("cloud");
+        let store = DirObjectStore::open(&cloud, true, &mut Vec::new()).unwrap();
+        let name = "ef".repeat(32);
+        store.put(&name, b"x").unwrap();
+        let path = cloud.join("objects").join("ef").join(&name);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MAX_OBJECT + 1)
+            .unwrap();
+        let e = store.get(&name).unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("bytes"), "{e}");
+    }
+
     #[test]
     fn an_unusable_record_is_skipped_not_a_halt() {
         let tmp = tempfile::tempdir().unwrap();

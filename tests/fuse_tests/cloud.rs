@@ -362,6 +362,39 @@ fn a_tampered_object_fails_the_read_and_the_log_names_it() {
     }
 }
 
+/// The provider swaps two objects (each a valid sealed chunk of this
+/// volume): each is bound to its name, so both reads fail with EIO, and
+/// swapped back they read right.
+#[test]
+fn swapped_objects_fail_the_read() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let m = Mounted::with_cloud(&b.url());
+    let (one, two) = (pattern(21, 100 << 10), pattern(22, 100 << 10));
+    fs::write(m.p("one.bin"), &one).unwrap();
+    fs::write(m.p("two.bin"), &two).unwrap();
+    sync_wait(&m);
+    m.unmount();
+    let chunks = chunk_objects(&b);
+    assert_eq!(chunks.len(), 2, "one chunk per file");
+    let ((x, xb), (y, yb)) = (chunks[0].clone(), chunks[1].clone());
+    overwrite_object(&b, &x, &yb);
+    overwrite_object(&b, &y, &xb);
+    remove_local_copies(&m.home);
+    m.mount();
+    for f in ["one.bin", "two.bin"] {
+        assert_eq!(
+            errno(fs::read(m.p(f))),
+            libc::EIO,
+            "{f} read a swapped object"
+        );
+    }
+    overwrite_object(&b, &x, &xb);
+    overwrite_object(&b, &y, &yb);
+    assert!(fs::read(m.p("one.bin")).unwrap() == one);
+    assert!(fs::read(m.p("two.bin")).unwrap() == two);
+}
+
 #[test]
 fn a_key_that_does_not_match_the_volume_is_refused_with_both_fingerprints() {
     let scratch = tempfile::tempdir().unwrap();
