@@ -116,7 +116,10 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, name: &str, data: &[u8]) -> CloudResult<()>;
     /// The whole object; `NotFound` if there is none.
     fn get(&self, name: &str) -> CloudResult<Vec<u8>>;
-    fn exists(&self, name: &str) -> CloudResult<bool>;
+    /// The stored length of the object, `None` if there is none: a
+    /// presence confirmed with its length (a provider that keeps a
+    /// truncated object under the name is not taken as having it).
+    fn size(&self, name: &str) -> CloudResult<Option<u64>>;
     /// Removes the object; removing a missing object is not an error.
     fn delete(&self, name: &str) -> CloudResult<()>;
     /// Every object name (without the backend's prefix).

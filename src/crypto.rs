@@ -150,6 +150,19 @@ impl Keys {
         u64::from_le_bytes(self.chunking[..8].try_into().expect("8 bytes"))
     }
 
+    /// Whether `stored` bytes can be the sealed chunk of `plain_len`
+    /// bytes, as this version pads it or as earlier versions did (4 KiB
+    /// multiples): a presence check that also confirms the length.
+    pub fn is_sealed_chunk_len(plain_len: usize, stored: u64) -> bool {
+        let framed = LEN_PREFIX + plain_len;
+        [
+            bucket(framed, CHUNK_PAD),
+            framed.div_ceil(CHUNK_PAD) * CHUNK_PAD,
+        ]
+        .iter()
+        .any(|&padded| (SEAL_OVERHEAD + padded) as u64 == stored)
+    }
+
     pub fn seal_chunk(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         seal(
             &self.content,
@@ -363,6 +376,15 @@ mod tests {
         );
         let big = vec![7; (1 << 20) + 1];
         let sealed = k.seal_chunk("n", &big);
+        assert!(Keys::is_sealed_chunk_len(big.len(), sealed.len() as u64));
+        assert!(!Keys::is_sealed_chunk_len(
+            big.len(),
+            sealed.len() as u64 - 1
+        ));
+        assert!(Keys::is_sealed_chunk_len(
+            big.len(),
+            (SEAL_OVERHEAD + (1 << 20) + 4096) as u64
+        ));
         assert_eq!(sealed.len(), SEAL_OVERHEAD + (1 << 20) + (1 << 17));
         assert_eq!(k.open_chunk("n", &sealed).unwrap(), big);
     }
@@ -372,7 +394,7 @@ mod tests {
         let mut classes = std::collections::BTreeSet::new();
         for len in (256 << 10..=4 << 20).step_by(997) {
             let b = bucket(len, CHUNK_PAD);
-            assert!(b >= len && b % CHUNK_PAD == 0, "{len} -> {b}");
+            assert!(b >= len && b.is_multiple_of(CHUNK_PAD), "{len} -> {b}");
             assert!((b - len) * 8 <= len, "{len} -> {b}: over 12.5%");
             classes.insert(b);
         }

@@ -416,7 +416,7 @@ impl ObjectStore for AwsObjectStore {
         self.rt.block_on(retrying(|| self.get_once(name)))
     }
 
-    fn exists(&self, name: &str) -> CloudResult<bool> {
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
         let head = self.rt.block_on(retrying(|| async {
             self.s3
                 .head_object()
@@ -424,11 +424,17 @@ impl ObjectStore for AwsObjectStore {
                 .key(self.key(name))
                 .send()
                 .await
-                .map_err(|e| sdk_error(e, "exists", self.what(name)))
+                .map_err(|e| sdk_error(e, "size", self.what(name)))
         }));
         match head {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Ok(h) => Ok(Some(
+                h.content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        malformed("size", self.what(name), "an object of no stated length")
+                    })?,
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -1514,7 +1520,7 @@ mod tests {
         let prefixed = AwsObjectStore::open(&target, false, &mut created).unwrap();
         prefixed.put("ab", b"x").unwrap();
         assert_eq!(prefixed.list().unwrap(), ["ab"]);
-        assert!(plain.exists("vol/ab").unwrap() && !plain.exists("ab").unwrap());
+        assert!(plain.size("vol/ab").unwrap().is_some() && plain.size("ab").unwrap().is_none());
 
         let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
         AwsEventLog::open(&target, one, true, &mut created).unwrap();

@@ -108,12 +108,14 @@ impl ObjectStore for DirObjectStore {
             .map_err(|e| self.error("get", name, e))
     }
 
-    fn exists(&self, name: &str) -> CloudResult<bool> {
-        check_name("exists", name)?;
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
+        check_name("size", name)?;
         match fs::symlink_metadata(self.path(name)) {
-            Ok(_) => Ok(true),
-            Err(e) => match self.error("exists", name, e) {
-                e if e.is_not_found() => Ok(false),
+            // Only a regular file is an object (`get` reads nothing else).
+            Ok(m) if m.file_type().is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) => match self.error("size", name, e) {
+                e if e.is_not_found() => Ok(None),
                 e => Err(e),
             },
         }
@@ -780,7 +782,7 @@ mod tests {
         fs::remove_dir_all(&path).unwrap();
         for e in [
             store.get("ab").unwrap_err(),
-            store.exists("ab").unwrap_err(),
+            store.size("ab").unwrap_err(),
             store.put("ab", b"x").unwrap_err(),
             log.read_after(0, 10).unwrap_err(),
             log.append(Uuid::new_v4(), b"x").unwrap_err(),

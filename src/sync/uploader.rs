@@ -28,6 +28,7 @@ use super::history::plan_prune;
 use super::payload::{INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
+use crate::crypto::Keys;
 use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, MutexGuard, lock};
@@ -701,9 +702,19 @@ impl Inner {
             return Ok(());
         }
         let result = (|| {
-            if volume.cloud.objects.exists(name)? {
-                lock(&self.status).deduplicated_chunks += 1;
-                return Ok(());
+            // Taken as there only with the length it must have: a local
+            // copy may later be evicted on the strength of it.
+            match volume.cloud.objects.size(name)? {
+                Some(n) if Keys::is_sealed_chunk_len(data.len(), n) => {
+                    lock(&self.status).deduplicated_chunks += 1;
+                    return Ok(());
+                }
+                Some(n) => tracing::warn!(
+                    object = name,
+                    stored = n,
+                    "the cloud holds this chunk with a wrong length: uploading it again"
+                ),
+                None => {}
             }
             let sealed = volume.keys.seal_chunk(name, data);
             volume.cloud.objects.put(name, &sealed)?;

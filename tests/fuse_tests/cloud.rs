@@ -395,6 +395,46 @@ fn swapped_objects_fail_the_read() {
     assert!(fs::read(m.p("two.bin")).unwrap() == two);
 }
 
+/// The provider keeps a chunk truncated under its name. A node writing
+/// the same content again does not take the object as present (its length
+/// is wrong): it uploads it again, so freeing the local copies later loses
+/// nothing.
+#[test]
+fn a_chunk_present_with_a_wrong_length_is_uploaded_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let m = Mounted::with_cloud(&b.url());
+    let data = pattern(31, 300 << 10);
+    fs::create_dir(m.p("docs")).unwrap();
+    fs::write(m.p("docs/one.bin"), &data).unwrap();
+    sync_wait(&m);
+    let chunks = chunk_objects(&b);
+    assert_eq!(chunks.len(), 1);
+    let (name, sealed) = chunks[0].clone();
+    overwrite_object(&b, &name, &sealed[..sealed.len() / 2]);
+    // A new daemon: the one that uploaded the chunk remembers it did.
+    m.unmount();
+    m.mount();
+    fs::write(m.p("docs/two.bin"), &data).unwrap();
+    sync_wait(&m);
+    let after = chunk_objects(&b);
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (&after[0].0, after[0].1.len()),
+        (&name, sealed.len()),
+        "the chunk was not put right"
+    );
+    let log = fs::read_to_string(m.home.join("daemon.log")).unwrap();
+    assert!(log.contains("wrong length"), "{log}");
+    m.latus(&["free", m.p("docs").to_str().unwrap()])
+        .expect_ok();
+    m.unmount();
+    remove_local_copies(&m.home);
+    m.mount();
+    assert!(fs::read(m.p("docs/one.bin")).unwrap() == data);
+    assert!(fs::read(m.p("docs/two.bin")).unwrap() == data);
+}
+
 #[test]
 fn a_key_that_does_not_match_the_volume_is_refused_with_both_fingerprints() {
     let scratch = tempfile::tempdir().unwrap();
