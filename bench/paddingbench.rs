@@ -59,12 +59,8 @@ fn main() -> anyhow::Result<()> {
         *new_seqs.entry(new.clone()).or_default() += 1;
         per_file.push((old, new));
     }
-    let unique = |seqs: &HashMap<Vec<usize>, u32>,
-                  pick: &dyn Fn(&(Vec<usize>, Vec<usize>)) -> &Vec<usize>| {
-        per_file.iter().filter(|f| seqs[pick(f)] == 1).count()
-    };
-    let old_unique = unique(&old_seqs, &|f| &f.0);
-    let new_unique = unique(&new_seqs, &|f| &f.1);
+    let old_unique = per_file.iter().filter(|f| old_seqs[&f.0] == 1).count();
+    let new_unique = per_file.iter().filter(|f| new_seqs[&f.1] == 1).count();
     let n = per_file.len().max(1);
     let pct = |a: u64| 100.0 * (a as f64 - plain as f64) / plain.max(1) as f64;
     println!(
