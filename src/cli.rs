@@ -431,9 +431,10 @@ fn check(home: &Home, read_data: bool, json: bool) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "log: {} records, {} unreadable; {}",
+            "log: {} records, {} unreadable, {} refused; {}",
             report.records,
             report.unreadable_records,
+            report.refused_records,
             match (&report.log_breach, report.head_differs) {
                 (Some(b), _) => format!("BROKEN: {b}"),
                 (None, true) => "BROKEN: its head differs from what this node read".into(),

@@ -20,6 +20,10 @@
 //! 4 KiB / 512 bytes) needs no format change: readers take the length
 //! prefix and ignore the zeros.
 
+mod signing;
+
+pub use signing::{NodeSigner, verify_signature};
+
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;

@@ -81,6 +81,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 pub struct OpenNode {
     pub config: Config,
     pub key: [u8; 32],
+    /// Signs this node's records.
+    pub signer: crate::crypto::NodeSigner,
     pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
@@ -92,6 +94,7 @@ pub struct OpenNode {
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     let config = home.load_config()?;
     let key = crate::home::load_key(home)?;
+    let signer = crate::home::node_signer(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
     let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
     let meta = Arc::new(meta);
@@ -114,6 +117,7 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     Ok(OpenNode {
         config,
         key,
+        signer,
         store,
         meta,
         engine,
@@ -203,6 +207,7 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.meta.clone(),
         node.store.clone(),
         node.config.clone(),
+        node.signer.clone(),
         handle,
     )
 }

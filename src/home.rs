@@ -4,6 +4,8 @@
 //! Layout (all paths relative to the home):
 //! - `config.json`  node id and name, cloud URL, ignore patterns
 //! - `node.key`     32 random bytes, mode 0600, never sent anywhere
+//! - `node.sign`    this node's signing key (hex), mode 0600, made at the
+//!   first start; never sent anywhere
 //! - `latus.redb`   metadata database (see `meta`)
 //! - `journal.wal`  write-ahead journal in front of the database
 //! - `store/objects/` local content, one file per version
@@ -144,6 +146,9 @@ impl Home {
     }
     pub fn key_path(&self) -> PathBuf {
         self.root.join("node.key")
+    }
+    pub fn sign_key_path(&self) -> PathBuf {
+        self.root.join("node.sign")
     }
     pub fn db_path(&self) -> PathBuf {
         self.root.join("latus.redb")
@@ -292,6 +297,38 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, HomeError> {
 }
 
 /// The node's volume key.
+/// This node's signing key (`crypto::NodeSigner`), made on first use
+/// (homes from before signatures have none yet). Written whole and
+/// atomically: a node's key never changes once its records carry it.
+pub fn node_signer(home: &Home) -> Result<crate::crypto::NodeSigner, HomeError> {
+    use crate::crypto::NodeSigner;
+    let path = home.sign_key_path();
+    let bad = |reason: String| HomeError::BadKey {
+        path: path.clone(),
+        reason,
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => NodeSigner::from_text(&text).map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = NodeSigner::generate().map_err(|e| HomeError::Random(e.to_string()))?;
+            let tmp = home.root.join("node.sign.tmp");
+            write_private(&tmp, signer.to_text().as_bytes())?;
+            // Never replaces a key another process made meanwhile.
+            fs::hard_link(&tmp, &path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(HomeError::Io {
+                    path: path.clone(),
+                    source: e,
+                }),
+            })?;
+            let _ = fs::remove_file(&tmp);
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            NodeSigner::from_text(&text).map_err(|e| bad(e.to_string()))
+        }
+        Err(e) => Err(HomeError::Io { path, source: e }),
+    }
+}
+
 pub fn load_key(home: &Home) -> Result<[u8; KEY_LEN], HomeError> {
     let path = home.key_path();
     let bytes = fs::read(&path).map_err(io_err(&path))?;

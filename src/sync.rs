@@ -18,7 +18,7 @@ mod remote;
 mod uploader;
 mod volume;
 
-pub use chain::{Breach, Guard, Link, LogHead, log_head};
+pub use chain::{Admitted, Breach, Guard, Link, LogHead, Refusal, log_head};
 pub use check::{CheckError, CheckReport, check};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};

@@ -28,7 +28,7 @@ use super::history::plan_prune;
 use super::payload::{INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
-use crate::crypto::Keys;
+use crate::crypto::{Keys, NodeSigner};
 use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, MutexGuard, lock};
@@ -172,6 +172,8 @@ struct Inner {
     meta: Arc<Meta>,
     store: Arc<ContentStore>,
     config: Config,
+    /// Signs this node's records (`home::node_signer`).
+    signer: NodeSigner,
     volume: Arc<VolumeHandle>,
     /// Chunk names known to be in the store (this run).
     known: Mutex<HashSet<String>>,
@@ -196,9 +198,10 @@ impl Uploader {
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
+        signer: NodeSigner,
         volume: Arc<VolumeHandle>,
     ) -> Self {
-        let uploader = Self::manual(vfs, engine, meta, store, config, volume);
+        let uploader = Self::manual(vfs, engine, meta, store, config, signer, volume);
         let runner = uploader.inner.clone();
         let thread = std::thread::Builder::new()
             .name("latus-uploader".into())
@@ -216,6 +219,7 @@ impl Uploader {
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
+        signer: NodeSigner,
         volume: Arc<VolumeHandle>,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -229,6 +233,7 @@ impl Uploader {
             meta,
             store,
             config,
+            signer,
             volume,
             known: Mutex::new(HashSet::new()),
             greeted: AtomicBool::new(false),
@@ -818,7 +823,7 @@ impl Inner {
                 let opened =
                     PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
                 let link = opened.as_ref().ok().map(PublishedEvent::link);
-                let state = match g.admit(
+                let admitted_rec = match g.admit(
                     &self.meta,
                     &volume.keys,
                     rec.mivui,
@@ -833,6 +838,18 @@ impl Inner {
                     }
                 };
                 admitted = rec.mivui;
+                let state = admitted_rec.state;
+                if let Some(refusal) = admitted_rec.refused {
+                    let mut st = lock(&self.status);
+                    st.refused_events += 1;
+                    // One line per refusal at first, then one in a thousand.
+                    if st.refused_events <= 20 || st.refused_events.is_multiple_of(1000) {
+                        tracing::error!(refused = st.refused_events, "{refusal}; skipped");
+                    }
+                    drop(st);
+                    skipped.extend(state);
+                    continue;
+                }
                 let p = match opened {
                     Ok(p) => p,
                     Err(e) => {
@@ -920,10 +937,11 @@ impl Inner {
         let mut g = lock(&self.guard);
         if g.as_ref().is_none_or(|g| g.cursor() != seen) {
             self.meta.commit_pending()?;
-            *g = Some(match Guard::load(&self.meta, seen)? {
+            let loaded = match Guard::load(&self.meta, seen)? {
                 Some(loaded) => loaded,
                 None => self.rebuild_head(seen)?,
-            });
+            };
+            *g = Some(loaded.for_node(self.config.node_id));
         }
         Ok(g)
     }
@@ -995,7 +1013,8 @@ impl Inner {
             .into_iter()
             .map(|p| {
                 seq += 1;
-                p.linked(seq, cursor, head.clone()).seal(&volume.keys, &aad)
+                p.linked(seq, cursor, head.clone())
+                    .seal(&volume.keys, &aad, &self.signer)
             })
             .collect();
         own.seq = OwnSeq::Unknown;

@@ -1071,6 +1071,7 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
     }];
     let now = latus::vfs::now_nanos();
     let mut local_id = 0;
+    let signer = latus::crypto::NodeSigner::generate().unwrap();
     let mut append = |ty: EventType, path: &str, src: Option<&str>| -> u64 {
         local_id += 1;
         let mut ev = latus::event::Event::node_record(mallory, ty, path.to_string(), now);
@@ -1091,7 +1092,7 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
         volume
             .cloud
             .log
-            .append(clear, &p.seal(&volume.keys, &aad))
+            .append(clear, &p.seal(&volume.keys, &aad, &signer))
             .unwrap()
     };
     let long = "x".repeat(300);
@@ -2011,4 +2012,98 @@ fn a_fork_shows_as_soon_as_a_node_sees_the_other_side() {
     });
     assert_eq!(read(&a.p("base.txt")), b"before the fork");
     assert_eq!(read(&a.p("alpha.txt")), b"alpha, in the real log");
+}
+
+/// Appends a `mkdir PATH` record claiming `node`, signed by `signer`, as
+/// a holder of the volume key can.
+fn forge_mkdir(
+    b: &Backend,
+    key_of: &Mounted,
+    node: uuid::Uuid,
+    signer: &latus::crypto::NodeSigner,
+    path: &str,
+) -> u64 {
+    use latus::event::{Event, EventType};
+    use latus::sync::PublishedEvent;
+    let key = latus::crypto::KeyFile::parse(&fs::read(export_key(key_of)).unwrap()).unwrap();
+    let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
+    let clear = PublishedEvent::clear_originator(&volume.keys, node);
+    let aad = volume.event_aad(clear);
+    let mut ev = Event::node_record(node, EventType::Mkdir, path.into(), latus::vfs::now_nanos());
+    ev.id = 1_000_000;
+    ev.mode = 0o755;
+    let p = PublishedEvent::new(ev, "forger", None).linked(1_000_000, 0, String::new());
+    volume
+        .cloud
+        .log
+        .append(clear, &p.seal(&volume.keys, &aad, signer))
+        .unwrap()
+}
+
+fn refused_events(m: &Mounted) -> u64 {
+    m.status()["queue"]["refused_events"].as_u64().unwrap_or(0)
+}
+
+/// A holder of the volume key publishes as alpha, signed with its own
+/// key: every node refuses the record (counted, logged) and applies none
+/// of it, and alpha's own later records are still taken.
+#[test]
+fn a_record_forged_as_another_node_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("doc.txt"), b"alpha's").unwrap();
+    sync_wait(a);
+    converge(&[a, bb], None, "before the forgery");
+    let alpha: uuid::Uuid = a.status()["node_id"].as_str().unwrap().parse().unwrap();
+    let forger = latus::crypto::NodeSigner::generate().unwrap();
+    forge_mkdir(&b, a, alpha, &forger, "forged");
+    for m in [a, bb] {
+        wait_for("the forgery is refused", || refused_events(m) >= 1);
+        assert!(!m.p("forged").exists());
+        let log = fs::read_to_string(m.home.join("daemon.log")).unwrap();
+        assert!(log.contains("signed with another key"), "{log}");
+        assert!(m.status()["queue"]["log_breach"].is_null());
+    }
+    fs::write(a.p("after.txt"), b"alpha, later").unwrap();
+    sync_wait(a);
+    wait_for("alpha's next record arrives", || bb.p("after.txt").exists());
+    assert_eq!(read(&bb.p("doc.txt")), b"alpha's");
+}
+
+/// `nodes remove` revokes: the removed node learns it from the log, says
+/// so and stops publishing; a record made with its key afterwards (a
+/// stolen node, or one that ignores its removal) is refused by the others.
+#[test]
+fn a_removed_node_can_no_longer_publish() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(bb.p("from-beta.txt"), b"beta's").unwrap();
+    sync_wait(bb);
+    converge(&[a, bb], None, "before the removal");
+    let beta: uuid::Uuid = bb.status()["node_id"].as_str().unwrap().parse().unwrap();
+    a.latus(&["nodes", "remove", &beta.to_string()]).expect_ok();
+    wait_for("beta learns it was removed", || {
+        bb.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("removed from the volume"))
+    });
+    // Beta's files keep working locally; what it writes is not published.
+    fs::write(bb.p("late.txt"), b"after the removal").unwrap();
+    assert_eq!(read(&bb.p("late.txt")), b"after the removal");
+    // A record made with beta's own key after its removal is refused.
+    let text = fs::read_to_string(bb.home.join("node.sign")).unwrap();
+    let stolen = latus::crypto::NodeSigner::from_text(&text).unwrap();
+    let before = refused_events(a);
+    forge_mkdir(&b, a, beta, &stolen, "after-removal");
+    wait_for("alpha refuses the removed node's record", || {
+        refused_events(a) > before
+    });
+    assert!(!a.p("after-removal").exists());
+    assert_eq!(read(&a.p("from-beta.txt")), b"beta's");
+    let log = fs::read_to_string(a.home.join("daemon.log")).unwrap();
+    assert!(log.contains("which was removed from the volume"), "{log}");
 }

@@ -184,6 +184,7 @@ impl World {
             meta.clone(),
             store,
             n.config.clone(),
+            latus::home::node_signer(&n.home).expect("signing key"),
             handle,
         );
         n.running = Some(Running {
