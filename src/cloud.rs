@@ -92,6 +92,10 @@ pub type CloudResult<T> = Result<T, CloudError>;
 /// 4 MiB; a chunk list stored apart, for files of up to about 2.5 TiB, at
 /// most this). A larger body is refused before it is read.
 pub const MAX_OBJECT: u64 = 256 << 20;
+/// Lines about unusable records a cloud sends (see `log_budget`).
+pub(crate) static UNUSABLE_RECORDS: crate::log_budget::LogBudget =
+    crate::log_budget::LogBudget::new("unusable log records", 10);
+
 /// The largest log record latus reads (DynamoDB items are at most 400 KB).
 /// A larger or malformed record is returned with an empty payload, which
 /// no reader opens: it is skipped with a log line, never a halt.

@@ -18,6 +18,7 @@ pub mod home;
 pub mod hydration;
 pub mod ignore;
 pub mod locks;
+pub mod log_budget;
 pub mod meta;
 pub mod platform;
 pub mod store;

@@ -1025,21 +1025,27 @@ impl AwsEventLog {
                 let record = match decode(item) {
                     Ok(r) if r.payload.len() <= super::MAX_RECORD => r,
                     Ok(r) => {
-                        tracing::error!(
-                            mivui = r.mivui,
-                            bytes = r.payload.len(),
-                            "a log record is larger than any latus record; skipped"
-                        );
+                        if super::UNUSABLE_RECORDS.allow() {
+                            tracing::error!(
+                                mivui = r.mivui,
+                                bytes = r.payload.len(),
+                                "a log record is larger than any latus record; skipped"
+                            );
+                        }
                         LogRecord::unusable(r.mivui)
                     }
                     Err(m) => match item_mivui(item) {
                         Some(mivui) => {
-                            tracing::error!(mivui, error = %m, "a malformed log record; skipped");
+                            if super::UNUSABLE_RECORDS.allow() {
+                                tracing::error!(mivui, error = %m, "a malformed log record; skipped");
+                            }
                             LogRecord::unusable(mivui)
                         }
                         // Cannot be placed in the log: not a record.
                         None => {
-                            tracing::error!(error = %m, "an item without a number in the log's table; ignored");
+                            if super::UNUSABLE_RECORDS.allow() {
+                                tracing::error!(error = %m, "an item without a number in the log's table; ignored");
+                            }
                             continue;
                         }
                     },

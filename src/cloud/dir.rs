@@ -304,17 +304,21 @@ impl DirEventLog {
                 if e.kind() == io::ErrorKind::InvalidData
                     || e.raw_os_error() == Some(libc::ELOOP) =>
             {
-                tracing::error!(mivui, error = %e, "a log record of the cloud folder is unusable; skipped");
+                if super::UNUSABLE_RECORDS.allow() {
+                    tracing::error!(mivui, error = %e, "a log record of the cloud folder is unusable; skipped");
+                }
                 return Ok(Some(LogRecord::unusable(mivui)));
             }
             Err(e) => return Err(self.error("read", e)),
         };
         if bytes.len() < ORIGINATOR_LEN {
-            tracing::error!(
-                mivui,
-                bytes = bytes.len(),
-                "a log record of the cloud folder is truncated; skipped"
-            );
+            if super::UNUSABLE_RECORDS.allow() {
+                tracing::error!(
+                    mivui,
+                    bytes = bytes.len(),
+                    "a log record of the cloud folder is truncated; skipped"
+                );
+            }
             return Ok(Some(LogRecord::unusable(mivui)));
         }
         let (originator, payload) = bytes.split_at(ORIGINATOR_LEN);

@@ -32,6 +32,7 @@ use crate::crypto::{Keys, NodeSigner};
 use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, MutexGuard, lock};
+use crate::log_budget::LogBudget;
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
 use crate::vfs::{Vfs, VfsError};
@@ -142,6 +143,9 @@ pub struct UploaderStatus {
     #[serde(skip)]
     last_pass_failed: bool,
 }
+
+/// Lines about records refused or not opening (a flood stays a few lines).
+static REFUSED_RECORDS: LogBudget = LogBudget::new("refused log records", 20);
 
 /// This node's last sequence number in the log (`chain`). Unknown from
 /// start, and after an append whose answer was lost, until a pass has read
@@ -840,21 +844,20 @@ impl Inner {
                 admitted = rec.mivui;
                 let state = admitted_rec.state;
                 if let Some(refusal) = admitted_rec.refused {
-                    let mut st = lock(&self.status);
-                    st.refused_events += 1;
-                    // One line per refusal at first, then one in a thousand.
-                    if st.refused_events <= 20 || st.refused_events.is_multiple_of(1000) {
-                        tracing::error!(refused = st.refused_events, "{refusal}; skipped");
+                    lock(&self.status).refused_events += 1;
+                    if REFUSED_RECORDS.allow() {
+                        tracing::error!("{refusal}; skipped");
                     }
-                    drop(st);
                     skipped.extend(state);
                     continue;
                 }
                 let p = match opened {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
-                            "a log record does not open (tampered, or sealed with another key); skipped");
+                        if REFUSED_RECORDS.allow() {
+                            tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
+                                "a log record does not open (tampered, or sealed with another key); skipped");
+                        }
                         lock(&self.status).refused_events += 1;
                         skipped.extend(state);
                         continue;
