@@ -268,7 +268,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Nodes { command, json } => match command {
             Some(NodesCmd::Remove { id }) => {
                 let v = history_call(&home, Request::ForgetNode { id }, true)?;
-                println!("forgot node {} (its files stay)", v["forgotten"]);
+                println!(
+                    "removed node {}: its files stay, what it publishes from now on is refused, \
+                     and what is written from now on is sealed with a new key it does not have",
+                    v["forgotten"]
+                );
+                for n in v["not_given_new_key"].as_array().into_iter().flatten() {
+                    println!(
+                        "warning: node {n} could not be given the new key (it has not published \
+                         since upgrading); it must join again with a key file exported here"
+                    );
+                }
                 Ok(())
             }
             None => {
@@ -675,7 +685,10 @@ fn key(home: &Home, cmd: KeyCmd) -> Result<()> {
             println!("{}", crate::crypto::Keys::derive(&key).fingerprint());
         }
         KeyCmd::Export { file } => {
-            let kf = crate::crypto::KeyFile::new(&key, cfg.created);
+            let mut kf = crate::crypto::KeyFile::new(&key, cfg.created);
+            // Later key epochs too: a node joining with this file reads
+            // what was sealed after a removal.
+            kf.epochs = crate::sync::read_epochs(&home.epochs_path())?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)

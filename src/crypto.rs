@@ -22,7 +22,7 @@
 
 mod signing;
 
-pub use signing::{NodeSigner, verify_signature};
+pub use signing::{NodeSigner, verify_signature, wrap_epoch};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -59,11 +59,50 @@ pub enum CryptoError {
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The subkeys of one volume key.
-pub struct Keys {
+/// The keys of one key epoch. Epoch 0 comes from the volume key; each
+/// `latus nodes remove` starts the next one from 32 random bytes, wrapped
+/// for the remaining nodes only (`NodeSigner::unwrap_epoch`), so a removed
+/// node cannot read what is sealed afterwards.
+struct EpochKeys {
+    number: u64,
+    master: [u8; KEY_LEN],
     content: XChaCha20Poly1305,
     events: XChaCha20Poly1305,
     names: [u8; 32],
+}
+
+impl EpochKeys {
+    fn derive(number: u64, master: &[u8; KEY_LEN]) -> Self {
+        // Epoch 0 keeps the subkeys volumes always had.
+        let salt: &[u8] = if number == 0 {
+            b"latus v1"
+        } else {
+            b"latus epoch v1"
+        };
+        let hk = Hkdf::<Sha256>::new(Some(salt), master);
+        Self {
+            number,
+            master: *master,
+            content: XChaCha20Poly1305::new(&derive(&hk, "content").into()),
+            events: XChaCha20Poly1305::new(&derive(&hk, "events").into()),
+            names: derive(&hk, "names"),
+        }
+    }
+
+    fn chunk_name(&self, plaintext: &[u8]) -> String {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.names).expect("HMAC takes any key length");
+        mac.update(plaintext);
+        hex(&mac.finalize().into_bytes())
+    }
+}
+
+/// The subkeys of one volume key, and of its later key epochs. Content and
+/// events are sealed with the newest epoch and opened with any; the log's
+/// heads, node pseudonyms and the chunker stay those of the volume key.
+pub struct Keys {
+    /// Oldest first; never empty (epoch 0 first).
+    epochs: crate::locks::Mutex<Vec<std::sync::Arc<EpochKeys>>>,
     /// The log's hash chain (`log_head`).
     heads: [u8; 32],
     /// Node pseudonyms in the log's clear fields (`pseudonym`).
@@ -91,9 +130,9 @@ impl Keys {
         let hk = Hkdf::<Sha256>::new(Some(b"latus v1"), master);
         let fp = derive(&hk, "fingerprint");
         Self {
-            content: XChaCha20Poly1305::new(&derive(&hk, "content").into()),
-            events: XChaCha20Poly1305::new(&derive(&hk, "events").into()),
-            names: derive(&hk, "names"),
+            epochs: crate::locks::Mutex::new(vec![std::sync::Arc::new(EpochKeys::derive(
+                0, master,
+            ))]),
             heads: derive(&hk, "log heads"),
             nodes: derive(&hk, "node pseudonyms"),
             chunking: derive(&hk, "chunking"),
@@ -106,13 +145,53 @@ impl Keys {
         &self.fingerprint
     }
 
-    /// An object's name: keyed hash of its plaintext, so equal content is
-    /// stored once and nobody without the key can test a guess.
+    /// Adds key epoch `number` (from its 32 random bytes); false if it
+    /// was known.
+    pub fn add_epoch(&self, number: u64, master: &[u8; KEY_LEN]) -> bool {
+        let mut epochs = crate::locks::lock(&self.epochs);
+        if number == 0 || epochs.iter().any(|e| e.number == number) {
+            return false;
+        }
+        epochs.push(std::sync::Arc::new(EpochKeys::derive(number, master)));
+        epochs.sort_by_key(|e| e.number);
+        true
+    }
+
+    /// The newest key epoch (0: the volume key's own).
+    pub fn epoch(&self) -> u64 {
+        self.current().number
+    }
+
+    /// Every later epoch's number and key (for key files and the home).
+    pub fn epoch_keys(&self) -> Vec<(u64, [u8; KEY_LEN])> {
+        crate::locks::lock(&self.epochs)
+            .iter()
+            .filter(|e| e.number > 0)
+            .map(|e| (e.number, e.master))
+            .collect()
+    }
+
+    fn current(&self) -> std::sync::Arc<EpochKeys> {
+        crate::locks::lock(&self.epochs)
+            .last()
+            .expect("epoch 0")
+            .clone()
+    }
+
+    /// Newest first.
+    fn all(&self) -> Vec<std::sync::Arc<EpochKeys>> {
+        crate::locks::lock(&self.epochs)
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
+    /// An object's name: keyed hash of its plaintext (under the newest
+    /// epoch), so equal content is stored once and nobody without the key
+    /// can test a guess.
     pub fn chunk_name(&self, plaintext: &[u8]) -> String {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.names).expect("HMAC takes any key length");
-        mac.update(plaintext);
-        hex(&mac.finalize().into_bytes())
+        self.current().chunk_name(plaintext)
     }
 
     /// The log's head after record `mivui` (originator as the log shows
@@ -169,22 +248,52 @@ impl Keys {
 
     pub fn seal_chunk(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         seal(
-            &self.content,
+            &self.current().content,
             name.as_bytes(),
             &padded(plaintext, CHUNK_PAD),
         )
     }
 
+    /// Opens a chunk sealed in any epoch, and checks that its plaintext is
+    /// what the name says (named in any epoch: an upload may straddle the
+    /// start of one).
     pub fn open_chunk(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        unpadded(open(&self.content, name.as_bytes(), sealed)?)
+        let all = self.all();
+        for e in &all {
+            if let Ok(framed) = open(&e.content, name.as_bytes(), sealed) {
+                let plain = unpadded(framed)?;
+                if !all.iter().any(|k| k.chunk_name(&plain) == name) {
+                    return Err(CryptoError::Tampered);
+                }
+                return Ok(plain);
+            }
+        }
+        // The error the volume key's own attempt gives.
+        open(
+            &crate::locks::lock(&self.epochs)[0].content,
+            name.as_bytes(),
+            sealed,
+        )
+        .map(drop)?;
+        Err(CryptoError::Tampered)
     }
 
     pub fn seal_event(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.events, aad, &padded(plaintext, EVENT_PAD))
+        seal(&self.current().events, aad, &padded(plaintext, EVENT_PAD))
     }
 
+    /// Opens an event sealed in any epoch.
     pub fn open_event(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        unpadded(open(&self.events, aad, sealed)?)
+        let mut first = None;
+        for e in self.all() {
+            match open(&e.events, aad, sealed) {
+                Ok(framed) => return unpadded(framed),
+                Err(err) => {
+                    first.get_or_insert(err);
+                }
+            }
+        }
+        Err(first.expect("epoch 0"))
     }
 }
 
@@ -300,6 +409,33 @@ pub struct KeyFile {
     pub fingerprint: String,
     /// Unix seconds when the key was created.
     pub created: i64,
+    /// The volume's later key epochs (after `latus nodes remove`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<EpochKey>,
+}
+
+/// A key epoch's number and key (hex), as key files and the home keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochKey {
+    pub epoch: u64,
+    pub key: String,
+}
+
+impl EpochKey {
+    pub fn new(epoch: u64, key: &[u8; KEY_LEN]) -> Self {
+        Self {
+            epoch,
+            key: hex(key),
+        }
+    }
+
+    pub fn master(&self) -> Result<[u8; KEY_LEN], CryptoError> {
+        decode_hex(&self.key)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                CryptoError::KeyFile(format!("epoch {}: not 32 bytes of hex", self.epoch))
+            })
+    }
 }
 
 impl KeyFile {
@@ -309,7 +445,19 @@ impl KeyFile {
             key: hex(key),
             fingerprint: Keys::derive(key).fingerprint().to_string(),
             created,
+            epochs: Vec::new(),
         }
+    }
+
+    /// The key file's later key epochs (empty for most volumes).
+    pub fn parse_epochs(bytes: &[u8]) -> Result<Vec<EpochKey>, CryptoError> {
+        Self::parse(bytes)?;
+        let kf: KeyFile = serde_json::from_slice(bytes)
+            .map_err(|e| CryptoError::KeyFile(format!("not a latus key file: {e}")))?;
+        for e in &kf.epochs {
+            e.master()?;
+        }
+        Ok(kf.epochs)
     }
 
     /// Parses and checks a key file: version, length, and that the
@@ -374,12 +522,20 @@ mod tests {
             k.seal_event(b"", b"{}").len(),
             k.seal_event(b"", &[b' '; 400]).len()
         );
+        let n3000 = k.chunk_name(&[1; 3000]);
         assert_eq!(
-            k.open_chunk("n", &k.seal_chunk("n", &[1; 3000])).unwrap(),
+            k.open_chunk(&n3000, &k.seal_chunk(&n3000, &[1; 3000]))
+                .unwrap(),
             vec![1; 3000]
         );
+        // Sealed right but named for other content: refused.
+        assert_eq!(
+            k.open_chunk("n", &k.seal_chunk("n", &[1; 3000])),
+            Err(CryptoError::Tampered)
+        );
         let big = vec![7; (1 << 20) + 1];
-        let sealed = k.seal_chunk("n", &big);
+        let big_name = k.chunk_name(&big);
+        let sealed = k.seal_chunk(&big_name, &big);
         assert!(Keys::is_sealed_chunk_len(big.len(), sealed.len() as u64));
         assert!(!Keys::is_sealed_chunk_len(
             big.len(),
@@ -390,7 +546,32 @@ mod tests {
             (SEAL_OVERHEAD + (1 << 20) + 4096) as u64
         ));
         assert_eq!(sealed.len(), SEAL_OVERHEAD + (1 << 20) + (1 << 17));
-        assert_eq!(k.open_chunk("n", &sealed).unwrap(), big);
+        assert_eq!(k.open_chunk(&big_name, &sealed).unwrap(), big);
+    }
+
+    #[test]
+    fn a_later_epoch_seals_what_the_volume_key_alone_cannot_open() {
+        let (k, old) = (keys(6), keys(6));
+        let aad = b"aad";
+        let before = k.seal_event(aad, b"before");
+        let old_chunk = k.chunk_name(b"old");
+        let old_sealed = k.seal_chunk(&old_chunk, b"old");
+        assert!(k.add_epoch(40, &[8; 32]) && !k.add_epoch(40, &[9; 32]));
+        assert_eq!(k.epoch(), 40);
+        let after = k.seal_event(aad, b"after");
+        let name = k.chunk_name(b"new");
+        assert_ne!(name, old.chunk_name(b"new"), "names are keyed by epoch");
+        let sealed = k.seal_chunk(&name, b"new");
+        // The newer keys open both epochs; the volume key alone, only the old.
+        assert_eq!(k.open_event(aad, &before).unwrap(), b"before");
+        assert_eq!(k.open_event(aad, &after).unwrap(), b"after");
+        assert_eq!(k.open_chunk(&old_chunk, &old_sealed).unwrap(), b"old");
+        assert_eq!(k.open_chunk(&name, &sealed).unwrap(), b"new");
+        assert!(old.open_event(aad, &after).is_err());
+        assert!(old.open_chunk(&name, &sealed).is_err());
+        assert_eq!(k.epoch_keys(), [(40, [8; 32])]);
+        // Heads and pseudonyms stay the volume key's: every node agrees.
+        assert_eq!(k.pseudonym(&[1; 16]), old.pseudonym(&[1; 16]));
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct OpenNode {
     pub key: [u8; 32],
     /// Signs this node's records.
     pub signer: crate::crypto::NodeSigner,
+    /// The volume's later key epochs (`Home::epochs_path`).
+    pub epochs_file: std::path::PathBuf,
     pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
@@ -118,6 +120,7 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
         config,
         key,
         signer,
+        epochs_file: home.epochs_path(),
         store,
         meta,
         engine,
@@ -192,6 +195,7 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.config.cloud.clone(),
         node.key,
         volume,
+        Some(node.epochs_file.clone()),
     ));
     let fetcher = Fetcher::new(node.meta.clone(), node.store.clone(), handle.clone());
     let vfs = Arc::downgrade(&node.vfs);
@@ -766,7 +770,9 @@ pub fn answer_history(
             }
             let u = uploader.ok_or_else(needs_cloud)?;
             u.forget_node(id)
-                .map(|m| serde_json::json!({ "forgotten": id, "mivui": m }))
+                .map(|(m, left_out)| {
+                    serde_json::json!({ "forgotten": id, "mivui": m, "not_given_new_key": left_out })
+                })
                 .map_err(|e| e.to_string())
         }
         Request::Placement { path, rule } => {

@@ -6,6 +6,8 @@
 //! - `node.key`     32 random bytes, mode 0600, never sent anywhere
 //! - `node.sign`    this node's signing key (hex), mode 0600, made at the
 //!   first start; never sent anywhere
+//! - `node.epochs`  the volume's later key epochs (after `nodes remove`),
+//!   mode 0600
 //! - `latus.redb`   metadata database (see `meta`)
 //! - `journal.wal`  write-ahead journal in front of the database
 //! - `store/objects/` local content, one file per version
@@ -150,6 +152,10 @@ impl Home {
     pub fn sign_key_path(&self) -> PathBuf {
         self.root.join("node.sign")
     }
+    /// The volume's later key epochs (`sync::VolumeHandle`).
+    pub fn epochs_path(&self) -> PathBuf {
+        self.root.join("node.epochs")
+    }
     pub fn db_path(&self) -> PathBuf {
         self.root.join("latus.redb")
     }
@@ -232,6 +238,24 @@ impl Home {
             None => random_key()?,
         };
         write_private(&self.key_path(), &key)?;
+        if let Some(path) = key_file {
+            let epochs = fs::read(path)
+                .ok()
+                .filter(|b| b.len() != KEY_LEN)
+                .map(|b| crate::crypto::KeyFile::parse_epochs(&b))
+                .transpose()
+                .map_err(|e| HomeError::BadKey {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+                .unwrap_or_default();
+            if !epochs.is_empty() {
+                write_private(
+                    &self.epochs_path(),
+                    &serde_json::to_vec_pretty(&epochs).expect("epochs serialise"),
+                )?;
+            }
+        }
 
         let cloud = cloud.unwrap_or_else(|| self.default_cloud());
         if let Some(dir) = cloud.strip_prefix("dir:") {

@@ -28,4 +28,4 @@ pub use names::{conflict_name, safe_path, utc_fields};
 pub use payload::{INLINE_CHUNKS, PublishedEvent};
 pub use remote::{REMOTE_ROOT, RemoteTree};
 pub use uploader::{PruneReport, Uploader, UploaderStatus};
-pub use volume::{Volume, VolumeError, VolumeHandle};
+pub use volume::{Volume, VolumeError, VolumeHandle, read_epochs};

@@ -122,6 +122,8 @@ pub struct Link<'a> {
     pub head: &'a str,
     /// The public key the record is signed with (verified), if signed.
     pub signer: Option<&'a str>,
+    /// The node's box key (hex), if the signed record carries one.
+    pub box_key: Option<&'a str>,
     /// The node a `forget_node` record removes.
     pub forgets: Option<Uuid>,
 }
@@ -131,6 +133,8 @@ pub struct Link<'a> {
 struct NodeAuth {
     /// Its public key, from its first signed record.
     key: Option<String>,
+    /// Its box key, from its latest signed record.
+    box_key: Option<String>,
     /// Removed from the volume (at this record).
     removed: Option<u64>,
 }
@@ -181,12 +185,25 @@ fn sign_key(node: Uuid) -> String {
     format!("sign:{node}")
 }
 
+fn box_key_name(node: Uuid) -> String {
+    format!("box:{node}")
+}
+
 fn removed_key(node: Uuid) -> String {
     format!("removed:{node}")
 }
 
 fn parse_head(s: &str) -> Option<[u8; 32]> {
     decode_hex(s)?.try_into().ok()
+}
+
+/// Node `node`'s box key as this node's reading of the log has it, unless
+/// it was removed (call `commit_pending` first).
+pub fn box_key(meta: &Meta, node: Uuid) -> Option<String> {
+    if meta.text(&removed_key(node)).ok().flatten().is_some() {
+        return None;
+    }
+    meta.text(&box_key_name(node)).ok().flatten()
 }
 
 impl Guard {
@@ -394,6 +411,15 @@ impl Guard {
                     value: signer.to_string(),
                 });
             }
+            if let Some(b) = link.box_key
+                && auth.box_key.as_deref() != Some(b)
+            {
+                auth.box_key = Some(b.to_string());
+                out.push(Record::SetText {
+                    key: box_key_name(node),
+                    value: b.to_string(),
+                });
+            }
         }
         if let Some(gone) = link.forgets {
             self.auth_of(meta, gone);
@@ -409,6 +435,16 @@ impl Guard {
         out
     }
 
+    /// Where a new epoch key can be wrapped for `node`: its box key, if it
+    /// was seen and it is not removed.
+    pub fn box_key_of(&mut self, meta: &Meta, node: Uuid) -> Option<String> {
+        let auth = self.auth_of(meta, node);
+        auth.removed
+            .is_none()
+            .then(|| auth.box_key.clone())
+            .flatten()
+    }
+
     fn auth_of(&mut self, meta: &Meta, node: Uuid) -> &NodeAuth {
         let standalone = self.standalone;
         self.auth.entry(node).or_insert_with(|| {
@@ -418,6 +454,7 @@ impl Guard {
             let text = |key: String| meta.text(&key).ok().flatten();
             NodeAuth {
                 key: text(sign_key(node)),
+                box_key: text(box_key_name(node)),
                 removed: text(removed_key(node)).and_then(|v| v.parse().ok()),
             }
         })

@@ -59,10 +59,26 @@ pub struct PublishedEvent {
     /// The originator's public signing key (hex; format 4).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sign_key: String,
+    /// The originator's public box key (hex): where new epoch keys are
+    /// wrapped for it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub box_key: String,
+    /// A new key epoch (on the `forget_node` record that starts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<EpochGrant>,
     /// Whether the record opened with a valid signature by `sign_key`
     /// (known once opened; never serialised).
     #[serde(skip)]
     pub signed: bool,
+}
+
+/// A new key epoch's key, wrapped for each node that keeps the volume
+/// (`crypto::wrap_epoch`), by node id. The epoch is numbered by the
+/// `mivui` of the record that carries it: two removals at once make two
+/// epochs, and every node orders them alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochGrant {
+    pub wraps: std::collections::BTreeMap<Uuid, String>,
 }
 
 /// The sealed plaintext of a signed record.
@@ -101,6 +117,8 @@ impl PublishedEvent {
             seen: 0,
             head: String::new(),
             sign_key: String::new(),
+            box_key: String::new(),
+            grant: None,
             signed: false,
         }
     }
@@ -123,6 +141,7 @@ impl PublishedEvent {
             seen: self.seen,
             head: self.head.as_str(),
             signer: self.signed.then_some(self.sign_key.as_str()),
+            box_key: (self.signed && !self.box_key.is_empty()).then_some(self.box_key.as_str()),
             forgets,
         };
         (self.event.originator, link)
@@ -161,6 +180,7 @@ impl PublishedEvent {
         let mut p = self.clone();
         p.format_version = FORMAT;
         p.sign_key = signer.public_hex();
+        p.box_key = signer.box_public_hex();
         let body = serde_json::to_string(&p).expect("events serialise");
         let sig = signer.sign(&[aad, body.as_bytes()]);
         let signed = RawValue::from_string(body).expect("a serialised event is JSON");
@@ -190,6 +210,7 @@ impl PublishedEvent {
         let mut p: Self = serde_json::from_slice(&plain).map_err(|_| CryptoError::Tampered)?;
         // An unsigned record names no key.
         p.sign_key.clear();
+        p.box_key.clear();
         Ok(p)
     }
 }

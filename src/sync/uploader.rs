@@ -25,7 +25,7 @@ use super::chain::{Breach, Guard};
 use super::chunker::for_each_chunk;
 use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
-use super::payload::{INLINE_CHUNKS, PublishedEvent};
+use super::payload::{EpochGrant, INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
 use crate::crypto::{Keys, NodeSigner};
@@ -318,17 +318,56 @@ impl Uploader {
         }
     }
 
-    /// Appends a record that forgets node `id` (its files stay).
-    pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, UploadError> {
-        let volume = self.inner.volume()?;
-        let m = self.inner.append_node_record(
+    /// Removes node `id` (its files stay): one record that revokes it and
+    /// starts a new key epoch, whose key is wrapped for every other node
+    /// whose box key the log holds. Returns the record's number and the
+    /// nodes that could not be given the new key (they never published
+    /// since signatures: they need a new key file).
+    pub fn forget_node(&self, id: uuid::Uuid) -> Result<(u64, Vec<uuid::Uuid>), UploadError> {
+        let i = &self.inner;
+        let volume = i.volume()?;
+        i.meta.commit_pending()?;
+        let me = i.config.node_id;
+        let mut master = [0u8; crate::crypto::KEY_LEN];
+        getrandom::fill(&mut master).map_err(|e| UploadError::Local {
+            path: "a new key epoch".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut wraps = std::collections::BTreeMap::new();
+        let mut left_out = Vec::new();
+        for n in super::nodes(&i.meta.whole_log()?, me) {
+            if n.id == id {
+                continue;
+            }
+            let box_key = if n.id == me {
+                Some(i.signer.box_public_hex())
+            } else {
+                super::chain::box_key(&i.meta, n.id)
+            };
+            match box_key.map(|b| crate::crypto::wrap_epoch(&master, &b)) {
+                Some(Ok(wrapped)) => {
+                    wraps.insert(n.id, wrapped);
+                }
+                _ => left_out.push(n.id),
+            }
+        }
+        wraps.entry(me).or_insert(
+            crate::crypto::wrap_epoch(&master, &i.signer.box_public_hex()).map_err(|e| {
+                UploadError::Local {
+                    path: "a new key epoch".into(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?,
+        );
+        let m = i.append_node_record(
             &volume,
             EventType::ForgetNode,
             id.to_string(),
             Vec::new(),
+            Some(EpochGrant { wraps }),
         )?;
         self.wait_log_seen(m);
-        Ok(m)
+        Ok((m, left_out))
     }
 
     /// Waits (a little) until the log is read up to `mivui`, so a command
@@ -384,6 +423,7 @@ impl Uploader {
             EventType::Prune,
             String::new(),
             plan.versions.clone(),
+            None,
         )?;
         self.wait_log_seen(m);
         report.dry_run = false;
@@ -863,6 +903,9 @@ impl Inner {
                         continue;
                     }
                 };
+                if let Some(grant) = &p.grant {
+                    self.take_epoch(grant, rec.mivui)?;
+                }
                 let originator = p.event.originator;
                 let chunks = match (&p.chunks, &p.chunk_list) {
                     (Some(c), _) => Some(c.clone()),
@@ -1033,6 +1076,29 @@ impl Inner {
         Ok(mivuis)
     }
 
+    /// A new key epoch (numbered by its record): its key, if wrapped for
+    /// this node, is kept (durably, before the cursor passes the record)
+    /// and seals everything from now on.
+    fn take_epoch(&self, grant: &EpochGrant, mivui: u64) -> Result<(), UploadError> {
+        let me = self.config.node_id;
+        let Some(wrapped) = grant.wraps.get(&me) else {
+            tracing::error!(
+                epoch = mivui,
+                "the volume has a new key this node was not given (it has not published since \
+                 signatures came); records sealed with it will not open here: join again with \
+                 a key file exported by another node"
+            );
+            return Ok(());
+        };
+        match self.signer.unwrap_epoch(wrapped) {
+            Ok(master) => Ok(self.volume.add_epoch(mivui, &master)?),
+            Err(e) => {
+                tracing::error!(epoch = mivui, error = %e, "the new key wrapped for this node does not open; records sealed with it will not open here");
+                Ok(())
+            }
+        }
+    }
+
     /// This node's own record read back: marks it published if the journal
     /// does not know yet; returns the version's local object.
     fn absorb_own(
@@ -1073,7 +1139,7 @@ impl Inner {
 
     /// Announces this node (name, time) in the log, once per run.
     fn say_hello(&self, volume: &Volume) -> Result<(), UploadError> {
-        self.append_node_record(volume, EventType::Node, String::new(), Vec::new())
+        self.append_node_record(volume, EventType::Node, String::new(), Vec::new(), None)
             .map(|_| ())
     }
 
@@ -1083,10 +1149,12 @@ impl Inner {
         ty: EventType,
         path: String,
         pruned: Vec<u64>,
+        grant: Option<EpochGrant>,
     ) -> Result<u64, UploadError> {
         let ev = Event::node_record(self.config.node_id, ty, path, self.vfs.now());
         let mut p = PublishedEvent::new(ev, &self.config.node_name, None);
         p.pruned = pruned;
+        p.grant = grant;
         // Another thread's command (prune, nodes remove) waits for the pass
         // that learns this node's place in the log.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1117,9 +1185,6 @@ impl Inner {
             .keys
             .open_chunk(name, &sealed)
             .map_err(|e| bad(e.to_string()))?;
-        if volume.keys.chunk_name(&plain) != name {
-            return Err(bad("does not hold what its name promises".into()));
-        }
         serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))
     }
 }

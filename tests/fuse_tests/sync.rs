@@ -2107,3 +2107,86 @@ fn a_removed_node_can_no_longer_publish() {
     let log = fs::read_to_string(a.home.join("daemon.log")).unwrap();
     assert!(log.contains("which was removed from the volume"), "{log}");
 }
+
+/// The keys a node's home holds: the volume key and its later epochs.
+fn home_keys(m: &Mounted) -> latus::crypto::Keys {
+    let key: [u8; 32] = fs::read(m.home.join("node.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let keys = latus::crypto::Keys::derive(&key);
+    for e in latus::sync::read_epochs(&m.home.join("node.epochs")).unwrap() {
+        keys.add_epoch(e.epoch, &e.master().unwrap());
+    }
+    keys
+}
+
+/// `nodes remove` starts a new key epoch: what is written afterwards is
+/// sealed with a key the removed node was not given (neither its records
+/// nor its content open with what the removed node holds), while the
+/// remaining nodes, and a node joining later with a key file exported
+/// after the removal, read it.
+#[test]
+fn after_a_removal_new_content_is_sealed_with_a_key_the_removed_node_lacks() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join(unique("cloud"));
+    let b = Backend::Dir(cloud.clone());
+    let n = mounted_on(&b, &["alpha", "beta", "gamma"]);
+    let (a, bb, g) = (&n[0], &n[1], &n[2]);
+    fs::write(a.p("before.txt"), b"everyone reads this").unwrap();
+    sync_wait(a);
+    converge(&[a, bb, g], None, "before the removal");
+    for m in [bb, g] {
+        sync_wait(m);
+    }
+    let gamma = g.status()["node_id"].as_str().unwrap().to_string();
+    let out = a.latus(&["nodes", "remove", &gamma]).expect_ok();
+    assert!(!out.stdout.contains("warning"), "{out}");
+    let removal = log_records(&cloud).len();
+    wait_for("gamma learns it was removed", || {
+        g.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("removed from the volume"))
+    });
+    let chunks_before: Vec<String> = chunk_objects(&b).into_iter().map(|(n, _)| n).collect();
+    let secret = pattern(91, 300 << 10);
+    fs::write(a.p("secret.bin"), &secret).unwrap();
+    sync_wait(a);
+    wait_for("beta reads what alpha wrote after the removal", || {
+        fs::read(bb.p("secret.bin")).is_ok_and(|d| d == secret)
+    });
+
+    // What gamma holds opens nothing sealed since; alpha's keys open all.
+    let (alpha_keys, gamma_keys) = (home_keys(a), home_keys(g));
+    assert!(alpha_keys.epoch() > 0 && gamma_keys.epoch() == 0);
+    let new_chunks: Vec<(String, Vec<u8>)> = chunk_objects(&b)
+        .into_iter()
+        .filter(|(n, _)| !chunks_before.contains(n))
+        .collect();
+    assert!(!new_chunks.is_empty());
+    for (name, sealed) in &new_chunks {
+        let name = name.rsplit('/').next().unwrap();
+        assert!(alpha_keys.open_chunk(name, sealed).is_ok(), "{name}");
+        assert!(gamma_keys.open_chunk(name, sealed).is_err(), "{name}");
+    }
+    let key = latus::crypto::KeyFile::parse(&fs::read(export_key(a)).unwrap()).unwrap();
+    let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
+    let later: Vec<_> = volume.cloud.log.read_after(removal as u64, 1000).unwrap();
+    assert!(!later.is_empty());
+    for r in &later {
+        let aad = volume.event_aad(r.originator);
+        assert!(alpha_keys.open_event(&aad, &r.payload).is_ok());
+        assert!(gamma_keys.open_event(&aad, &r.payload).is_err());
+    }
+
+    // A node joining with a key file exported now reads everything.
+    let fresh = a.scratch().join("key-after-removal.json");
+    a.latus(&["key", "export", fresh.to_str().unwrap()])
+        .expect_ok();
+    let delta = init_node(&b.url(), "delta", Some(&fresh));
+    delta.mount();
+    wait_for("delta reads what was sealed after the removal", || {
+        fs::read(delta.p("secret.bin")).is_ok_and(|d| d == secret)
+    });
+    assert_eq!(read(&delta.p("before.txt")), b"everyone reads this");
+}

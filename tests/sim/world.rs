@@ -175,6 +175,7 @@ impl World {
             String::new(),
             KEY,
             Some(Arc::new(volume)),
+            Some(n.home.epochs_path()),
         ));
         vfs.set_content_source(Fetcher::new(meta.clone(), store.clone(), handle.clone()));
         let engine = Engine::new(vfs.clone(), meta.clone());

@@ -68,6 +68,7 @@ fn admit_signed(
         seen: r.seen,
         head: &r.head,
         signer,
+        box_key: None,
         forgets,
     };
     g.admit(
