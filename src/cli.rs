@@ -1119,6 +1119,9 @@ fn print_status(v: &serde_json::Value) {
         println!("last error: {e}");
     }
     let q = &v["queue"];
+    if let Some(d) = q["cloud_damage"].as_str() {
+        println!("cloud: DAMAGED: {d} (see `latus check`)");
+    }
     if let Some(b) = q["log_breach"].as_str() {
         println!("sync: STOPPED: the volume's log cannot be trusted: {b}");
         println!("      (local files keep working; changes wait here)");

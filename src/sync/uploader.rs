@@ -129,6 +129,9 @@ pub struct UploaderStatus {
     /// Why the log cannot be trusted, if a check failed (`chain`): the
     /// node stops applying and publishing, and keeps serving its files.
     pub log_breach: Option<String>,
+    /// What the last `latus check` found missing or damaged in the cloud
+    /// (kept until a check finds none): content is then not safely there.
+    pub cloud_damage: Option<String>,
     pub cloud_reachable: Option<bool>,
     /// Since when (Unix seconds) the cloud has not answered, while it does
     /// not: with `last_error`, what `status` and `sync --wait` say.
@@ -143,6 +146,9 @@ pub struct UploaderStatus {
     #[serde(skip)]
     last_pass_failed: bool,
 }
+
+/// Where what `latus check` found wrong stays (empty: nothing).
+const CLOUD_DAMAGE: &str = "check:cloud_damage";
 
 /// Lines about records refused or not opening (a flood stays a few lines).
 static REFUSED_RECORDS: LogBudget = LogBudget::new("refused log records", 20);
@@ -226,6 +232,11 @@ impl Uploader {
         signer: NodeSigner,
         volume: Arc<VolumeHandle>,
     ) -> Self {
+        let cloud_damage = meta
+            .text(CLOUD_DAMAGE)
+            .ok()
+            .flatten()
+            .filter(|s| !s.is_empty());
         let inner = Arc::new(Inner {
             vfs: vfs.clone(),
             engine,
@@ -241,7 +252,10 @@ impl Uploader {
             volume,
             known: Mutex::new(HashSet::new()),
             greeted: AtomicBool::new(false),
-            status: Mutex::new(UploaderStatus::default()),
+            status: Mutex::new(UploaderStatus {
+                cloud_damage,
+                ..Default::default()
+            }),
             progress: Condvar::new(),
             bell: Mutex::new(Bell {
                 rung: true,
@@ -431,13 +445,31 @@ impl Uploader {
     }
 
     /// The volume against its log (`latus check`).
+    /// Checks the volume (`sync::check`); what it finds missing or
+    /// damaged stays in `status` (across restarts) until a check finds
+    /// the cloud whole again.
     pub fn check(&self, read_data: bool) -> Result<super::CheckReport, UploadError> {
         let volume = self.inner.volume()?;
         self.inner.meta.commit_pending()?;
-        super::check(&self.inner.meta, &volume, read_data).map_err(|e| match e {
+        let report = super::check(&self.inner.meta, &volume, read_data).map_err(|e| match e {
             super::CheckError::Cloud(e) => UploadError::Cloud(e),
             super::CheckError::Meta(e) => UploadError::Meta(e),
-        })
+        })?;
+        let damage = (report.chunks_missing + report.chunks_damaged > 0).then(|| {
+            format!(
+                "latus check at {} found {} chunks missing and {} damaged in the cloud: \
+                 the versions that need them are not safely there",
+                crate::sync::names::utc_text(crate::home::unix_now_secs()),
+                report.chunks_missing,
+                report.chunks_damaged
+            )
+        });
+        self.inner.meta.append(&[Record::SetText {
+            key: CLOUD_DAMAGE.into(),
+            value: damage.clone().unwrap_or_default(),
+        }])?;
+        lock(&self.inner.status).cloud_damage = damage;
+        Ok(report)
     }
 
     pub fn stop(&self) {

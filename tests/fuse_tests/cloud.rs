@@ -870,6 +870,16 @@ fn check_finds_missing_and_damaged_chunks() {
         assert_eq!(r["damaged"][0].as_str().map(base), Some(base(altered)));
         let plain = m.latus(&["check"]);
         assert!(!plain.ok() && plain.stdout.contains("1 missing"), "{plain}");
+        // `status` no longer says the content is safely in the cloud, even
+        // after a restart, until a check finds it whole.
+        m.remount();
+        assert!(
+            m.status()["queue"]["cloud_damage"]
+                .as_str()
+                .is_some_and(|d| d.contains("1 chunks missing"))
+        );
+        let st = m.latus(&["status"]).expect_ok();
+        assert!(st.stdout.contains("DAMAGED"), "{st}");
     }
 }
 
