@@ -90,7 +90,7 @@ pub struct OpenNode {
 }
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
-    let config = home.load_config()?;
+    let (config, _upgraded) = home.load_config_upgraded()?;
     let key = crate::home::load_key(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
     let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;

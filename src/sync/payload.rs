@@ -52,7 +52,7 @@ pub struct PublishedEvent {
 /// average chunk size) are stored apart from the event.
 pub const INLINE_CHUNKS: usize = 1000;
 
-const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 3;
 
 impl PublishedEvent {
     pub fn new(mut event: Event, node_name: &str, chunks: Option<Vec<ChunkRef>>) -> Self {
