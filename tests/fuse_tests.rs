@@ -29,3 +29,5 @@ mod posix;
 mod programs;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
+#[path = "fuse_tests/upgrade.rs"]
+mod upgrade;
