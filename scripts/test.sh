@@ -80,3 +80,6 @@ cargo build --benches
 
 step "cargo test $*"
 cargo test "$@"
+
+step "Debian package: build from the debug binary, install, mount, remove"
+scripts/test-package.sh target/debug/latus

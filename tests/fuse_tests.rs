@@ -27,6 +27,8 @@ mod ondemand;
 mod posix;
 #[path = "fuse_tests/programs.rs"]
 mod programs;
+#[path = "fuse_tests/service.rs"]
+mod service;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
 #[path = "fuse_tests/upgrade.rs"]
