@@ -72,7 +72,9 @@ pub enum HomeError {
         found: u32,
         written_by: String,
     },
-    #[error("upgrading {path} from home format {from} to {FORMAT} failed at {step}: {reason} (the home is left at format {from}; run the command again, or restore the backup beside the database)")]
+    #[error(
+        "upgrading {path} from home format {from} to {FORMAT} failed at {step}: {reason} (the home is left at format {from}; run the command again, or restore the backup beside the database)"
+    )]
     Upgrade {
         path: PathBuf,
         from: u32,
@@ -407,6 +409,60 @@ mod tests {
             home.init(None, None, None),
             Err(HomeError::AlreadyInitialised { .. })
         ));
+    }
+
+    #[test]
+    fn a_newer_home_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let mut cfg = home.init(None, None, None).unwrap();
+        cfg.format_version = FORMAT + 1;
+        cfg.written_by = "latus 7.0.1".into();
+        home.save_config(&cfg).unwrap();
+        let before = fs::read(home.config_path()).unwrap();
+        let e = home.load_config_upgraded().unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, HomeError::TooNew { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "newer latus (home format {}, by latus 7.0.1)",
+                FORMAT + 1
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("install latus ≥ 7.0.1"), "{msg}");
+        assert_eq!(fs::read(home.config_path()).unwrap(), before);
+        // Without `written_by`, the hint is still an install.
+        cfg.written_by.clear();
+        home.save_config(&cfg).unwrap();
+        let msg = home.load_config().unwrap_err().to_string();
+        assert!(msg.contains("install a newer latus"), "{msg}");
+    }
+
+    #[test]
+    fn an_upgrade_run_again_keeps_the_first_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let mut cfg = home.init(None, None, None).unwrap();
+        cfg.format_version = 1;
+        cfg.written_by.clear();
+        home.save_config(&cfg).unwrap();
+        // A journal, and the backup an interrupted upgrade already took.
+        fs::write(home.wal_path(), b"journal now").unwrap();
+        let backup = backup_path(&home.wal_path(), 1);
+        fs::write(&backup, b"journal before the first attempt").unwrap();
+        let (cfg, upgraded) = home.load_config_upgraded().unwrap();
+        let upgraded = upgraded.expect("upgraded");
+        assert_eq!((upgraded.from, upgraded.to), (1, FORMAT));
+        assert_eq!(upgraded.backups, vec![backup.clone()]);
+        assert_eq!(
+            fs::read(&backup).unwrap(),
+            b"journal before the first attempt"
+        );
+        assert_eq!(cfg.format_version, FORMAT);
+        assert_eq!(home.load_config().unwrap().written_by, this_latus());
+        // Once: a home at this format is not upgraded again.
+        assert!(home.load_config_upgraded().unwrap().1.is_none());
     }
 
     #[test]

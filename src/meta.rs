@@ -931,3 +931,59 @@ impl Tables<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Result<Meta, MetaError> {
+        let store = Arc::new(ContentStore::open(dir.join("objects")).unwrap());
+        Meta::open(&dir.join("db"), &dir.join("wal"), store).map(|(m, _)| m)
+    }
+
+    fn set_mark(path: &Path, value: Option<u64>) {
+        let db = Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(STATE).unwrap();
+            match value {
+                Some(v) => t.insert(DB_FORMAT_KEY, v).map(drop).unwrap(),
+                None => t.remove(DB_FORMAT_KEY).map(drop).unwrap(),
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_database_is_marked_and_an_unmarked_one_is_format_1_until_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let db = dir.path().join("db");
+        assert_eq!(db_format(&db).unwrap(), u64::from(DB_FORMAT));
+        set_mark(&db, None);
+        drop(open(dir.path()).unwrap()); // format 1 still opens, unmarked
+        assert_eq!(db_format(&db).unwrap(), 0);
+        mark_db_format(&db).unwrap();
+        assert_eq!(db_format(&db).unwrap(), u64::from(DB_FORMAT));
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let db = dir.path().join("db");
+        set_mark(&db, Some(99));
+        let wal_before = std::fs::read(dir.path().join("wal")).unwrap();
+        let err = open(dir.path()).err().expect("a newer database opened");
+        assert!(matches!(err, MetaError::TooNew { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("newer latus (database format 99)"));
+        assert!(mark_db_format(&db).is_err());
+        // The mark is as the newer latus left it, the journal untouched
+        // (redb's own header may change on open: it is not latus data).
+        let reopened = Database::create(&db).unwrap();
+        let rtx = reopened.begin_read().unwrap();
+        let mark = rtx.open_table(STATE).unwrap().get(DB_FORMAT_KEY).unwrap();
+        assert_eq!(mark.map(|v| v.value()), Some(99));
+        assert!(std::fs::read(dir.path().join("wal")).unwrap() == wal_before);
+    }
+}

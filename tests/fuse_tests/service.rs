@@ -52,6 +52,9 @@ fn sigterm_to_a_foreground_mount_flushes_unmounts_and_exits_0() {
     assert!(read_log().contains("unmounted cleanly"), "{}", read_log());
 
     m.mount();
-    assert_eq!(fs::read(m.p("kept.txt")).unwrap(), b"written before SIGTERM");
+    assert_eq!(
+        fs::read(m.p("kept.txt")).unwrap(),
+        b"written before SIGTERM"
+    );
     m.unmount();
 }

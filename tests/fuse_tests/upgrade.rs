@@ -106,11 +106,11 @@ fn check_fixture_files(m: &Mounted) {
         "notes, second version\n"
     );
     assert!(!m.p("docs/deleted.txt").exists());
-    assert_eq!(
-        fs::read_link(m.p("link")).unwrap(),
-        Path::new("hello.txt")
+    assert_eq!(fs::read_link(m.p("link")).unwrap(), Path::new("hello.txt"));
+    assert!(
+        fs::read(m.p("data/blob.bin")).unwrap() == blob(),
+        "data/blob.bin differs"
     );
-    assert!(fs::read(m.p("data/blob.bin")).unwrap() == blob(), "data/blob.bin differs");
 }
 
 #[test]
@@ -160,7 +160,9 @@ fn a_home_written_by_latus_0_1_is_upgraded_once_and_keeps_files_history_and_sync
     b.mount();
     b.latus(&["sync", "--wait", "--timeout", "60"]).expect_ok();
     assert!(
-        wait_until(Duration::from_secs(30), || b.p("after-upgrade.txt").exists()),
+        wait_until(Duration::from_secs(30), || b
+            .p("after-upgrade.txt")
+            .exists()),
         "the new node does not show the file written after the upgrade"
     );
     assert_eq!(
@@ -223,7 +225,10 @@ fn a_home_of_a_newer_format_is_refused_with_the_versions_and_left_as_it_was() {
             ),
             "install latus ≥ 9.1.0",
         ] {
-            assert!(out.stderr.contains(want), "latus {args:?}: no {want:?} in {out}");
+            assert!(
+                out.stderr.contains(want),
+                "latus {args:?}: no {want:?} in {out}"
+            );
         }
         assert!(!crate::harness::is_mounted(&m.mnt));
     }
