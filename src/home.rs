@@ -13,10 +13,10 @@
 //!   database and journal as they were before the home was upgraded from
 //!   format N (kept; delete them by hand once the upgrade has proved itself)
 //!
-//! Home format (`config.json` `format_version`, also recorded in the
-//! database, see `meta::DB_FORMAT`): a latus opens homes of its own format
-//! and older ones, upgrading an older home in place once, after a backup of
-//! its database (`upgrade`); it refuses a newer home and changes nothing.
+//! Home format (`config.json` `format_version`; the database records its
+//! own, `meta::DB_FORMAT`): a latus opens homes of its own format and older
+//! ones, upgrading an older home in place once, after a backup of its
+//! database (`upgrade`); it refuses a newer home and changes nothing.
 //!
 //! Version changes: 1 — first format; 2 — the database records its format
 //! (`state` row `db_format`), `config.json` names the latus that wrote the
