@@ -88,8 +88,9 @@ gzip -9n -c mount-helpers/README.md >"$doc/mount-helpers.md.gz"
 
 # Depends: fuse3 (fusermount3), and the package of every library the
 # binary links, libc6 at least at the newest GLIBC_ symbol version it uses.
-glibc=$(objdump -T "$root/usr/bin/latus" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
-libs=$(ldd "$root/usr/bin/latus" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p')
+# A static binary (musl) links nothing: fuse3 alone.
+glibc=$({ objdump -T "$root/usr/bin/latus" 2>/dev/null || true; } | { grep -o 'GLIBC_[0-9][0-9.]*' || true; } | sed 's/GLIBC_//' | sort -uV | tail -n1)
+libs=$({ ldd "$root/usr/bin/latus" 2>/dev/null || true; } | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p')
 deps=(fuse3)
 for lib in $libs; do
     pkg=''
