@@ -15,10 +15,11 @@
 # The package holds: /usr/bin/latus; /usr/sbin/mount.latus (and
 # mount.fuse.latus) for mount(8) and /etc/fstab; the systemd user unit
 # /usr/lib/systemd/user/latus.service; bash, zsh and fish completions and
-# the manual pages (generated from the command line by
-# examples/package_assets.rs); the README and copyright. Depends: fuse3 and
-# the libraries the binary links (found with ldd, versions from objdump).
-# Nothing in it touches a user's home or data, on install or removal.
+# the manual pages (latus's generated from the command line by
+# examples/package_assets.rs, and mount.latus(8)); the README and
+# copyright. Depends: fuse3 and the libraries the binary links (found with
+# ldd, versions from objdump). Nothing in it touches a user's home or
+# data, on install or removal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +82,9 @@ install -d "$root/usr/share/man/man1"
 for page in "$assets"/man/*.1; do
     gzip -9n -c "$page" >"$root/usr/share/man/man1/$(basename "$page").gz"
 done
+install -d "$root/usr/share/man/man8"
+gzip -9n -c mount-helpers/mount.latus.8 >"$root/usr/share/man/man8/mount.latus.8.gz"
+ln -s mount.latus.8.gz "$root/usr/share/man/man8/mount.fuse.latus.8.gz"
 doc=$root/usr/share/doc/latus
 install -D -m 644 packaging/deb/copyright "$doc/copyright"
 gzip -9n -c README.md >"$doc/README.md.gz"

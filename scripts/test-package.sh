@@ -109,6 +109,7 @@ for f in /usr/bin/latus /usr/sbin/mount.latus /usr/sbin/mount.fuse.latus \
     /usr/share/fish/vendor_completions.d/latus.fish \
     /usr/share/man/man1/latus.1.gz /usr/share/man/man1/latus-mount.1.gz \
     /usr/share/man/man1/latus-key-export.1.gz \
+    /usr/share/man/man8/mount.latus.8.gz /usr/share/man/man8/mount.fuse.latus.8.gz \
     /usr/share/doc/latus/copyright /usr/share/doc/latus/README.md.gz; do
     grep -qx "$f" "$work/in-deb" || fail "the package does not hold $f"
     if excluded "$f"; then
