@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need when it is missing,
 # starts the local servers they use, then runs the gate (fmt, clippy, benches
-# compile, tests). Extra arguments go to `cargo test`.
+# compile, tests, the Debian package's test). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,3 +81,6 @@ cargo build --benches
 
 step "cargo test $*"
 cargo test "$@"
+
+step "Debian package: build from the debug binary, install, mount, remove"
+scripts/test-package.sh target/debug/latus

@@ -29,6 +29,7 @@ const LOG_PAGE: usize = 10_000;
 #[command(
     name = "latus",
     version,
+    long_version = crate::formats::long_version(),
     about = "Your files, on every computer, encrypted before they leave it."
 )]
 pub struct Cli {
@@ -766,6 +767,7 @@ fn mount(
     if !home.is_initialised() {
         init_node(home, None, None, None)?;
     }
+    home.load_config()?; // a newer home is refused here, before the daemon starts
     if let Ok(v) = control::call(
         &home.socket_path(),
         &Request::Status,

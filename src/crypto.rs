@@ -34,6 +34,10 @@ use thiserror::Error;
 
 pub const KEY_LEN: usize = 32;
 const MAGIC: &[u8; 4] = b"LTS1";
+/// Version of the sealed framing (the digit in `MAGIC`).
+pub const SEALED_FORMAT: u32 = 1;
+/// Version of the exported key file.
+pub const KEY_FILE_FORMAT: u32 = 1;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The smallest sealed object: framing of an empty plaintext.
@@ -55,6 +59,8 @@ pub enum CryptoError {
     Tampered,
     #[error("key file: {0}")]
     KeyFile(String),
+    #[error("written by a newer latus (format {0}); upgrade latus to read it")]
+    NewerFormat(u32),
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -441,7 +447,7 @@ impl EpochKey {
 impl KeyFile {
     pub fn new(key: &[u8; KEY_LEN], created: i64) -> Self {
         Self {
-            format_version: 1,
+            format_version: KEY_FILE_FORMAT,
             key: hex(key),
             fingerprint: Keys::derive(key).fingerprint().to_string(),
             created,
@@ -466,9 +472,9 @@ impl KeyFile {
         let bad = |m: &str| CryptoError::KeyFile(m.to_string());
         let kf: KeyFile = serde_json::from_slice(bytes)
             .map_err(|e| bad(&format!("not a latus key file: {e}")))?;
-        if kf.format_version != 1 {
+        if kf.format_version != KEY_FILE_FORMAT {
             return Err(bad(&format!(
-                "unsupported format_version {}",
+                "unsupported format_version {} (this latus reads key file format {KEY_FILE_FORMAT})",
                 kf.format_version
             )));
         }

@@ -94,7 +94,7 @@ pub struct OpenNode {
 }
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
-    let config = home.load_config()?;
+    let (config, _upgraded) = home.load_config_upgraded()?;
     let key = crate::home::load_key(home)?;
     let signer = crate::home::node_signer(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
@@ -430,6 +430,11 @@ pub fn run_foreground(
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
+    // Before any thread starts (threads inherit the mask): a stop signal
+    // that reaches a thread not blocking it kills the process unflushed
+    // and leaves a dead mount. One sent during startup waits for the
+    // signal thread, which then unmounts cleanly.
+    let signals = block_stop_signals();
     check_home_private(home)?;
     check_fuse_available()?;
     if check_mountpoint(mountpoint)? == MountpointState::Stale {
@@ -457,7 +462,6 @@ pub fn run_foreground(
     fs::write(home.pid_path(), format!("{}\n", std::process::id()))
         .map_err(io(home.pid_path().display().to_string()))?;
 
-    let signals = block_stop_signals();
     let stop = Arc::new(AtomicBool::new(false));
     let committer = {
         let meta = node.meta.clone();

@@ -13,6 +13,7 @@ pub mod control;
 pub mod crypto;
 pub mod daemon;
 pub mod event;
+pub mod formats;
 pub mod fuse;
 pub mod home;
 pub mod hydration;

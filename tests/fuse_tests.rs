@@ -27,5 +27,9 @@ mod ondemand;
 mod posix;
 #[path = "fuse_tests/programs.rs"]
 mod programs;
+#[path = "fuse_tests/service.rs"]
+mod service;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
+#[path = "fuse_tests/upgrade.rs"]
+mod upgrade;

@@ -99,7 +99,7 @@ struct SignedIn<'a> {
 /// average chunk size) are stored apart from the event.
 pub const INLINE_CHUNKS: usize = 1000;
 
-const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 4;
 
 impl PublishedEvent {
     pub fn new(mut event: Event, node_name: &str, chunks: Option<Vec<ChunkRef>>) -> Self {
@@ -201,6 +201,9 @@ impl PublishedEvent {
         if let Ok(envelope) = serde_json::from_slice::<SignedIn>(&plain) {
             let body = envelope.signed.get();
             let mut p: Self = serde_json::from_str(body).map_err(|_| CryptoError::Tampered)?;
+            if p.format_version > FORMAT {
+                return Err(CryptoError::NewerFormat(p.format_version));
+            }
             if !verify_signature(&p.sign_key, &[aad, body.as_bytes()], &envelope.sig) {
                 return Err(CryptoError::Tampered);
             }
@@ -242,6 +245,28 @@ mod tests {
         // A signature made for other associated data does not verify.
         let moved = keys.seal_event(b"other", &keys.open_event(b"aad", &sealed).unwrap());
         assert!(PublishedEvent::open(&keys, b"other", &moved).is_err());
+    }
+
+    #[test]
+    fn a_record_of_a_newer_format_is_refused_by_name() {
+        let keys = Keys::derive(&[3; 32]);
+        let signer = NodeSigner::generate().unwrap();
+        let mut p = record();
+        p.format_version = FORMAT + 1;
+        // (`seal` writes this build's format: sign a newer one by hand.)
+        let body = serde_json::to_string(&p).unwrap();
+        let sig = signer.sign(&[b"aad", body.as_bytes()]);
+        let signed = RawValue::from_string(body).unwrap();
+        let plain = serde_json::to_vec(&SignedOut {
+            signed: &signed,
+            sig: &sig,
+        })
+        .unwrap();
+        let sealed = keys.seal_event(b"aad", &plain);
+        assert_eq!(
+            PublishedEvent::open(&keys, b"aad", &sealed),
+            Err(CryptoError::NewerFormat(FORMAT + 1))
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError, ObjectStore
 use crate::crypto::{self, KEY_LEN, Keys};
 
 const MARKER: &str = "volume";
+/// Version of the marker object.
+pub const FORMAT: u32 = 1;
 const CHECK_AAD: &[u8] = b"latus volume check";
 
 #[derive(Debug, Error)]
@@ -116,7 +118,7 @@ fn read_marker(
         Err(e) if e.is_not_found() && create => {
             let id = Uuid::new_v4();
             let m = Marker {
-                format_version: 1,
+                format_version: FORMAT,
                 volume_id: id,
                 key_fingerprint: keys.fingerprint().to_string(),
                 check: crypto::hex(&keys.seal_event(CHECK_AAD, id.as_bytes())),
@@ -136,6 +138,12 @@ fn read_marker(
         Err(e) if e.is_not_found() => return Err(None),
         Err(e) => return Err(Some(e.into())),
     };
+    if marker.format_version > FORMAT {
+        return Err(Some(VolumeError::BadMarker(format!(
+            "written by a newer latus (volume format {}; this latus reads {FORMAT}): upgrade latus",
+            marker.format_version
+        ))));
+    }
     check_key(&marker, keys)?;
     Ok(marker)
 }
