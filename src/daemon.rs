@@ -22,6 +22,9 @@ use crate::sync::{Engine, Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 mod plain;
+mod repair;
+
+pub use repair::{RepairReport, repair};
 
 pub use plain::Adoption;
 
@@ -90,10 +93,25 @@ pub struct OpenNode {
 }
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
+    open_node_with(home, None, false)
+}
+
+/// `open_node` for `latus repair` (see `Meta::open_rebuilding`).
+fn open_node_with(
+    home: &Home,
+    prior: Option<crate::meta::Rebuilt>,
+    keep_unnamed: bool,
+) -> Result<OpenNode, DaemonError> {
     let config = home.load_config()?;
     let key = crate::home::load_key(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
-    let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
+    let (meta, loaded) = Meta::open_rebuilding(
+        &home.db_path(),
+        &home.wal_path(),
+        store.clone(),
+        prior,
+        keep_unnamed,
+    )?;
     let meta = Arc::new(meta);
     // SAFETY: getuid/getgid cannot fail.
     let owner = unsafe { (libc::getuid(), libc::getgid()) };

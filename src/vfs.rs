@@ -415,10 +415,12 @@ impl Vfs {
                     replayed_records,
                     torn_bytes,
                     rebuilt,
+                    keep_unnamed,
                     ..
                 },
         } = loaded;
         let tree = Tree::from_rows(inodes);
+        let event_floor = meta.state(crate::meta::EVENT_FLOOR)?;
         let vfs = Arc::new(Self {
             state: Mutex::new(State {
                 tree,
@@ -426,7 +428,7 @@ impl Vfs {
                 retired: HashSet::new(),
                 handles: HashMap::new(),
                 next_fh: 1,
-                next_event: max_event_id + 1,
+                next_event: max_event_id.max(event_floor) + 1,
                 event_count,
                 hashing: 0,
                 touched: BTreeMap::new(),
@@ -470,8 +472,13 @@ impl Vfs {
         vfs.pin_unpublished()?;
         vfs.upgrade_remote_tree()?;
         vfs.load_touched()?;
-        if rebuilt.as_ref().is_some_and(|r| !r.journal_complete) {
-            // Content whose rows went with the database: kept, not collected.
+        if keep_unnamed
+            || rebuilt
+                .as_ref()
+                .is_some_and(|r| !r.journal_complete || r.by_repair)
+        {
+            // Content whose rows went with the database (or that a home
+            // restored from an old copy does not know): kept, not collected.
             let aside = vfs
                 .store
                 .dir()

@@ -71,6 +71,21 @@ impl Vfs {
         result
     }
 
+    /// The log holds a record of this node with local id `local_id`: new
+    /// events are numbered above it. Returns the record that keeps that
+    /// (journaled with the record's apply), if the floor rose.
+    pub fn reserve_event_ids(&self, local_id: u64) -> Option<Record> {
+        let mut st = lock_state(self);
+        if st.next_event > local_id {
+            return None;
+        }
+        st.next_event = local_id + 1;
+        Some(Record::SetState {
+            key: crate::meta::EVENT_FLOOR.to_string(),
+            value: local_id,
+        })
+    }
+
     /// This node's own event `local_id` came back from the log: the paths
     /// it touched follow the log again (unless newer local events touch
     /// them).
