@@ -27,6 +27,8 @@
 //!
 //! Version changes: 1 — first format.
 
+#[cfg(test)]
+mod power_cut;
 mod record;
 mod wal;
 
@@ -165,7 +167,9 @@ pub fn journal_complete(path: &Path) -> Result<bool, MetaError> {
         path: path.display().to_string(),
         source,
     };
-    let contents = Wal::open(path).and_then(|mut w| w.read_all()).map_err(err)?;
+    let contents = Wal::open(path)
+        .and_then(|mut w| w.read_all())
+        .map_err(err)?;
     Ok(contents.entries.first().is_some_and(|e| e.seq == 1))
 }
 
@@ -180,7 +184,9 @@ fn open_or_set_aside(
     let lost = !path.exists() && std::fs::metadata(wal_path).is_ok_and(|m| m.len() > 0);
     let err = match Database::create(path) {
         Ok(db) if lost => {
-            tracing::error!("the database is missing; rebuilding it from the journal and the volume's log");
+            tracing::error!(
+                "the database is missing; rebuilding it from the journal and the volume's log"
+            );
             return Ok((
                 db,
                 Some(Rebuilt {
@@ -297,6 +303,8 @@ pub struct Meta {
     wake: Condvar,
     commit_lock: Mutex<()>,
     store: Arc<ContentStore>,
+    /// `WAL_CLEAR_THRESHOLD` (smaller in tests, to empty it often).
+    clear_threshold: u64,
 }
 
 fn db_err(path: &str) -> impl Fn(redb::Error) -> MetaError + '_ {
@@ -370,6 +378,7 @@ impl Meta {
             wake: Condvar::new(),
             commit_lock: Mutex::new(()),
             store,
+            clear_threshold: WAL_CLEAR_THRESHOLD,
         };
         let mut recovery = meta.replay(rebuilt.is_some())?;
         if let Some(mut r) = rebuilt {
@@ -440,12 +449,16 @@ impl Meta {
         }
         let wal = self.wal.get_mut().expect("fresh lock");
         // A torn tail goes (later appends must not sit behind it); a
-        // journal that cannot serve a rebuild starts again.
+        // journal that cannot serve a rebuild starts again. Durably: frames
+        // past a hole that a second power cut brought back behind new
+        // records (reusing their numbers) would be replayed as theirs.
         if contents.torn_bytes > 0 || (fresh_db && !complete) {
-            wal.clear().map_err(|source| MetaError::Journal {
-                path: wal.path().display().to_string(),
-                source,
-            })?;
+            wal.clear()
+                .and_then(|()| wal.sync())
+                .map_err(|source| MetaError::Journal {
+                    path: wal.path().display().to_string(),
+                    source,
+                })?;
         }
         let last = last.max(wal_last);
         let q = self.queue.get_mut().expect("fresh lock");
@@ -653,7 +666,7 @@ impl Meta {
         let mut wal = lock(&self.wal);
         let q = lock(&self.queue);
         if q.entries.is_empty()
-            && wal.len() > WAL_CLEAR_THRESHOLD
+            && wal.len() > self.clear_threshold
             && let Err(err) = wal.clear()
         {
             tracing::warn!(error = %err, "could not empty the journal");

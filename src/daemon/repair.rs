@@ -50,7 +50,10 @@ impl RepairReport {
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         let r = &self.recovery;
-        let complete = r.database_rebuilt.as_ref().is_some_and(|b| b.journal_complete);
+        let complete = r
+            .database_rebuilt
+            .as_ref()
+            .is_some_and(|b| b.journal_complete);
         if self.rebuilt {
             out.push(format!(
                 "rebuilt the database from {}{}",

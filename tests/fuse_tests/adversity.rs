@@ -442,7 +442,10 @@ fn overwrite_blocks(db: &Path) {
 fn drop_first_journal_record(wal: &Path) {
     let bytes = fs::read(wal).unwrap();
     let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
-    assert!(bytes.len() > 8 + len, "the journal holds more than one record");
+    assert!(
+        bytes.len() > 8 + len,
+        "the journal holds more than one record"
+    );
     fs::write(wal, &bytes[8 + len..]).unwrap();
 }
 
@@ -625,14 +628,28 @@ fn restored_home_catches_up(repair: bool) {
     m.mount();
     m.latus(&["sync", "--wait", "--timeout", "60"]).expect_ok();
     assert_eq!(fs::read(m.p("kept")).unwrap(), b"version 2, after the copy");
-    assert_eq!(fs::read(m.p("early")).unwrap(), b"written before the catch-up");
+    assert_eq!(
+        fs::read(m.p("early")).unwrap(),
+        b"written before the catch-up"
+    );
     assert_eq!(fs::read(m.p("new")).unwrap(), b"made after the copy");
     let early = m.latus(&["versions", "early", "--json"]).expect_ok();
-    assert!(early.stdout.contains("create"), "published: {}", early.stdout);
-    assert_eq!(fs::read(m.p("pending")).unwrap(), b"unpublished when copied");
+    assert!(
+        early.stdout.contains("create"),
+        "published: {}",
+        early.stdout
+    );
+    assert_eq!(
+        fs::read(m.p("pending")).unwrap(),
+        b"unpublished when copied"
+    );
     assert!(!m.p("gone").exists());
     no_conflict_no_breach(&m);
-    assert_eq!(count_pending(&m), 1, "the old pending change is published once");
+    assert_eq!(
+        count_pending(&m),
+        1,
+        "the old pending change is published once"
+    );
     // New changes continue this node's chain, under ids the log has not seen.
     fs::write(m.p("kept"), b"version 3, after the restore").unwrap();
     fs::write(m.p("newer"), b"made after the restore").unwrap();
@@ -640,7 +657,10 @@ fn restored_home_catches_up(repair: bool) {
     no_conflict_no_breach(&m);
     m.latus(&["check"]).expect_ok();
     m.remount();
-    assert_eq!(fs::read(m.p("kept")).unwrap(), b"version 3, after the restore");
+    assert_eq!(
+        fs::read(m.p("kept")).unwrap(),
+        b"version 3, after the restore"
+    );
     assert_eq!(fs::read(m.p("newer")).unwrap(), b"made after the restore");
     let versions = m.latus(&["versions", "kept", "--json"]).expect_ok();
     let v: serde_json::Value = serde_json::from_str(&versions.stdout).unwrap();
