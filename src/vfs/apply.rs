@@ -133,9 +133,27 @@ impl Vfs {
         }
     }
 
+    /// `invalidate` from a thread of its own, for callers inside a
+    /// request on the inode (the kernel may wait for that request).
+    pub(super) fn invalidate_later(&self, list: Vec<Invalidation>) {
+        let Some(f) = crate::locks::lock(&self.invalidator).clone() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("latus-invalidate".into())
+            .spawn(move || {
+                for i in list {
+                    f(i);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "could not start a kernel cache invalidation");
+        }
+    }
+
     /// Where the kernel's caches are told about remote changes.
     pub fn set_invalidator(&self, f: impl Fn(Invalidation) + Send + Sync + 'static) {
-        *crate::locks::lock(&self.invalidator) = Some(Box::new(f));
+        *crate::locks::lock(&self.invalidator) = Some(std::sync::Arc::new(f));
     }
 
     fn carry_out_one(&self, st: &mut State, a: Action) -> super::Result<()> {
