@@ -312,6 +312,41 @@ fn find_in_path(bin: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Unmounts the folder this daemon serves. fuser forgets its mount after
+/// one attempt, even one the kernel refused (busy: files still open), and
+/// later calls then did nothing; so those unmount the mountpoint here.
+fn unmount_now(
+    unmounter: &Mutex<fuser::SessionUnmounter>,
+    mountpoint: &Path,
+) -> std::io::Result<()> {
+    lock(unmounter).unmount()?;
+    if !is_mounted(mountpoint) {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: the setuid helper unmounts for the mount's owner.
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
 /// Detaches a dead daemon's mount.
 pub fn clean_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
     let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(|_| {
@@ -569,6 +604,7 @@ pub fn run_foreground(
     }
     {
         let unmounter = unmounter.clone();
+        let mountpoint = mountpoint.to_path_buf();
         std::thread::Builder::new()
             .name("latus-signals".into())
             .spawn(move || {
@@ -576,7 +612,7 @@ pub fn run_foreground(
                 // SAFETY: waits on the set blocked above; sig is a live local.
                 unsafe { libc::sigwait(&signals, &mut sig) };
                 tracing::info!(signal = sig, "stop signal: unmounting");
-                if let Err(e) = lock(&unmounter).unmount() {
+                if let Err(e) = unmount_now(&unmounter, &mountpoint) {
                     tracing::error!(error = %e, "unmount on signal failed");
                 }
             })
@@ -730,7 +766,7 @@ fn handle(
                 Err(e) => Response::err(e),
             }
         }
-        Request::Unmount => match lock(unmounter).unmount() {
+        Request::Unmount => match unmount_now(unmounter, &ctx.mountpoint) {
             Ok(()) => Response::ok("unmounting"),
             Err(e) => Response::err(format!("unmount failed: {e}")),
         },

@@ -683,3 +683,26 @@ fn restored_home_is_caught_up_by_repair() {
 fn restored_home_is_caught_up_by_mount() {
     restored_home_catches_up(false);
 }
+
+/// An unmount the kernel refuses (a file is open in the folder) is refused
+/// again when asked again, never reported as under way while the mount
+/// stays; once the file is closed it works.
+#[test]
+fn busy_unmount_is_refused_every_time_until_the_folder_is_free() {
+    let m = Mounted::new();
+    fs::write(m.p("open"), b"held open").unwrap();
+    let held = File::open(m.p("open")).unwrap();
+    let mnt = m.mnt.to_str().unwrap();
+    for attempt in 1..=2 {
+        let out = m.latus(&["unmount", mnt]);
+        assert!(!out.ok(), "attempt {attempt}: {out}");
+        assert!(
+            out.stderr.to_lowercase().contains("busy"),
+            "attempt {attempt}: {out}"
+        );
+        assert!(is_mounted(&m.mnt), "attempt {attempt}");
+    }
+    assert_eq!(fs::read(m.p("open")).unwrap(), b"held open");
+    drop(held);
+    m.unmount();
+}
