@@ -194,7 +194,7 @@ const FILES: u64 = 11;
 /// the batch counter, in one journal write.
 fn batch(i: u64) -> Vec<Record> {
     let ino = 2 + (i * 7) % FILES;
-    let change = if i % 5 == 0 {
+    let change = if i.is_multiple_of(5) {
         Record::DelInode(ino)
     } else {
         Record::PutInode(InodeRow {
@@ -231,7 +231,7 @@ fn expected(n: u64) -> BTreeMap<u64, String> {
     let mut rows = BTreeMap::new();
     for i in 1..=n {
         let ino = 2 + (i * 7) % FILES;
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             rows.remove(&ino);
         } else {
             rows.insert(ino, format!("f{i}"));
