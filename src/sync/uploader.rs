@@ -1037,7 +1037,8 @@ impl Inner {
             && local.event_type == p.event.event_type
             && local.file_path == p.event.file_path
             && local.src_path == p.event.src_path
-            && local.time == p.event.time;
+            // Payloads before format 2 carry no time.
+            && (p.event.time == 0 || local.time == p.event.time);
         if !same {
             return Ok((false, None));
         }
