@@ -256,8 +256,8 @@ impl SmallDisk {
     }
 
     /// Another program takes every free byte: returns its file.
-    fn fill(&self) -> PathBuf {
-        let p = self.path.join("filler");
+    fn fill(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
         let f = File::create(&p).unwrap();
         let mut len = 0i64;
         let mut step = 1i64 << 20;
@@ -340,10 +340,14 @@ fn full_home_refuses_writes_with_enospc_and_recovers() {
     assert_eq!(fs::read(m.p("small")).unwrap(), pattern(1000, 1000));
     fs::remove_file(m.p("big")).unwrap();
 
-    // Another program takes every byte; the database and the journal get
-    // no room either.
-    let filler = disk.fill();
-    assert!(disk.available() < 1 << 20);
+    // Another program takes all but 2 MiB, below the reserve: content
+    // writes are refused, and the journal still has room, so reads,
+    // renames and new folders work through the mount.
+    let filler = disk.fill("filler");
+    let held = OpenOptions::new().write(true).open(&filler).unwrap();
+    let len = held.metadata().unwrap().len();
+    held.set_len(len - (2 << 20)).unwrap();
+    drop(held);
     assert_eq!(write_errno(&m.p("small2"), 1000), libc::ENOSPC);
     // A refused overwrite leaves the last closed version in place.
     assert_eq!(write_errno(&m.p("keep"), 50_000), libc::ENOSPC);
@@ -353,15 +357,21 @@ fn full_home_refuses_writes_with_enospc_and_recovers() {
         seen.len(),
         seen.iter().filter(|&&b| b == 0).count()
     );
-    // Reads, renames, deletes and mkdir keep working.
     fs::rename(m.p("keep"), m.p("kept")).unwrap();
-    let _ = fs::create_dir(m.p("folder"));
+    fs::create_dir(m.p("folder")).unwrap();
     assert!(names(&m.mnt).contains(&"kept".to_string()));
-    let _ = fs::create_dir(m.p("folder2"));
     let st = m.status();
     let disk_st = &st["disk"];
     assert_eq!(disk_st["full"], true, "status: {disk_st}");
     assert!(disk_st["latus_bytes"].as_u64().unwrap() > 0, "{disk_st}");
+
+    // Then every byte: the database and the journal get no room either.
+    let last = disk.fill("last-bytes");
+    assert!(disk.available() < 1 << 20);
+    assert_eq!(write_errno(&m.p("small2"), 1000), libc::ENOSPC);
+    let _ = fs::create_dir(m.p("folder2"));
+    assert_eq!(m.status()["disk"]["full"], true);
+    fs::remove_file(last).unwrap();
     fs::remove_file(filler).unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || write_errno(
