@@ -74,6 +74,13 @@ pub enum Cmd {
     },
     /// Flush, unmount and stop the daemon.
     Unmount { mountpoint: PathBuf },
+    /// Rebuild this node's database (while not mounted) from its journal,
+    /// the volume's log and the local store, keeping the old one aside;
+    /// also catches up a home restored from an old copy.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
     /// The daemon's state, or one path's state.
     Status {
         path: Option<PathBuf>,
@@ -233,6 +240,17 @@ pub fn run(cli: Cli) -> Result<()> {
             noexec,
         } => mount(&home, &mountpoint, foreground, offline, noexec),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
+        Cmd::Repair { json } => {
+            let report = daemon::repair(&home)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for line in report.lines() {
+                    println!("repair: {line}");
+                }
+            }
+            Ok(())
+        }
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
         Cmd::Log {
             what: Some(_),
@@ -875,9 +893,12 @@ fn print_recovery(r: &serde_json::Value) {
     }
     if let Some(rb) = r["database_rebuilt"].as_object() {
         println!(
-            "recovered: the database was damaged ({}); kept it as {} and rebuilt it from {}",
+            "recovered: the database was damaged ({}); {} and rebuilt it from {}",
             rb["error"].as_str().unwrap_or("?"),
-            rb["damaged_file"].as_str().unwrap_or("?"),
+            match rb["damaged_file"].as_str().unwrap_or("") {
+                "" => "there was none to keep".to_string(),
+                f => format!("kept it as {f}"),
+            },
             if rb["journal_complete"] == true {
                 "the journal (every change of this node, unpublished ones included) and the volume's log"
             } else {

@@ -22,6 +22,9 @@ use crate::sync::{Engine, Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 mod plain;
+mod repair;
+
+pub use repair::{RepairReport, repair};
 
 pub use plain::Adoption;
 
@@ -94,11 +97,26 @@ pub struct OpenNode {
 }
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
+    open_node_with(home, None, false)
+}
+
+/// `open_node` for `latus repair` (see `Meta::open_rebuilding`).
+fn open_node_with(
+    home: &Home,
+    prior: Option<crate::meta::Rebuilt>,
+    keep_unnamed: bool,
+) -> Result<OpenNode, DaemonError> {
     let (config, _upgraded) = home.load_config_upgraded()?;
     let key = crate::home::load_key(home)?;
     let signer = crate::home::node_signer(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
-    let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
+    let (meta, loaded) = Meta::open_rebuilding(
+        &home.db_path(),
+        &home.wal_path(),
+        store.clone(),
+        prior,
+        keep_unnamed,
+    )?;
     let meta = Arc::new(meta);
     // SAFETY: getuid/getgid cannot fail.
     let owner = unsafe { (libc::getuid(), libc::getgid()) };
@@ -301,6 +319,41 @@ fn find_in_path(bin: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(bin))
         .find(|p| p.exists())
+}
+
+/// Unmounts the folder this daemon serves. fuser forgets its mount after
+/// one attempt, even one the kernel refused (busy: files still open), and
+/// later calls then did nothing; so those unmount the mountpoint here.
+fn unmount_now(
+    unmounter: &Mutex<fuser::SessionUnmounter>,
+    mountpoint: &Path,
+) -> std::io::Result<()> {
+    lock(unmounter).unmount()?;
+    if !is_mounted(mountpoint) {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: the setuid helper unmounts for the mount's owner.
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
 }
 
 /// Detaches a dead daemon's mount.
@@ -564,6 +617,7 @@ pub fn run_foreground(
     }
     {
         let unmounter = unmounter.clone();
+        let mountpoint = mountpoint.to_path_buf();
         std::thread::Builder::new()
             .name("latus-signals".into())
             .spawn(move || {
@@ -571,7 +625,7 @@ pub fn run_foreground(
                 // SAFETY: waits on the set blocked above; sig is a live local.
                 unsafe { libc::sigwait(&signals, &mut sig) };
                 tracing::info!(signal = sig, "stop signal: unmounting");
-                if let Err(e) = lock(&unmounter).unmount() {
+                if let Err(e) = unmount_now(&unmounter, &mountpoint) {
                     tracing::error!(error = %e, "unmount on signal failed");
                 }
             })
@@ -725,7 +779,7 @@ fn handle(
                 Err(e) => Response::err(e),
             }
         }
-        Request::Unmount => match lock(unmounter).unmount() {
+        Request::Unmount => match unmount_now(unmounter, &ctx.mountpoint) {
             Ok(()) => Response::ok("unmounting"),
             Err(e) => Response::err(format!("unmount failed: {e}")),
         },

@@ -33,6 +33,8 @@
 //! Version changes: 1 — first format; 2 — `state` row `db_format` (a
 //! database without it is format 1).
 
+#[cfg(test)]
+mod power_cut;
 mod record;
 mod wal;
 
@@ -64,6 +66,10 @@ pub const PUBLISHED_THROUGH: &str = "published_through";
 pub const LOG_SEEN: &str = "log_seen";
 /// The highest local event id this node has read back from the log.
 pub const OWN_SEEN: &str = "own_seen";
+/// This node's event ids stay above this: the highest local id its records
+/// in the log carry (a home restored from an old copy knows fewer events
+/// than its log shows, and must not reuse their ids).
+pub const EVENT_FLOOR: &str = "event_floor";
 /// 1 once the remote tree is built from the log (databases from before it
 /// existed read the log again from the start).
 pub const REMOTE_FORMAT: &str = "remote_format";
@@ -137,24 +143,76 @@ pub struct Recovery {
     pub journal_complete: bool,
     /// The database could not be opened and was started again.
     pub rebuilt: Option<Rebuilt>,
+    /// Content no row names is set aside, not collected (`latus repair`).
+    pub keep_unnamed: bool,
 }
 
-/// A database that could not be opened, set aside and started again.
+/// A database that could not be opened (or that `latus repair` set
+/// aside), started again.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Rebuilt {
-    /// Where the damaged file is kept.
+    /// Where the old file is kept (empty: there was none, it was lost).
     pub damaged_file: String,
     pub error: String,
     /// The journal held every change since the node began, so this node's
     /// own state (unpublished changes included) came back from it.
     pub journal_complete: bool,
+    /// Asked for by `latus repair` (the old database may have been sound).
+    #[serde(default)]
+    pub by_repair: bool,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Moves the database at `path` to `path.SUFFIX-TIME`; returns where.
+pub fn set_aside(path: &Path, suffix: &str) -> std::io::Result<String> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{suffix}-{}", unix_secs()));
+    std::fs::rename(path, &aside)?;
+    Ok(std::path::PathBuf::from(aside).display().to_string())
+}
+
+/// Whether the journal at `path` still starts at its first record (so it
+/// alone rebuilds this node's database).
+pub fn journal_complete(path: &Path) -> Result<bool, MetaError> {
+    let err = |source| MetaError::Journal {
+        path: path.display().to_string(),
+        source,
+    };
+    let contents = Wal::open(path)
+        .and_then(|mut w| w.read_all())
+        .map_err(err)?;
+    Ok(contents.entries.first().is_some_and(|e| e.seq == 1))
 }
 
 /// Opens the database; one redb cannot repair (overwritten blocks, a
 /// truncated file) is moved aside and a fresh one made, to be filled from
-/// the journal and the volume's log.
-fn open_or_set_aside(path: &Path) -> Result<(Database, Option<Rebuilt>), redb::Error> {
+/// the journal and the volume's log. A lost one (no file, but a journal
+/// that has records) is rebuilt the same way.
+fn open_or_set_aside(
+    path: &Path,
+    wal_path: &Path,
+) -> Result<(Database, Option<Rebuilt>), redb::Error> {
+    let lost = !path.exists() && std::fs::metadata(wal_path).is_ok_and(|m| m.len() > 0);
     let err = match Database::create(path) {
+        Ok(db) if lost => {
+            tracing::error!(
+                "the database is missing; rebuilding it from the journal and the volume's log"
+            );
+            return Ok((
+                db,
+                Some(Rebuilt {
+                    damaged_file: String::new(),
+                    error: "the database file was missing".into(),
+                    journal_complete: false,
+                    by_repair: false,
+                }),
+            ));
+        }
         Ok(db) => return Ok((db, None)),
         Err(e) => redb::Error::from(e),
     };
@@ -166,13 +224,7 @@ fn open_or_set_aside(path: &Path) -> Result<(Database, Option<Rebuilt>), redb::E
     if !damaged {
         return Err(err);
     }
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".damaged-{secs}"));
-    std::fs::rename(path, &aside)?;
-    let aside = std::path::PathBuf::from(aside).display().to_string();
+    let aside = set_aside(path, "damaged")?;
     tracing::error!(error = %err, damaged_file = %aside, "the database is damaged; set it aside, rebuilding from the journal and the volume's log");
     let db = Database::create(path)?;
     Ok((
@@ -181,6 +233,7 @@ fn open_or_set_aside(path: &Path) -> Result<(Database, Option<Rebuilt>), redb::E
             damaged_file: aside,
             error: err.to_string(),
             journal_complete: false,
+            by_repair: false,
         }),
     ))
 }
@@ -264,7 +317,8 @@ struct Queue {
 /// The database, opened again after an I/O error: redb refuses every
 /// transaction after one (a full disk) until it is closed and reopened.
 struct Db {
-    path: std::path::PathBuf,
+    /// `None`: a simulated disk (tests), never reopened.
+    path: Option<std::path::PathBuf>,
     inner: Mutex<Option<Arc<Database>>>,
     /// The last write failed on I/O: reopen before the next.
     broken: std::sync::atomic::AtomicBool,
@@ -294,9 +348,12 @@ impl Db {
         if !self.broken.load(Ordering::Acquire) {
             return Ok(());
         }
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let mut inner = lock(&self.inner);
         drop(inner.take());
-        *inner = Some(Arc::new(Database::create(&self.path)?));
+        *inner = Some(Arc::new(Database::create(path)?));
         self.broken.store(false, Ordering::Release);
         tracing::info!("database reopened after an I/O error");
         Ok(())
@@ -320,6 +377,8 @@ pub struct Meta {
     wake: Condvar,
     commit_lock: Mutex<()>,
     store: Arc<ContentStore>,
+    /// `WAL_CLEAR_THRESHOLD` (smaller in tests, to empty it often).
+    clear_threshold: u64,
 }
 
 fn db_err(path: &str) -> impl Fn(redb::Error) -> MetaError + '_ {
@@ -337,27 +396,64 @@ impl Meta {
         wal_path: &Path,
         store: Arc<ContentStore>,
     ) -> Result<(Self, Loaded), MetaError> {
+        Self::open_rebuilding(db_path, wal_path, store, None, false)
+    }
+
+    /// `open`, for `latus repair`: `prior` when it set the database aside
+    /// (the new one is rebuilt like a damaged one); `keep_unnamed` keeps
+    /// content no row names aside instead of collecting it.
+    pub fn open_rebuilding(
+        db_path: &Path,
+        wal_path: &Path,
+        store: Arc<ContentStore>,
+        prior: Option<Rebuilt>,
+        keep_unnamed: bool,
+    ) -> Result<(Self, Loaded), MetaError> {
         let path = db_path.display().to_string();
         let e = db_err(&path);
-        let (database, rebuilt) = open_or_set_aside(db_path).map_err(&e)?;
+        let (database, rebuilt) = open_or_set_aside(db_path, wal_path).map_err(&e)?;
         check_db_format(&database, &path, true)?;
-        let db = Db {
-            path: db_path.to_path_buf(),
-            inner: Mutex::new(Some(Arc::new(database))),
-            broken: Default::default(),
-        };
         let wal = Wal::open(wal_path).map_err(|source| MetaError::Journal {
             path: wal_path.display().to_string(),
             source,
         })?;
+        Self::open_parts(
+            database,
+            Some(db_path.to_path_buf()),
+            wal,
+            store,
+            prior.or(rebuilt),
+        )
+        .map(|(meta, mut loaded)| {
+            loaded.recovery.keep_unnamed |= keep_unnamed;
+            (meta, loaded)
+        })
+    }
+
+    fn open_parts(
+        database: Database,
+        db_path: Option<std::path::PathBuf>,
+        wal: Wal,
+        store: Arc<ContentStore>,
+        rebuilt: Option<Rebuilt>,
+    ) -> Result<(Self, Loaded), MetaError> {
+        let shown = db_path
+            .as_ref()
+            .map_or_else(|| "(simulated disk)".into(), |p| p.display().to_string());
+        let db = Db {
+            path: db_path,
+            inner: Mutex::new(Some(Arc::new(database))),
+            broken: Default::default(),
+        };
         let mut meta = Self {
             db,
-            db_path: path.clone(),
+            db_path: shown,
             wal: Mutex::new(wal),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             commit_lock: Mutex::new(()),
             store,
+            clear_threshold: WAL_CLEAR_THRESHOLD,
         };
         let mut recovery = meta.replay(rebuilt.is_some())?;
         if let Some(mut r) = rebuilt {
@@ -366,6 +462,26 @@ impl Meta {
         }
         let loaded = meta.load(recovery)?;
         Ok((meta, loaded))
+    }
+
+    /// Opens a database and journal kept on simulated storage (the
+    /// power-cut tests).
+    #[cfg(test)]
+    pub(crate) fn open_on(
+        backend: impl redb::StorageBackend,
+        journal: Box<dyn wal::JournalFile>,
+        store: Arc<ContentStore>,
+    ) -> Result<(Self, Loaded), MetaError> {
+        let database = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|x| db_err("(simulated disk)")(x.into()))?;
+        let wal = Wal::on(Path::new("(simulated journal)"), journal).map_err(|source| {
+            MetaError::Journal {
+                path: "(simulated journal)".into(),
+                source,
+            }
+        })?;
+        Self::open_parts(database, None, wal, store, None)
     }
 
     /// Applies what the journal holds beyond the database. The journal is
@@ -400,6 +516,7 @@ impl Meta {
             torn_bytes: contents.torn_bytes,
             journal_complete: complete,
             rebuilt: None,
+            keep_unnamed: false,
         };
         let last = todo.last().map(|e| e.seq).unwrap_or(applied);
         if !todo.is_empty() {
@@ -407,12 +524,16 @@ impl Meta {
         }
         let wal = self.wal.get_mut().expect("fresh lock");
         // A torn tail goes (later appends must not sit behind it); a
-        // journal that cannot serve a rebuild starts again.
+        // journal that cannot serve a rebuild starts again. Durably: frames
+        // past a hole that a second power cut brought back behind new
+        // records (reusing their numbers) would be replayed as theirs.
         if contents.torn_bytes > 0 || (fresh_db && !complete) {
-            wal.clear().map_err(|source| MetaError::Journal {
-                path: wal.path().display().to_string(),
-                source,
-            })?;
+            wal.clear()
+                .and_then(|()| wal.sync())
+                .map_err(|source| MetaError::Journal {
+                    path: wal.path().display().to_string(),
+                    source,
+                })?;
         }
         let last = last.max(wal_last);
         let q = self.queue.get_mut().expect("fresh lock");
@@ -620,7 +741,7 @@ impl Meta {
         let mut wal = lock(&self.wal);
         let q = lock(&self.queue);
         if q.entries.is_empty()
-            && wal.len() > WAL_CLEAR_THRESHOLD
+            && wal.len() > self.clear_threshold
             && let Err(err) = wal.clear()
         {
             tracing::warn!(error = %err, "could not empty the journal");

@@ -299,7 +299,7 @@ pub struct Vfs {
     remote_rows: Mutex<Vec<RemoteRow>>,
 }
 
-type Invalidator = Box<dyn Fn(Invalidation) + Send + Sync>;
+type Invalidator = Arc<dyn Fn(Invalidation) + Send + Sync>;
 
 /// Brings back a committed version's content into the local store.
 pub trait ContentSource: Send + Sync {
@@ -415,10 +415,12 @@ impl Vfs {
                     replayed_records,
                     torn_bytes,
                     rebuilt,
+                    keep_unnamed,
                     ..
                 },
         } = loaded;
         let tree = Tree::from_rows(inodes);
+        let event_floor = meta.state(crate::meta::EVENT_FLOOR)?;
         let vfs = Arc::new(Self {
             state: Mutex::new(State {
                 tree,
@@ -426,7 +428,7 @@ impl Vfs {
                 retired: HashSet::new(),
                 handles: HashMap::new(),
                 next_fh: 1,
-                next_event: max_event_id + 1,
+                next_event: max_event_id.max(event_floor) + 1,
                 event_count,
                 hashing: 0,
                 touched: BTreeMap::new(),
@@ -470,8 +472,13 @@ impl Vfs {
         vfs.pin_unpublished()?;
         vfs.upgrade_remote_tree()?;
         vfs.load_touched()?;
-        if rebuilt.as_ref().is_some_and(|r| !r.journal_complete) {
-            // Content whose rows went with the database: kept, not collected.
+        if keep_unnamed
+            || rebuilt
+                .as_ref()
+                .is_some_and(|r| !r.journal_complete || r.by_repair)
+        {
+            // Content whose rows went with the database (or that a home
+            // restored from an old copy does not know): kept, not collected.
             let aside = vfs
                 .store
                 .dir()
@@ -1682,6 +1689,18 @@ impl Vfs {
     }
 
     pub fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let result = self.write_staged(ino, fh, offset, data);
+        if let Err(e) = &result
+            && matches!(e.errno(), libc::ENOSPC | libc::EDQUOT)
+            && let Some(n) = lock(&self.state).tree.get_mut(ino)
+            && n.writers > 0
+        {
+            n.write_failed = Some(e.errno());
+        }
+        result
+    }
+
+    fn write_staged(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         self.ensure_room()?;
         self.ensure_local(ino)?;
         self.stage_large_copy(ino, None)?;
@@ -1776,6 +1795,26 @@ impl Vfs {
         Ok(())
     }
 
+    /// A version some of whose writes were refused (a full disk) is
+    /// dropped, not published as if complete: the file keeps its last
+    /// committed version, and the close or fsync gets the write's error.
+    /// The kernel's cached size and pages of it go too (from another
+    /// thread: the request that brought us here may hold the inode).
+    fn drop_failed_version(&self, st: &mut State, ino: Ino) -> Result<()> {
+        let n = st.tree.get_mut(ino).expect("checked");
+        let errno = n.write_failed.take().unwrap_or(libc::EIO);
+        let staged = n.staging.take().map(|s| s.object);
+        n.content = None;
+        tracing::warn!(
+            ino,
+            errno,
+            "a write into this version was refused; the version is dropped and the file keeps its last closed version"
+        );
+        self.free_content(st, None, staged);
+        self.invalidate_later(vec![Invalidation::Inode(ino)]);
+        Err(VfsError::Io(std::io::Error::from_raw_os_error(errno)))
+    }
+
     /// Makes the staged version (if any) the committed one and emits its
     /// event; announces a clean file that has none yet.
     fn commit(&self, st: &mut State, ino: Ino) -> Result<()> {
@@ -1784,6 +1823,9 @@ impl Vfs {
         };
         if !n.linked || n.row.kind != Kind::File || (n.staging.is_none() && n.row.announced) {
             return Ok(());
+        }
+        if n.write_failed.is_some() {
+            return self.drop_failed_version(st, ino);
         }
         let visible = st.tree.visible_path(ino, &self.ignore);
         if n.staging.is_none() && visible.is_none() {

@@ -12,7 +12,7 @@
 //! home, see `home`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -26,9 +26,45 @@ pub struct WalEntry {
     pub rec: Record,
 }
 
+/// Where the journal's bytes go: its file, or a simulated disk (the
+/// power-cut tests drop every write not yet synced).
+pub trait JournalFile: Send {
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Appends at the end.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    fn sync(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+}
+
+impl JournalFile for File {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.seek(io::SeekFrom::Start(0))?;
+        self.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
 pub struct Wal {
     path: PathBuf,
-    file: File,
+    file: Box<dyn JournalFile>,
     len: u64,
 }
 
@@ -52,7 +88,12 @@ impl Wal {
             .create(true)
             .mode(0o600)
             .open(path)?;
-        let len = file.metadata()?.len();
+        Self::on(path, Box::new(file))
+    }
+
+    /// The journal kept in `file` (`path` names it in messages).
+    pub fn on(path: &Path, file: Box<dyn JournalFile>) -> io::Result<Self> {
+        let len = file.len()?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -68,9 +109,8 @@ impl Wal {
         self.len
     }
 
-    pub fn read_all(&self) -> io::Result<WalContents> {
-        let mut bytes = Vec::new();
-        File::open(&self.path)?.read_to_end(&mut bytes)?;
+    pub fn read_all(&mut self) -> io::Result<WalContents> {
+        let bytes = self.file.read_all()?;
         let mut entries = Vec::new();
         let mut pos = 0usize;
         while let Some((entry, next)) = decode_frame(&bytes, pos) {
@@ -89,10 +129,10 @@ impl Wal {
         for e in entries {
             encode_frame(e, &mut buf);
         }
-        if let Err(e) = self.file.write_all(&buf) {
+        if let Err(e) = self.file.append(&buf) {
             // Cut a partial frame (a full disk): replay stops at the first
             // bad frame, and later records must not sit behind one.
-            self.file.set_len(self.len)?;
+            self.file.truncate(self.len)?;
             return Err(e);
         }
         self.len += buf.len() as u64;
@@ -100,12 +140,12 @@ impl Wal {
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync()
     }
 
     /// Empties the journal; only call when every entry is durably in redb.
     pub fn clear(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
+        self.file.truncate(0)?;
         self.len = 0;
         Ok(())
     }

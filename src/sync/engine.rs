@@ -49,6 +49,10 @@ pub struct RemoteRecord {
     pub chunks: Option<Vec<ChunkRef>>,
     /// For this node's own records: the local object of the version.
     pub own_object: Option<String>,
+    /// For this node's own records: the journal holds the event (a home
+    /// restored from an old copy, or a rebuilt database, does not hold the
+    /// later ones: those are applied like another node's).
+    pub own_known: bool,
     /// For `prune` records: versions every node drops from its history.
     pub pruned: Vec<u64>,
     /// The log guard's state after this record, journaled with it.
@@ -170,10 +174,12 @@ impl Engine {
             mut event,
             chunks,
             own_object,
+            own_known,
             pruned,
             guard,
         } = rec;
-        let own = originator == self.node_id;
+        let ours = originator == self.node_id;
+        let own = ours && own_known;
         event.mivui = Some(mivui);
         event.originator = originator;
         let ty = event.event_type;
@@ -245,6 +251,9 @@ impl Engine {
                 key: OWN_SEEN.to_string(),
                 value: local_id,
             });
+        }
+        if ours {
+            records.extend(self.vfs.reserve_event_ids(local_id));
         }
         records.extend(guard);
         // The fold, the history and the cursor in one journal write: a

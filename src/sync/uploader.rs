@@ -282,6 +282,17 @@ impl Uploader {
         self.inner.recorded_pass()
     }
 
+    /// Reads the log to its end and applies it, publishing nothing (`latus
+    /// repair` catching a rebuilt or restored database up).
+    pub fn catch_up(&self) -> Result<UploaderStatus, UploadError> {
+        let inner = &self.inner;
+        inner.meta.commit_pending()?;
+        let volume = inner.volume()?;
+        inner.read_log(&volume)?;
+        inner.meta.commit_pending()?;
+        Ok(self.status())
+    }
+
     pub fn status(&self) -> UploaderStatus {
         lock(&self.inner.status).clone()
     }
@@ -951,10 +962,10 @@ impl Inner {
                     },
                     (None, None) => None,
                 };
-                let own_object = if originator == self.config.node_id {
+                let (own_known, own_object) = if originator == self.config.node_id {
                     self.absorb_own(&p, rec.mivui, chunks.clone())?
                 } else {
-                    None
+                    (false, None)
                 };
                 records.push(RemoteRecord {
                     pruned: p.pruned,
@@ -965,6 +976,7 @@ impl Inner {
                     event: p.event,
                     chunks,
                     own_object,
+                    own_known,
                     guard: state,
                 });
             }
@@ -1132,25 +1144,34 @@ impl Inner {
     }
 
     /// This node's own record read back: marks it published if the journal
-    /// does not know yet; returns the version's local object.
+    /// does not know yet. Returns whether the journal holds the event, and
+    /// the version's local object. An event with the same id but another
+    /// change is not it (a home restored from an old copy numbers new
+    /// events again until it has read its later records).
     fn absorb_own(
         &self,
         p: &PublishedEvent,
         mivui: u64,
         chunks: Option<Vec<ChunkRef>>,
-    ) -> Result<Option<String>, UploadError> {
+    ) -> Result<(bool, Option<String>), UploadError> {
         if p.local_id == 0 {
-            return Ok(None); // a node record
+            return Ok((false, None)); // a node record
         }
         let Some(local) = self
             .meta
             .events_since(p.local_id.saturating_sub(1), 1)?
             .pop()
         else {
-            return Ok(None);
+            return Ok((false, None));
         };
-        if local.id != p.local_id {
-            return Ok(None);
+        let same = local.id == p.local_id
+            && local.event_type == p.event.event_type
+            && local.file_path == p.event.file_path
+            && local.src_path == p.event.src_path
+            // Payloads before format 2 carry no time.
+            && (p.event.time == 0 || local.time == p.event.time);
+        if !same {
+            return Ok((false, None));
         }
         if local.mivui.is_none() {
             tracing::info!(
@@ -1166,7 +1187,7 @@ impl Inner {
                 None,
             )?;
         }
-        Ok(local.object)
+        Ok((true, local.object))
     }
 
     /// Announces this node (name, time) in the log, once per run.

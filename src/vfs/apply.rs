@@ -71,6 +71,21 @@ impl Vfs {
         result
     }
 
+    /// The log holds a record of this node with local id `local_id`: new
+    /// events are numbered above it. Returns the record that keeps that
+    /// (journaled with the record's apply), if the floor rose.
+    pub fn reserve_event_ids(&self, local_id: u64) -> Option<Record> {
+        let mut st = lock_state(self);
+        if st.next_event > local_id {
+            return None;
+        }
+        st.next_event = local_id + 1;
+        Some(Record::SetState {
+            key: crate::meta::EVENT_FLOOR.to_string(),
+            value: local_id,
+        })
+    }
+
     /// This node's own event `local_id` came back from the log: the paths
     /// it touched follow the log again (unless newer local events touch
     /// them).
@@ -118,9 +133,27 @@ impl Vfs {
         }
     }
 
+    /// `invalidate` from a thread of its own, for callers inside a
+    /// request on the inode (the kernel may wait for that request).
+    pub(super) fn invalidate_later(&self, list: Vec<Invalidation>) {
+        let Some(f) = crate::locks::lock(&self.invalidator).clone() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("latus-invalidate".into())
+            .spawn(move || {
+                for i in list {
+                    f(i);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "could not start a kernel cache invalidation");
+        }
+    }
+
     /// Where the kernel's caches are told about remote changes.
     pub fn set_invalidator(&self, f: impl Fn(Invalidation) + Send + Sync + 'static) {
-        *crate::locks::lock(&self.invalidator) = Some(Box::new(f));
+        *crate::locks::lock(&self.invalidator) = Some(std::sync::Arc::new(f));
     }
 
     fn carry_out_one(&self, st: &mut State, a: Action) -> super::Result<()> {

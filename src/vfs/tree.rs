@@ -34,6 +34,10 @@ pub struct Node {
     /// The committed object, opened on first read.
     pub content: Option<Arc<File>>,
     pub staging: Option<Staging>,
+    /// A write into the version being written was refused (its errno):
+    /// that version is dropped at the next commit, never published
+    /// as if complete.
+    pub write_failed: Option<i32>,
 }
 
 impl Node {
@@ -47,6 +51,7 @@ impl Node {
             writers: 0,
             content: None,
             staging: None,
+            write_failed: None,
         }
     }
 

@@ -319,9 +319,9 @@ fn covering(chunks: &[Chunk], offset: u64, len: u64) -> BTreeSet<String> {
 }
 
 /// Sealed size of a chunk: LTS1 + nonce + (u64 length + data, padded to
-/// 4 KiB) + tag.
+/// its size bucket) + tag.
 fn sealed_len(len: u64) -> u64 {
-    4 + 24 + (len + 8).div_ceil(4096) * 4096 + 16
+    (latus::crypto::SEAL_OVERHEAD + latus::crypto::bucket(len as usize + 8, 4096)) as u64
 }
 
 /// The dir cloud's file holding object `name`.
