@@ -73,9 +73,27 @@ pub enum Cmd {
     },
     /// Flush, unmount and stop the daemon.
     Unmount { mountpoint: PathBuf },
-    /// The daemon's state, or one path's state.
+    /// Whether this node is in sync, and what waits or needs you; or one
+    /// path's state.
+    #[command(after_help = "Examples:\n  latus status\n  latus status ~/Latus/notes.txt\n  latus status --json | jq .queue")]
     Status {
+        /// A file or folder in the latus folder (default: the whole node).
         path: Option<PathBuf>,
+        /// Machine-readable output (the fields README lists).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Conflict copies (versions that lost their name when two nodes
+    /// changed a file at once), and resolving one.
+    #[command(after_help = "Examples:\n  latus conflicts\n  latus conflicts ~/Latus/report.txt --keep theirs\n  latus conflicts \"~/Latus/report (conflict from desk 2026-12-02 140509).txt\" --keep both")]
+    Conflicts {
+        /// The conflict copy (or the file it conflicts with) to resolve.
+        path: Option<PathBuf>,
+        /// Which version keeps the name: mine (this node's), theirs (the
+        /// other node's), or both (the copy gets a plain name of its own).
+        /// The other version stays in history (`latus versions`).
+        #[arg(long, requires = "path")]
+        keep: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -106,13 +124,16 @@ pub enum Cmd {
         /// The version's mivui (see `latus versions`).
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
-        /// A time: 2026-11-26T14:05:00 or "2026-11-26 14:05" (UTC), unix
-        /// seconds, or an age like 2h, 3d, 30m.
+        /// A time: 2026-11-26T14:05:00 or "2026-11-26 14:05" (local time;
+        /// add Z for UTC), unix seconds, or an age like 30m, 2h, 1h30m, 3d.
         #[arg(long)]
         at: Option<String>,
         /// Where to put it (default: where it was).
         #[arg(long)]
         to: Option<PathBuf>,
+        /// Change nothing: list what the restore would change.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -159,7 +180,8 @@ pub enum Cmd {
     },
     /// Change a setting: `cache-size SIZE` (e.g. 20G).
     Set { setting: String, value: String },
-    /// The event journal, oldest first.
+    /// What happened in the volume (every node's changes, with times),
+    /// oldest first; --json prints this node's event journal.
     Log {
         /// `head`: the log's head hash as this node read it, to compare
         /// with another node's out of band (equal at the same number: the
@@ -168,7 +190,14 @@ pub enum Cmd {
         what: Option<String>,
         #[arg(long)]
         json: bool,
-        /// Only events with a journal id greater than N.
+        /// With --json: the volume's records (every node) instead of this
+        /// node's journal.
+        #[arg(long)]
+        volume: bool,
+        /// How many of the newest records to show (not with --json).
+        #[arg(long, default_value_t = 200)]
+        last: usize,
+        /// Only events with a journal id greater than N (the journal).
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
@@ -238,7 +267,20 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             ..
         } => log_head(&home, json),
-        Cmd::Log { json, since, .. } => log(&home, since, json),
+        Cmd::Log {
+            json,
+            volume,
+            last,
+            since,
+            ..
+        } => {
+            if json && !volume {
+                log(&home, since, json)
+            } else {
+                activity_log(&home, last, json)
+            }
+        }
+        Cmd::Conflicts { path, keep, json } => conflicts(&home, path.as_deref(), keep, json),
         Cmd::Sync { wait, timeout } => sync(&home, wait, timeout),
         Cmd::Key { command } => key(&home, command),
         Cmd::Versions { path, json } => versions(&home, &path, json),
@@ -247,8 +289,19 @@ pub fn run(cli: Cli) -> Result<()> {
             version,
             at,
             to,
+            dry_run,
             json,
-        } => restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
+        } => restore(
+            &home,
+            &path,
+            RestoreArgs {
+                version,
+                at: at.as_deref(),
+                to: to.as_deref(),
+                dry_run,
+            },
+            json,
+        ),
         Cmd::Check { read_data, json } => check(&home, read_data, json),
         Cmd::Prune { dry_run, json } => {
             let v = history_call(&home, Request::Prune { dry_run }, true)?;
@@ -276,19 +329,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 if json {
                     println!("{v}");
                 } else {
+                    let now = crate::vfs::now_nanos();
                     for n in v.as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {:<20} last seen {}  {} events{}",
-                            n["id"].as_str().unwrap_or("?"),
-                            n["name"].as_str().unwrap_or("?"),
-                            format_time(n["last_seen"].as_i64().unwrap_or(0)),
-                            n["events_published"],
-                            if n["this_node"].as_bool() == Some(true) {
-                                "  (this node)"
-                            } else {
-                                ""
-                            }
-                        );
+                        println!("{}", crate::status::node_line(n, now));
                     }
                 }
                 Ok(())
@@ -499,92 +542,66 @@ fn versions(home: &Home, path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn restore(
-    home: &Home,
-    path: &Path,
+struct RestoreArgs<'a> {
     version: Option<u64>,
-    at: Option<&str>,
-    to: Option<&Path>,
-    json: bool,
-) -> Result<()> {
+    at: Option<&'a str>,
+    to: Option<&'a Path>,
+    dry_run: bool,
+}
+
+fn restore(home: &Home, path: &Path, args: RestoreArgs, json: bool) -> Result<()> {
     let mp = mountpoint_of(home);
     let rel = relative_path(path, mp.as_deref())?;
-    let to = to.map(|t| relative_path(t, mp.as_deref())).transpose()?;
-    let at = at.map(parse_time).transpose()?;
+    let to = args
+        .to
+        .map(|t| relative_path(t, mp.as_deref()))
+        .transpose()?;
+    let at = args
+        .at
+        .map(|s| crate::when::parse_time(s, crate::vfs::now_nanos()))
+        .transpose()
+        .context("--at")?;
     let v = history_call(
         home,
         Request::Restore {
             path: rel.clone(),
-            version,
+            version: args.version,
             at,
             to,
+            dry_run: args.dry_run,
         },
         false,
     )?;
     if json {
         println!("{v}");
-    } else {
+        return Ok(());
+    }
+    let shown = v["path"].as_str().unwrap_or(&rel);
+    let when = at.map(|t| format!(" as it was at {}", crate::when::local(t)));
+    println!(
+        "{} {shown}{}: {} files restored, {} folders made, {} removed (they stay in history), {} already as they were",
+        if args.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        when.unwrap_or_default(),
+        v["files_restored"],
+        v["folders_made"],
+        v["removed"],
+        v["unchanged"]
+    );
+    for c in v["changes"].as_array().into_iter().flatten() {
         println!(
-            "restored {}: {} files, {} folders made, {} removed, {} already as they were",
-            v["path"].as_str().unwrap_or(&rel),
-            v["files_restored"],
-            v["folders_made"],
-            v["removed"],
-            v["unchanged"]
+            "  {:<8} {}",
+            c["action"].as_str().unwrap_or("?"),
+            c["path"].as_str().unwrap_or("?")
         );
     }
+    if v["changes_truncated"] == true {
+        println!("  ... (more changes not listed)");
+    }
     Ok(())
-}
-
-/// `YYYY-MM-DD[( |T)HH:MM[:SS]][Z]` (UTC), unix seconds, or an age (`30m`,
-/// `2h`, `3d`), as nanoseconds since the epoch.
-fn parse_time(s: &str) -> Result<i64> {
-    let s = s.trim();
-    let now = crate::vfs::now_nanos();
-    if let Some((n, unit)) = s
-        .strip_suffix(['m', 'h', 'd', 's'])
-        .map(|n| (n, s.as_bytes()[s.len() - 1]))
-        && let Ok(n) = n.parse::<i64>()
-    {
-        let secs = match unit {
-            b's' => 1,
-            b'm' => 60,
-            b'h' => 3600,
-            _ => 86_400,
-        };
-        return Ok(now - n * secs * 1_000_000_000);
-    }
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(secs * 1_000_000_000);
-    }
-    let bad =
-        || anyhow::anyhow!("{s:?} is not a time (try 2026-11-26T14:05:00, unix seconds, or 2h)");
-    let s = s.trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    if d.len() != 3 || t.len() < 2 || t.len() > 3 {
-        return Err(bad());
-    }
-    let days = days_from_civil(d[0], d[1], d[2]);
-    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t.get(2).copied().unwrap_or(0);
-    Ok(secs * 1_000_000_000)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn format_time(ns: i64) -> String {
@@ -980,6 +997,7 @@ fn process_alive(pid: u32) -> bool {
 
 fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
     let daemon = control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT).ok();
+    let now = crate::vfs::now_nanos();
     match path {
         None => {
             let v = match daemon {
@@ -989,7 +1007,10 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
-                print_status(&v);
+                let nodes = history_call(home, Request::Nodes, false).ok();
+                for line in crate::status::lines(&v, nodes.as_ref(), now) {
+                    println!("{line}");
+                }
             }
         }
         Some(p) => {
@@ -1005,26 +1026,116 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
                 )?,
                 None => {
                     let (_lock, node) = daemon::open_node_locked(home)?;
-                    let s = node.vfs.path_status(&rel).with_context(|| rel.clone())?;
+                    let s = node.vfs.path_status(&rel);
                     node.vfs.shutdown()?;
+                    let s = s.map_err(|e| anyhow::anyhow!("{rel}: {e}"))?;
                     serde_json::to_value(s)?
                 }
             };
             if json {
                 println!("{v}");
             } else {
-                println!(
-                    "{}: {} ({} bytes)",
-                    v["path"].as_str().unwrap_or(&rel),
-                    v["state"].as_str().unwrap_or("?"),
-                    v["size"]
-                );
-                if !v["last_event"].is_null() {
-                    println!("last event: {}", v["last_event"]);
+                let nodes = history_call(home, Request::Nodes, false).ok();
+                for line in crate::status::path_lines(&v, nodes.as_ref()) {
+                    println!("{line}");
                 }
             }
         }
     }
+    Ok(())
+}
+
+fn conflicts(home: &Home, path: Option<&Path>, keep: Option<String>, json: bool) -> Result<()> {
+    let Some(keep) = keep else {
+        if path.is_some() {
+            bail!("say which version keeps the name: --keep mine, --keep theirs or --keep both");
+        }
+        let v = history_call(home, Request::Conflicts, false)?;
+        if json {
+            println!("{v}");
+            return Ok(());
+        }
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("no conflicts");
+        }
+        for c in &list {
+            println!(
+                "{}\n    {} version from {} ({} UTC), beside {}{}",
+                c["path"].as_str().unwrap_or("?"),
+                if c["mine"] == true { "this node's" } else { "the other node's" },
+                c["node"].as_str().unwrap_or("?"),
+                c["when"].as_str().unwrap_or("?"),
+                c["original"].as_str().unwrap_or("?"),
+                if c["original_exists"] == true { "" } else { " (now gone)" }
+            );
+        }
+        if !list.is_empty() {
+            println!(
+                "resolve one with: latus conflicts PATH --keep mine|theirs|both (the other version stays in history)"
+            );
+        }
+        return Ok(());
+    };
+    let path = path.context("name the conflict copy to resolve")?;
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let v = history_call(
+        home,
+        Request::ResolveConflict {
+            path: rel,
+            keep: keep.clone(),
+        },
+        false,
+    )?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let shown = v["path"].as_str().unwrap_or("?");
+    match (v["moved_to"].as_str(), v["removed"].as_str()) {
+        (Some(to), _) => println!("kept both: {shown}, and the other version as {to}"),
+        (None, Some(r)) if r != shown => println!("{shown}: kept {keep} version; removed {r} (it stays in history)"),
+        _ => println!("{shown}: now holds the {keep} version (the one it replaced stays in history)"),
+    }
+    Ok(())
+}
+
+fn activity_log(home: &Home, last: usize, json: bool) -> Result<()> {
+    let v = history_call(home, Request::Activity { limit: last }, false)?;
+    let items: Vec<crate::status::Activity> = serde_json::from_value(v)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for a in &items {
+        if json {
+            serde_json::to_writer(&mut out, a)?;
+            writeln!(out)?;
+            continue;
+        }
+        let what = match &a.src_path {
+            Some(src) => format!("{src} -> {}", a.path),
+            None => a.path.clone(),
+        };
+        let size = if a.event_type.carries_content() {
+            format!(" ({})", crate::when::bytes(a.size))
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{}  {:<12} {:<8} {what}{size}{}",
+            crate::when::local(a.time),
+            a.node,
+            format!("{:?}", a.event_type).to_lowercase(),
+            if a.mivui.is_none() {
+                "  (waiting to upload)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    if items.is_empty() && !json {
+        writeln!(out, "nothing has happened in the volume yet")?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -1040,13 +1151,14 @@ fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
         }
     };
     let rel = match (abs, mountpoint) {
-        (Some(a), Some(m)) => a.strip_prefix(m).map(Path::to_path_buf).with_context(|| {
-            format!(
-                "{} is not inside the latus folder {}",
+        (Some(a), Some(m)) => match a.strip_prefix(m) {
+            Ok(r) => r.to_path_buf(),
+            Err(_) => bail!(
+                "{} is not inside the latus folder {} (give a path in it, or one relative to it)",
                 p.display(),
                 m.display()
-            )
-        })?,
+            ),
+        },
         (Some(a), None) => bail!(
             "{} is absolute but the latus folder is not mounted; give a path relative to the folder",
             a.display()
@@ -1063,59 +1175,40 @@ fn offline_status(home: &Home) -> Result<serde_json::Value> {
     let counts = node.vfs.counts();
     let after = node.meta.state(crate::meta::PUBLISHED_THROUGH)?;
     let pending = node.meta.unpublished_events(after, usize::MAX)?;
+    let waiting = node.vfs.waiting();
+    let conflict_copies = crate::conflicts::list(&node.vfs, &cfg.node_name);
     node.vfs.shutdown()?;
-    let files = pending.iter().filter(|e| e.event_type.carries_content());
+    // The per-path rule, as a running daemon counts.
     let queue = serde_json::json!({
         "pending_events": pending.len(),
-        "pending_files": files.clone().count(),
-        "pending_bytes": files.map(|e| e.size).sum::<u64>(),
+        "pending_files": waiting.files,
+        "pending_bytes": waiting.bytes,
     });
+    // A folder still mounted with no daemon behind it (kill -9, a crash).
+    let stale_mount = std::fs::read(daemon::mountpoint_file(home))
+        .ok()
+        .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+        .filter(|m| daemon::is_mounted(m))
+        .map(|m| m.display().to_string());
     let mut v = serde_json::json!({
         "pid": null,
         "mountpoint": null,
+        "stale_mount": stale_mount,
         "node_id": cfg.node_id.to_string(),
         "node_name": cfg.node_name,
         "cloud": cfg.cloud,
         "queue": queue,
+        "waiting": waiting,
+        "conflict_copies": conflict_copies,
     });
     if let (Some(obj), serde_json::Value::Object(c)) =
         (v.as_object_mut(), serde_json::to_value(counts)?)
     {
         obj.extend(c);
     }
+    let summary = crate::status::summary(&v, crate::vfs::now_nanos());
+    v["summary"] = serde_json::to_value(summary)?;
     Ok(v)
-}
-
-fn print_status(v: &serde_json::Value) {
-    match v["mountpoint"].as_str() {
-        Some(m) => println!("mounted at {m} (daemon pid {})", v["pid"]),
-        None => println!("not mounted"),
-    }
-    println!(
-        "node: {} ({})",
-        v["node_name"].as_str().unwrap_or("?"),
-        v["node_id"].as_str().unwrap_or("?")
-    );
-    println!("cloud: {}", v["cloud"].as_str().unwrap_or("?"));
-    println!(
-        "files: {}  folders: {}  symlinks: {}  events: {}",
-        v["files"], v["directories"], v["symlinks"], v["events"]
-    );
-    if let Some(e) = v["last_error"].as_str() {
-        println!("last error: {e}");
-    }
-    let q = &v["queue"];
-    if let Some(b) = q["log_breach"].as_str() {
-        println!("sync: STOPPED: the volume's log cannot be trusted: {b}");
-        println!("      (local files keep working; changes wait here)");
-    }
-    if let Some(since) = q["unreachable_since"].as_i64() {
-        let (y, mo, d, h, mi, s) = crate::sync::utc_fields(since);
-        println!(
-            "sync: the cloud stopped answering at {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC ({}); retrying",
-            q["last_error"].as_str().unwrap_or("no answer")
-        );
-    }
 }
 
 fn log_head(home: &Home, json: bool) -> Result<()> {

@@ -36,6 +36,9 @@ pub enum Request {
         /// Nanoseconds since the epoch.
         at: Option<i64>,
         to: Option<String>,
+        /// Only report what would change.
+        #[serde(default)]
+        dry_run: bool,
     },
     Nodes,
     ForgetNode {
@@ -63,6 +66,18 @@ pub enum Request {
     },
     SetCacheCap {
         bytes: u64,
+    },
+    /// Conflict copies in the tree (`conflicts`).
+    Conflicts,
+    /// Keeps one version of a conflict (`mine`, `theirs`, `both`).
+    ResolveConflict {
+        path: String,
+        keep: String,
+    },
+    /// The volume's newest records and this node's waiting changes
+    /// (`status::activity`).
+    Activity {
+        limit: usize,
     },
 }
 

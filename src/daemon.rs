@@ -22,8 +22,10 @@ use crate::sync::{Engine, Fetcher, Uploader, Volume, VolumeError, VolumeHandle};
 use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 mod plain;
+mod report;
 
 pub use plain::Adoption;
+pub use report::mountpoint_file;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -540,7 +542,10 @@ pub fn run_foreground(
             report: node.recovery.clone(),
             plain_folder: adoption,
         },
+        rate: Default::default(),
     });
+    report::start_rate_sampler(&ctx);
+    report::remember_mountpoint(home, mountpoint);
     {
         let unmounter = unmounter.clone();
         let ctx = ctx.clone();
@@ -604,6 +609,8 @@ struct StatusContext {
     home_files: [PathBuf; 3],
     started: Instant,
     recovery: Recovered,
+    /// Upload rate, for the ETA.
+    rate: Mutex<crate::status::RateMeter>,
 }
 
 /// What mounting recovered: the node's own state, and the plain folder.
@@ -631,6 +638,13 @@ pub struct DaemonStatus {
     pub disk: DiskReport,
     /// Per program: reads of content only in the cloud, bytes, refusals.
     pub hydration: std::collections::BTreeMap<String, crate::hydration::ProgramCount>,
+    /// Files whose state is `pending` (what `queue.pending_files` counts).
+    pub waiting: crate::vfs::Waiting,
+    /// Bytes per second uploaded lately, and the time left at that rate.
+    pub upload_rate: Option<u64>,
+    pub eta_secs: Option<u64>,
+    /// Conflict copies in the tree (`latus conflicts`).
+    pub conflict_copies: Vec<crate::conflicts::Conflict>,
 }
 
 /// The disk holding the home: full or not, and what latus itself takes.
@@ -666,25 +680,7 @@ fn handle(
     req: Request,
 ) -> Response {
     match req {
-        Request::Status => Response::ok(DaemonStatus {
-            pid: std::process::id(),
-            mountpoint: ctx.mountpoint.display().to_string(),
-            node_id: ctx.config.node_id.to_string(),
-            node_name: ctx.config.node_name.clone(),
-            cloud: ctx.config.cloud.clone(),
-            counts: ctx.vfs.counts(),
-            uptime_secs: ctx.started.elapsed().as_secs(),
-            recovered: ctx.recovery.clone(),
-            queue: ctx
-                .uploader
-                .as_ref()
-                .map(|u| u.status())
-                .unwrap_or_default(),
-            offline: ctx.uploader.is_none(),
-            cache: ctx.vfs.cache_status(),
-            disk: disk_report(ctx),
-            hydration: ctx.vfs.hydration_counts(),
-        }),
+        Request::Status => Response::ok(report::status(ctx)),
         Request::SyncWait { timeout_secs } => match &ctx.uploader {
             None => Response::err(
                 "mounted with --offline: nothing is published until a mount without it",
@@ -739,13 +735,14 @@ pub fn answer_history(
             version,
             at,
             to,
+            dry_run,
         } => {
             let target = match (version, at) {
                 (Some(v), _) => crate::vfs::RestoreTarget::Version(v),
                 (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
                 (None, None) => crate::vfs::RestoreTarget::Latest,
             };
-            vfs.restore(&path, target, to.as_deref())
+            vfs.restore_plan(&path, target, to.as_deref(), dry_run)
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| format!("{path}: {e}"))
         }
@@ -799,6 +796,19 @@ pub fn answer_history(
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| e.to_string())
         }
+        Request::Conflicts => Ok(serde_json::json!(crate::conflicts::list(
+            vfs,
+            &config.node_name
+        ))),
+        Request::ResolveConflict { path, keep } => {
+            let keep: crate::conflicts::Keep = keep.parse().map_err(|e| format!("{e}"))?;
+            crate::conflicts::resolve(vfs, &config.node_name, &path, keep)
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| e.to_string())
+        }
+        Request::Activity { limit } => crate::status::activity(vfs, &config.node_name, limit)
+            .map(|a| serde_json::json!(a))
+            .map_err(|e| e.to_string()),
         _ => Err("not a history request".into()),
     })();
     match result {

@@ -27,5 +27,5 @@ pub use history::{NodeInfo, nodes};
 pub use names::{conflict_name, safe_path, utc_fields};
 pub use payload::{INLINE_CHUNKS, PublishedEvent};
 pub use remote::{REMOTE_ROOT, RemoteTree};
-pub use uploader::{PruneReport, Uploader, UploaderStatus};
+pub use uploader::{HEARTBEAT, PruneReport, Uploader, UploaderStatus};
 pub use volume::{Volume, VolumeError, VolumeHandle};

@@ -14,6 +14,7 @@
 mod apply;
 mod error;
 mod hasher;
+mod overview;
 mod placement;
 mod restore;
 mod tree;
@@ -41,6 +42,7 @@ pub use apply::Invalidation;
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
+pub use overview::{NamedFile, Waiting};
 pub use placement::{CacheStatus, DiskStatus, EvictReport, HydrateItem, PlacementInfo};
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
