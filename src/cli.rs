@@ -75,7 +75,9 @@ pub enum Cmd {
     Unmount { mountpoint: PathBuf },
     /// Whether this node is in sync, and what waits or needs you; or one
     /// path's state.
-    #[command(after_help = "Examples:\n  latus status\n  latus status ~/Latus/notes.txt\n  latus status --json | jq .queue")]
+    #[command(
+        after_help = "Examples:\n  latus status\n  latus status ~/Latus/notes.txt\n  latus status --json | jq .queue"
+    )]
     Status {
         /// A file or folder in the latus folder (default: the whole node).
         path: Option<PathBuf>,
@@ -85,7 +87,9 @@ pub enum Cmd {
     },
     /// Conflict copies (versions that lost their name when two nodes
     /// changed a file at once), and resolving one.
-    #[command(after_help = "Examples:\n  latus conflicts\n  latus conflicts ~/Latus/report.txt --keep theirs\n  latus conflicts \"~/Latus/report (conflict from desk 2026-12-02 140509).txt\" --keep both")]
+    #[command(
+        after_help = "Examples:\n  latus conflicts\n  latus conflicts ~/Latus/report.txt --keep theirs\n  latus conflicts \"~/Latus/report (conflict from desk 2026-12-02 140509).txt\" --keep both"
+    )]
     Conflicts {
         /// The conflict copy (or the file it conflicts with) to resolve.
         path: Option<PathBuf>,
@@ -1036,7 +1040,8 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
                 println!("{v}");
             } else {
                 let nodes = history_call(home, Request::Nodes, false).ok();
-                for line in crate::status::path_lines(&v, nodes.as_ref()) {
+                let me = home.load_config()?.node_id.to_string();
+                for line in crate::status::path_lines(&v, nodes.as_ref(), &me) {
                     println!("{line}");
                 }
             }
@@ -1063,11 +1068,19 @@ fn conflicts(home: &Home, path: Option<&Path>, keep: Option<String>, json: bool)
             println!(
                 "{}\n    {} version from {} ({} UTC), beside {}{}",
                 c["path"].as_str().unwrap_or("?"),
-                if c["mine"] == true { "this node's" } else { "the other node's" },
+                if c["mine"] == true {
+                    "this node's"
+                } else {
+                    "the other node's"
+                },
                 c["node"].as_str().unwrap_or("?"),
                 c["when"].as_str().unwrap_or("?"),
                 c["original"].as_str().unwrap_or("?"),
-                if c["original_exists"] == true { "" } else { " (now gone)" }
+                if c["original_exists"] == true {
+                    ""
+                } else {
+                    " (now gone)"
+                }
             );
         }
         if !list.is_empty() {
@@ -1094,8 +1107,12 @@ fn conflicts(home: &Home, path: Option<&Path>, keep: Option<String>, json: bool)
     let shown = v["path"].as_str().unwrap_or("?");
     match (v["moved_to"].as_str(), v["removed"].as_str()) {
         (Some(to), _) => println!("kept both: {shown}, and the other version as {to}"),
-        (None, Some(r)) if r != shown => println!("{shown}: kept {keep} version; removed {r} (it stays in history)"),
-        _ => println!("{shown}: now holds the {keep} version (the one it replaced stays in history)"),
+        (None, Some(r)) if r != shown => {
+            println!("{shown}: kept {keep} version; removed {r} (it stays in history)")
+        }
+        _ => {
+            println!("{shown}: now holds the {keep} version (the one it replaced stays in history)")
+        }
     }
     Ok(())
 }

@@ -243,6 +243,7 @@ fn parent_of(vfs: &Vfs, path: &str) -> Result<u64, VfsError> {
     vfs.resolve(split(path).0)
 }
 
+// Not through the mount: the kernel's caches are told.
 fn rename(vfs: &Vfs, from: &str, to: &str) -> Result<(), VfsError> {
     vfs.rename(
         parent_of(vfs, from)?,
@@ -250,11 +251,16 @@ fn rename(vfs: &Vfs, from: &str, to: &str) -> Result<(), VfsError> {
         parent_of(vfs, to)?,
         OsStr::new(split(to).1),
         RenameFlags::default(),
-    )
+    )?;
+    vfs.forget_entry(from);
+    vfs.forget_entry(to);
+    Ok(())
 }
 
 fn unlink(vfs: &Vfs, path: &str) -> Result<(), VfsError> {
-    vfs.unlink(parent_of(vfs, path)?, OsStr::new(split(path).1))
+    vfs.unlink(parent_of(vfs, path)?, OsStr::new(split(path).1))?;
+    vfs.forget_entry(path);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -72,7 +72,9 @@ pub fn summary(v: &Value, now_ns: i64) -> Summary {
             line: if waiting.is_empty() {
                 "offline by choice (mounted --offline); nothing waits".into()
             } else {
-                format!("offline by choice (mounted --offline): {waiting} at a mount without --offline")
+                format!(
+                    "offline by choice (mounted --offline): {waiting} at a mount without --offline"
+                )
             },
         };
     }
@@ -228,9 +230,13 @@ pub fn node_line(n: &Value, now_ns: i64) -> String {
 
 /// `status PATH` in words; `nodes` (the `nodes` answer) names the node
 /// that made the last change.
-pub fn path_lines(v: &Value, nodes: Option<&Value>) -> Vec<String> {
+pub fn path_lines(v: &Value, nodes: Option<&Value>, this_node: &str) -> Vec<String> {
     let path = v["path"].as_str().unwrap_or("?");
-    let shown = if path.is_empty() { "(the folder)" } else { path };
+    let shown = if path.is_empty() {
+        "(the folder)"
+    } else {
+        path
+    };
     let state = match v["state"].as_str().unwrap_or("?") {
         "local" => "here and in the cloud",
         "pending" => "waiting to upload (changed here, not yet in the cloud)",
@@ -266,9 +272,12 @@ pub fn path_lines(v: &Value, nodes: Option<&Value>) -> Vec<String> {
                 format!("by this node ({})", n["name"].as_str().unwrap_or("?"))
             }
             Some(n) => format!("by {}", n["name"].as_str().unwrap_or("?")),
+            None if e["originator"] == this_node => "by this node".to_string(),
             None => format!(
                 "by node {}",
-                e["originator"].as_str().map_or("?", |s| &s[..s.len().min(8)])
+                e["originator"]
+                    .as_str()
+                    .map_or("?", |s| &s[..s.len().min(8)])
             ),
         };
         let whereabouts = if e["mivui"].is_null() {
@@ -391,7 +400,10 @@ mod tests {
         assert!(text.contains("conflicts: 1"), "{text}");
         assert!(text.contains("a (conflict from d"), "{text}");
         assert!(text.contains("refused: 1 record"), "{text}");
-        assert!(text.contains("online (last in contact 1 min ago)"), "{text}");
+        assert!(
+            text.contains("online (last in contact 1 min ago)"),
+            "{text}"
+        );
         assert!(text.contains("last in contact 3 days ago"), "{text}");
     }
 

@@ -110,7 +110,13 @@ fn parse_date(input: &str, s: &str) -> Result<i64, WhenError> {
     };
     range("year", y, 1970, 9999, "1970-9999")?;
     range("month", mo, 1, 12, "1-12")?;
-    range("day", day, 1, days_in_month(y, mo), "1 to the month's last day")?;
+    range(
+        "day",
+        day,
+        1,
+        days_in_month(y, mo),
+        "1 to the month's last day",
+    )?;
     range("hour", h, 0, 23, "0-23")?;
     range("minute", mi, 0, 59, "0-59")?;
     range("second", sec, 0, 59, "0-59")?;
@@ -240,13 +246,19 @@ mod tests {
         assert_eq!(parse_time("1h30m", NOW), Ok(NOW - 5400 * NS));
         assert_eq!(parse_time("-5m", NOW), Ok(NOW - 300 * NS));
         assert_eq!(parse_time("1w", NOW), Ok(NOW - 7 * 86_400 * NS));
-        assert_eq!(parse_time("2d3h", NOW), Ok(NOW - (2 * 86_400 + 3 * 3600) * NS));
+        assert_eq!(
+            parse_time("2d3h", NOW),
+            Ok(NOW - (2 * 86_400 + 3 * 3600) * NS)
+        );
         assert!(parse_time("5", NOW).is_ok()); // unix seconds
         assert!(matches!(
             parse_time("1h30", NOW),
             Err(WhenError::Unreadable(_))
         ));
-        assert!(matches!(parse_time("h", NOW), Err(WhenError::Unreadable(_))));
+        assert!(matches!(
+            parse_time("h", NOW),
+            Err(WhenError::Unreadable(_))
+        ));
         assert!(matches!(parse_time("", NOW), Err(WhenError::Unreadable(_))));
     }
 
@@ -295,6 +307,7 @@ mod tests {
         assert_eq!(bytes(1_500_000), "1.5 MB");
         assert_eq!(bytes(12), "12 bytes");
         assert_eq!(duration(4000), "1 h 6 min");
-        assert!(local(NOW).starts_with("2027-01-15") || local(NOW).len() > 19);
+        // Within a day of UTC, whatever the zone.
+        assert!(local(NOW).starts_with("2027-01-1"), "{}", local(NOW));
     }
 }

@@ -27,5 +27,7 @@ mod ondemand;
 mod posix;
 #[path = "fuse_tests/programs.rs"]
 mod programs;
+#[path = "fuse_tests/see.rs"]
+mod see;
 #[path = "fuse_tests/sync.rs"]
 mod sync;

@@ -98,3 +98,17 @@ impl Vfs {
         out
     }
 }
+
+impl Vfs {
+    /// Tells the kernel that the entry at `path` changed: for changes a
+    /// command makes through the core rather than through the mount.
+    pub fn forget_entry(&self, path: &str) {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Ok(parent) = self.resolve(dir) {
+            self.invalidate(vec![super::Invalidation::Entry {
+                parent,
+                name: name.to_string(),
+            }]);
+        }
+    }
+}

@@ -325,7 +325,15 @@ impl Vfs {
         drop(st);
         self.invalidate(inval);
         report.files_restored += 1;
-        report.note(if existing.is_some() { "replace" } else { "create" }, dest, v.size);
+        report.note(
+            if existing.is_some() {
+                "replace"
+            } else {
+                "create"
+            },
+            dest,
+            v.size,
+        );
         Ok(())
     }
 
