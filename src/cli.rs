@@ -182,8 +182,25 @@ pub enum Cmd {
         #[arg(long)]
         off: bool,
     },
-    /// Change a setting: `cache-size SIZE` (e.g. 20G).
-    Set { setting: String, value: String },
+    /// The web app: status, activity, conflicts, files, history, nodes,
+    /// settings. Opens it in the browser when there is a desktop session.
+    #[command(after_help = "Examples:\n  latus ui\n  latus ui --print-url")]
+    Ui {
+        /// Only print the address (with its session token) and exit.
+        #[arg(long)]
+        print_url: bool,
+    },
+    /// Change a setting in config.json (the cache cap applies at once, the
+    /// rest at the next mount).
+    #[command(
+        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, conflict-policy newest|first, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
+    )]
+    Set {
+        /// The setting's name (see below).
+        setting: String,
+        /// Its new value.
+        value: String,
+    },
     /// What happened in the volume (every node's changes, with times),
     /// oldest first; --json prints this node's event journal.
     Log {
@@ -250,14 +267,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::LocalOnly { path, off } => {
             placement(&home, &path, if off { "auto" } else { "local-only" })
         }
-        Cmd::Set { setting, value } => match setting.as_str() {
-            "cache-size" => {
-                let b = crate::cache::parse_size(&value)
-                    .ok_or_else(|| anyhow::anyhow!("{value:?}: expected a size like 20G"))?;
-                set_cache_size(&home, b)
+        Cmd::Set { setting, value } => {
+            let changed = crate::settings::set(&home, &setting, &value)?;
+            match changed.cache_bytes {
+                Some(b) => set_cache_size(&home, b),
+                None => {
+                    let mounted = mountpoint_of(&home).is_some();
+                    println!(
+                        "{} = {}{}",
+                        changed.key,
+                        changed.value,
+                        if mounted {
+                            " (takes effect at the next mount)"
+                        } else {
+                            ""
+                        }
+                    );
+                    Ok(())
+                }
             }
-            other => bail!("unknown setting {other:?} (known: cache-size)"),
-        },
+        }
+        Cmd::Ui { print_url } => ui(&home, print_url),
         Cmd::Mount {
             mountpoint,
             foreground,
@@ -342,6 +372,39 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+fn ui(home: &Home, print_url: bool) -> Result<()> {
+    let v = match control::call(&home.socket_path(), &Request::UiUrl, CALL_TIMEOUT) {
+        Ok(v) => v,
+        Err(ControlError::NotRunning { .. }) => {
+            bail!(
+                "the web app is served by the daemon: mount the folder first (latus mount ~/Latus)"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = v["url"].as_str().context("the daemon gave no address")?;
+    let desktop =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if print_url || !desktop {
+        println!("{url}");
+        if !print_url {
+            eprintln!("(no desktop session: open this address in a browser on this computer)");
+        }
+        return Ok(());
+    }
+    match Command::new("xdg-open")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(_) => println!("opened the web app in your browser"),
+        Err(_) => println!("{url}\n(xdg-open is missing: open this address in a browser)"),
+    }
+    Ok(())
 }
 
 fn set_cache_size(home: &Home, bytes: u64) -> Result<()> {

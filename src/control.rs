@@ -79,6 +79,16 @@ pub enum Request {
     Activity {
         limit: usize,
     },
+    /// A folder's entries with their states (the web app's browser).
+    ListDir {
+        path: String,
+    },
+    /// Deleted files that can be restored.
+    Deleted {
+        limit: usize,
+    },
+    /// The web app's address with this session's token.
+    UiUrl,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -543,9 +543,11 @@ pub fn run_foreground(
             plain_folder: adoption,
         },
         rate: Default::default(),
+        web_url: std::sync::OnceLock::new(),
     });
     report::start_rate_sampler(&ctx);
     report::remember_mountpoint(home, mountpoint);
+    report::start_web(home, &ctx, &unmounter);
     {
         let unmounter = unmounter.clone();
         let ctx = ctx.clone();
@@ -611,6 +613,8 @@ struct StatusContext {
     recovery: Recovered,
     /// Upload rate, for the ETA.
     rate: Mutex<crate::status::RateMeter>,
+    /// The web app's address with its session token (`latus ui`).
+    web_url: std::sync::OnceLock<String>,
 }
 
 /// What mounting recovered: the node's own state, and the plain folder.
@@ -708,6 +712,10 @@ fn handle(
                 Err(e) => Response::err(e),
             }
         }
+        Request::UiUrl => match ctx.web_url.get() {
+            Some(url) => Response::ok(serde_json::json!({ "url": url })),
+            None => Response::err("the web app is not running (see daemon.log)"),
+        },
         Request::Unmount => match lock(unmounter).unmount() {
             Ok(()) => Response::ok("unmounting"),
             Err(e) => Response::err(format!("unmount failed: {e}")),
@@ -808,6 +816,13 @@ pub fn answer_history(
         }
         Request::Activity { limit } => crate::status::activity(vfs, &config.node_name, limit)
             .map(|a| serde_json::json!(a))
+            .map_err(|e| e.to_string()),
+        Request::ListDir { path } => vfs
+            .list_dir(&path)
+            .map(|v| serde_json::json!(v))
+            .map_err(|e| format!("{path}: {e}")),
+        Request::Deleted { limit } => crate::status::deleted(vfs, limit)
+            .map(|v| serde_json::json!(v))
             .map_err(|e| e.to_string()),
         _ => Err("not a history request".into()),
     })();

@@ -14,7 +14,7 @@ use crate::when;
 
 mod activity;
 
-pub use activity::{Activity, activity};
+pub use activity::{Activity, Deleted, activity, deleted};
 
 /// The node's sync state, in one word and one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -42,7 +42,7 @@ pub use apply::Invalidation;
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
-pub use overview::{NamedFile, Waiting};
+pub use overview::{FolderEntry, NamedFile, Waiting};
 pub use placement::{CacheStatus, DiskStatus, EvictReport, HydrateItem, PlacementInfo};
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};

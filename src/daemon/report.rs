@@ -80,3 +80,27 @@ pub(super) fn status(ctx: &StatusContext) -> serde_json::Value {
     v["summary"] = serde_json::to_value(summary).unwrap_or_default();
     v
 }
+
+/// Starts the web app with the control requests as its only way in (it
+/// cannot unmount, nor hand out its own address).
+pub(super) fn start_web(
+    home: &Home,
+    ctx: &Arc<StatusContext>,
+    unmounter: &Arc<crate::locks::Mutex<fuser::SessionUnmounter>>,
+) {
+    use crate::control::{Request, Response};
+    let handler: crate::web::Handler = {
+        let (ctx, unmounter) = (ctx.clone(), unmounter.clone());
+        Arc::new(move |req| match req {
+            Request::Unmount | Request::UiUrl => Response::err("not from the web app"),
+            req => super::handle(&ctx, &unmounter, req),
+        })
+    };
+    match crate::web::start(handler, home.clone()) {
+        Ok(w) => {
+            tracing::info!(address = %w.addr, "web app listening (open it with `latus ui`)");
+            let _ = ctx.web_url.set(w.url);
+        }
+        Err(e) => tracing::warn!(error = %e, "the web app could not start"),
+    }
+}

@@ -67,3 +67,51 @@ pub fn activity(vfs: &Vfs, node_name: &str, limit: usize) -> Result<Vec<Activity
     );
     Ok(out)
 }
+
+/// A path whose last change in the log is a delete, and that is not back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deleted {
+    pub path: String,
+    /// When it was deleted, and by which node.
+    pub time: i64,
+    pub node: String,
+    /// Its last version's size.
+    pub size: u64,
+}
+
+/// Deleted files that can be restored (newest deletions first).
+pub fn deleted(vfs: &Vfs, limit: usize) -> Result<Vec<Deleted>, MetaError> {
+    vfs.meta().commit_pending()?;
+    let log = vfs.meta().whole_log()?;
+    let mut last: std::collections::HashMap<&str, (&crate::meta::LogEntry, u64)> =
+        std::collections::HashMap::new();
+    for e in &log {
+        let ev = &e.event;
+        if ev.event_type.is_node_record() {
+            continue;
+        }
+        let size = if ev.event_type.carries_content() {
+            ev.size
+        } else {
+            last.get(ev.file_path.as_str()).map_or(0, |(_, s)| *s)
+        };
+        last.insert(ev.file_path.as_str(), (e, size));
+    }
+    let mut out: Vec<Deleted> = last
+        .into_iter()
+        .filter(|(p, (e, _))| e.event.event_type == EventType::Delete && vfs.resolve(p).is_err())
+        .map(|(p, (e, size))| Deleted {
+            path: p.to_string(),
+            time: if e.event.time != 0 {
+                e.event.time
+            } else {
+                e.event.mtime
+            },
+            node: crate::sync::names::display_node_name(&e.node_name),
+            size,
+        })
+        .collect();
+    out.sort_by(|a, b| b.time.cmp(&a.time).then(a.path.cmp(&b.path)));
+    out.truncate(limit);
+    Ok(out)
+}

@@ -112,3 +112,60 @@ impl Vfs {
         }
     }
 }
+
+/// One entry of a folder, for browsing (the web app's file list).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FolderEntry {
+    pub name: String,
+    pub path: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: i64,
+    /// `local` / `pending` / `cloud` / `local-only` (as `status PATH`).
+    pub state: String,
+    /// The placement rule in force here.
+    pub placement: String,
+    /// Where the rule is set (`None` for auto).
+    pub placement_from: Option<String>,
+}
+
+impl Vfs {
+    /// The entries of the folder at `path`, folders first, by name.
+    pub fn list_dir(&self, path: &str) -> super::Result<Vec<FolderEntry>> {
+        let dir = self.resolve(path)?;
+        let st = lock(&self.state);
+        let n = st.tree.get(dir).ok_or(super::VfsError::NotFound)?;
+        if !n.is_dir() {
+            return Err(super::VfsError::NotDir);
+        }
+        let base = path.trim_matches('/');
+        let mut out: Vec<FolderEntry> = n
+            .children
+            .iter()
+            .filter_map(|(name, &ino)| {
+                let c = st.tree.get(ino)?;
+                let info = self.placement_info(&st, ino);
+                Some(FolderEntry {
+                    name: name.clone(),
+                    path: if base.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{base}/{name}")
+                    },
+                    kind: c.row.kind,
+                    size: c.size(),
+                    mtime: c.row.mtime,
+                    state: self.state_of(&st, ino).to_string(),
+                    placement: info.rule.to_string(),
+                    placement_from: info.from,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.kind == Kind::Dir)
+                .cmp(&(a.kind == Kind::Dir))
+                .then(a.name.cmp(&b.name))
+        });
+        Ok(out)
+    }
+}
