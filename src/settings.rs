@@ -69,7 +69,7 @@ pub fn current(cfg: &Config) -> Vec<(&'static str, String)> {
         ),
         (
             "hydration-default",
-            serde_json::to_value(&cfg.hydration.default)
+            serde_json::to_value(cfg.hydration.default)
                 .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
                 .unwrap_or_default(),
         ),

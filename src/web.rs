@@ -157,7 +157,7 @@ async fn guard(State(app): St, req: axum::extract::Request, next: Next) -> Respo
     };
     let hs = resp.headers_mut();
     hs.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    hs.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    hs.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     hs.insert(
         "content-security-policy",
         HeaderValue::from_static(

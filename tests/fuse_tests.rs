@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "fuse_tests/adversity.rs"]
 mod adversity;
+#[path = "fuse_tests/browser.rs"]
+mod browser;
 #[path = "fuse_tests/cli.rs"]
 mod cli;
 #[path = "fuse_tests/cloud.rs"]
@@ -31,3 +33,5 @@ mod programs;
 mod see;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
+#[path = "fuse_tests/webdriver.rs"]
+mod webdriver;

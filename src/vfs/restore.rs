@@ -409,6 +409,11 @@ impl Vfs {
         } else {
             self.unlink(dir, OsStr::new(name))?;
         }
+        // Not through the mount: the kernel's cached entry goes too.
+        self.invalidate(vec![super::Invalidation::Entry {
+            parent: dir,
+            name: name.to_string(),
+        }]);
         report.removed += 1;
         Ok(())
     }
