@@ -89,7 +89,7 @@ pub fn summary(v: &Value, now_ns: i64) -> Summary {
         return Summary {
             state: "offline",
             line: format!(
-                "offline since {} ({}): the cloud does not answer: {why}{tail}; retrying",
+                "offline: the cloud stopped answering at {} ({}): {why}{tail}; retrying",
                 when::local(since_ns),
                 when::ago(since_ns, now_ns)
             ),
