@@ -703,9 +703,46 @@ fn init_node(
     name: Option<String>,
     key_file: Option<&Path>,
 ) -> Result<()> {
+    // A `dir:` cloud is stored absolute: a mount from another folder must
+    // find the same one.
+    let cloud = match cloud {
+        Some(url) if url.starts_with("dir:") && !Path::new(&url[4..]).is_absolute() => {
+            Some(format!("dir:{}", absolute(Path::new(&url[4..]))?.display()))
+        }
+        other => other,
+    };
     if let Some(url) = &cloud {
         crate::cloud::CloudUrl::parse(url)?;
     }
+    if let Some(k) = key_file
+        && let Err(e) = std::fs::File::open(k)
+    {
+        bail!(
+            "the key file {} cannot be read ({e}); export it on a node of the volume with `latus key export FILE` and copy it here",
+            k.display()
+        );
+    }
+    if home.is_initialised() {
+        bail!(
+            "{} is already initialised as a node ({}); to join another volume instead, unmount it, move that folder away and run init again (or give another home: --home DIR)",
+            home.root().display(),
+            home.load_config()
+                .map(|c| format!("{}, cloud {}", c.node_name, c.cloud))
+                .unwrap_or_default()
+        );
+    }
+    // Two nodes on one machine would both be called after the host: a
+    // node whose home is not the default one is named after it too.
+    let name = name.or_else(|| {
+        let default = Home::default_root();
+        (home.root() != default.as_path())
+            .then(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                let dir = home.root().file_name()?.to_str()?.to_string();
+                Some(format!("{}-{dir}", host.trim()))
+            })
+            .flatten()
+    });
     // A key file joins a volume that exists: never a new volume under the
     // same key (a missing or mistyped cloud would make one).
     let joining = key_file.is_some();
@@ -835,6 +872,11 @@ fn mount(
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
         init_node(home, None, None, None)?;
+        println!(
+            "this is a new volume. To join an existing one instead: latus unmount {m}, move {h} away, then latus init --cloud URL --key-file KEY and mount again",
+            m = mountpoint.display(),
+            h = home.root().display()
+        );
     }
     if let Ok(v) = control::call(
         &home.socket_path(),
@@ -908,6 +950,9 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
         ) {
             println!("mounted {} (daemon pid {})", mountpoint.display(), v["pid"]);
             print_recovery(&v["recovered"]);
+            if !offline {
+                warn_if_unreachable(home);
+            }
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -918,6 +963,29 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits briefly for the daemon's first contact with the cloud, and says
+/// so when it does not answer (the folder works; changes wait).
+fn warn_if_unreachable(home: &Home) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok(v) = control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT) else {
+            return;
+        };
+        match v["queue"]["cloud_reachable"].as_bool() {
+            Some(true) => return,
+            Some(false) => {
+                eprintln!(
+                    "warning: the cloud {} does not answer ({}); the folder works and changes wait until it does (`latus status` says when)",
+                    v["cloud"].as_str().unwrap_or("?"),
+                    v["queue"]["last_error"].as_str().unwrap_or("no answer")
+                );
+                return;
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -1227,6 +1295,11 @@ fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
         let cwd = std::env::current_dir().ok();
         match (mountpoint, cwd) {
             (Some(m), Some(c)) if c.starts_with(m) => Some(c.join(p)),
+            // From outside: a path that leads into the folder (`latus
+            // free Latus/photos` from the home folder) is taken as such.
+            (Some(m), Some(c)) => std::path::absolute(c.join(p))
+                .ok()
+                .filter(|a| a.starts_with(m)),
             _ => None,
         }
     };

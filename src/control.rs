@@ -128,6 +128,10 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
     #[error("bad control message: {0}")]
     Protocol(#[from] serde_json::Error),
+    #[error(
+        "the daemon stopped before it answered (unmounted, or it crashed: see daemon.log in the home)"
+    )]
+    Stopped,
     #[error("{0}")]
     Daemon(String),
 }
@@ -150,6 +154,9 @@ pub fn call(
     let mut reader = BufReader::new(s);
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
+    if answer.trim().is_empty() {
+        return Err(ControlError::Stopped);
+    }
     let resp: Response = serde_json::from_str(&answer)?;
     if resp.ok {
         Ok(resp.data)

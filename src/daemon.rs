@@ -718,6 +718,11 @@ fn handle(
         },
         Request::Unmount => match lock(unmounter).unmount() {
             Ok(()) => Response::ok("unmounting"),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Response::err(format!(
+                "{} is busy: a program has a file open there or works inside it (a shell's current folder counts); close it and try again (`fuser -vm {}` lists them)",
+                ctx.mountpoint.display(),
+                ctx.mountpoint.display()
+            )),
             Err(e) => Response::err(format!("unmount failed: {e}")),
         },
         other => answer_history(&ctx.vfs, ctx.uploader.as_deref(), &ctx.config, other),

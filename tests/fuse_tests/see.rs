@@ -140,3 +140,30 @@ fn pending_counters_agree_with_the_path_state() {
     assert!(path.contains("big.bin: waiting to upload"), "{path}");
     assert!(path.contains("by this node"), "{path}");
 }
+
+/// `getfattr -d -m -` (listxattr) shows latus's attributes, and a file
+/// freed to the cloud takes no blocks, so `du` tells local from cloud.
+#[test]
+fn attributes_and_blocks_tell_what_is_here() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mounted::new();
+    let data = pattern(3, 2 << 20);
+    fs::write(m.p("f.bin"), &data).unwrap();
+    sync_wait(&m);
+    let mut buf = vec![0u8; 4096];
+    let p = cpath(&m.p("f.bin"));
+    // SAFETY: buf is a live buffer of its length; p is NUL-terminated.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 0, "listxattr: {}", std::io::Error::last_os_error());
+    let names = String::from_utf8_lossy(&buf[..n as usize]).to_string();
+    assert!(names.contains("user.latus.state\0"), "{names:?}");
+    assert!(names.contains("user.latus.placement\0"), "{names:?}");
+    assert!(fs::metadata(m.p("f.bin")).unwrap().blocks() * 512 >= data.len() as u64);
+    // Freed: listed with its size, no blocks on this disk (the kernel's
+    // cached attributes are dropped).
+    m.latus(&["free", m.p("f.bin").to_str().unwrap()])
+        .expect_ok();
+    let md = fs::metadata(m.p("f.bin")).unwrap();
+    assert_eq!(md.len(), data.len() as u64);
+    assert_eq!(md.blocks(), 0, "a cloud-only file reports blocks");
+}
