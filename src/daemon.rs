@@ -546,6 +546,7 @@ pub fn run_foreground(
         web_url: std::sync::OnceLock::new(),
     });
     report::start_rate_sampler(&ctx);
+    report::start_notices(&ctx);
     report::remember_mountpoint(home, mountpoint);
     report::start_web(home, &ctx, &unmounter);
     {

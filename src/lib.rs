@@ -20,6 +20,7 @@ pub mod hydration;
 pub mod ignore;
 pub mod locks;
 pub mod meta;
+pub mod notify;
 pub mod platform;
 pub mod settings;
 pub mod status;

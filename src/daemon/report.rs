@@ -104,3 +104,46 @@ pub(super) fn start_web(
         Err(e) => tracing::warn!(error = %e, "the web app could not start"),
     }
 }
+
+/// Watches for what needs the user (`notify`), every 2 s. Cheap: the
+/// uploader's counters and the cache; the tree is walked for conflict
+/// copies only when the conflict counter moved.
+pub(super) fn start_notices(ctx: &Arc<StatusContext>) {
+    let weak = Arc::downgrade(ctx);
+    let _ = std::thread::Builder::new()
+        .name("latus-notices".into())
+        .spawn(move || {
+            let mut before: Option<serde_json::Value> = None;
+            let mut seen_conflicts = 0;
+            let mut copies = serde_json::Value::Array(Vec::new());
+            while let Some(ctx) = weak.upgrade() {
+                let queue = ctx
+                    .uploader
+                    .as_ref()
+                    .map(|u| u.status())
+                    .unwrap_or_default();
+                if before.is_none() || queue.conflicts != seen_conflicts {
+                    seen_conflicts = queue.conflicts;
+                    copies = serde_json::to_value(crate::conflicts::list(
+                        &ctx.vfs,
+                        &ctx.config.node_name,
+                    ))
+                    .unwrap_or_default();
+                }
+                let now = serde_json::json!({
+                    "queue": queue,
+                    "cache": ctx.vfs.cache_status(),
+                    "conflict_copies": copies,
+                });
+                drop(ctx);
+                // What was there at mount is not news.
+                if let Some(b) = &before {
+                    for n in crate::notify::notices(b, &now) {
+                        crate::notify::show(&n);
+                    }
+                }
+                before = Some(now);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+}
