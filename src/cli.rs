@@ -41,23 +41,34 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Create this node: identity, key, database.
+    /// Create this node: identity, key, database; with --key-file, join
+    /// an existing volume (never makes a new one).
+    #[command(
+        after_help = "Examples:\n  latus init\n  latus init --cloud dir:/mnt/nas/latus --name desk\n  latus init --cloud dir:/mnt/nas/latus --key-file key.json --name laptop\n  latus --home ~/latus-b init --cloud \"aws://my-bucket?table=latus\" --key-file key.json"
+    )]
     Init {
         /// Cloud URL: dir:PATH (default: a folder in the home) or aws://BUCKET?table=TABLE.
         #[arg(long)]
         cloud: Option<String>,
-        /// Friendly node name (default: the host name).
+        /// Friendly node name, shown in conflict copies (default: the host
+        /// name; with a home that is not the default, host-HOMEDIR).
         #[arg(long)]
         name: Option<String>,
-        /// Join a volume with an exported key file.
+        /// Join the volume of this key file (from `latus key export` on a
+        /// node of the volume); needs --cloud.
         #[arg(long)]
         key_file: Option<PathBuf>,
         /// Cap of the local cache (e.g. 20G; default: a tenth of the disk).
         #[arg(long)]
         cache_size: Option<String>,
     },
-    /// Mount the latus folder (initialises the node on first use).
+    /// Mount the latus folder (initialises the node, with a new volume, on
+    /// first use).
+    #[command(
+        after_help = "Examples:\n  mkdir -p ~/Latus && latus mount ~/Latus\n  latus mount ~/Latus --offline"
+    )]
     Mount {
+        /// An existing folder; what it holds is adopted into the volume.
         mountpoint: PathBuf,
         /// Serve in this process instead of starting a background daemon.
         #[arg(long)]
@@ -72,7 +83,11 @@ pub enum Cmd {
         noexec: bool,
     },
     /// Flush, unmount and stop the daemon.
-    Unmount { mountpoint: PathBuf },
+    #[command(after_help = "Examples:\n  latus unmount ~/Latus")]
+    Unmount {
+        /// Where the folder is mounted.
+        mountpoint: PathBuf,
+    },
     /// Whether this node is in sync, and what waits or needs you; or one
     /// path's state.
     #[command(
@@ -102,6 +117,7 @@ pub enum Cmd {
         json: bool,
     },
     /// Publish everything committed and read the whole event log.
+    #[command(after_help = "Examples:\n  latus sync --wait\n  latus sync --wait --timeout 60")]
     Sync {
         /// Wait until done (non-zero exit with the reason if the cloud cannot be reached).
         #[arg(long)]
@@ -116,14 +132,21 @@ pub enum Cmd {
         command: KeyCmd,
     },
     /// Every version of a path in the volume's history.
+    #[command(after_help = "Examples:\n  latus versions ~/Latus/report.txt")]
     Versions {
+        /// A file in the latus folder (also one deleted since).
         path: PathBuf,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Bring back an old version (as a new change), also of a deleted file;
     /// with --at on a folder, the whole folder as it was then.
+    #[command(
+        after_help = "Examples:\n  latus restore ~/Latus/report.txt\n  latus restore ~/Latus/report.txt --version 1234 --to ~/Latus/report-old.txt\n  latus restore ~/Latus/photos --at 1h30m --dry-run\n  latus restore ~/Latus/photos --at \"2026-11-26 14:05\""
+    )]
     Restore {
+        /// A file or folder in the latus folder (also one deleted since).
         path: PathBuf,
         /// The version's mivui (see `latus versions`).
         #[arg(long, conflicts_with = "at")]
@@ -138,6 +161,7 @@ pub enum Cmd {
         /// Change nothing: list what the restore would change.
         #[arg(long)]
         dry_run: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +171,7 @@ pub enum Cmd {
         /// Only say what would go.
         #[arg(long)]
         dry_run: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -154,31 +179,55 @@ pub enum Cmd {
     /// verify, every chunk a version in history needs is in the cloud
     /// (and, with --read-data, opens and holds what its name promises).
     /// Exits non-zero if anything is wrong.
+    #[command(after_help = "Examples:\n  latus check\n  latus check --read-data")]
     Check {
+        /// Also download every chunk and check it opens and hashes right.
         #[arg(long)]
         read_data: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Every node of the volume; `nodes remove ID` forgets one (its files stay).
+    #[command(
+        after_help = "Examples:\n  latus nodes\n  latus nodes remove 0b6f6e0e-2f3a-4c1d-9a47-3f0a2d6a1b2c"
+    )]
     Nodes {
         #[command(subcommand)]
         command: Option<NodesCmd>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Keep PATH offline: download everything below it now (with progress),
     /// and future changes eagerly.
-    Pin { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus pin ~/Latus/photos")]
+    Pin {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Back to automatic placement (the cache decides).
-    Unpin { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus unpin ~/Latus/photos")]
+    Unpin {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Online-only: evict the local copies below PATH that are safely in the
     /// cloud; they stay listed and download when opened.
-    Free { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus free ~/Latus/videos")]
+    Free {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Never leaves this node: no upload, no event (other nodes stop seeing
     /// it); --off publishes it again.
+    #[command(
+        after_help = "Examples:\n  latus local-only ~/Latus/scratch\n  latus local-only ~/Latus/scratch --off"
+    )]
     LocalOnly {
+        /// A folder or file in the latus folder.
         path: PathBuf,
+        /// Publish it again (back to automatic).
         #[arg(long)]
         off: bool,
     },
@@ -203,12 +252,16 @@ pub enum Cmd {
     },
     /// What happened in the volume (every node's changes, with times),
     /// oldest first; --json prints this node's event journal.
+    #[command(
+        after_help = "Examples:\n  latus log\n  latus log --last 20\n  latus log --json --since 100\n  latus log --volume --json\n  latus log head"
+    )]
     Log {
         /// `head`: the log's head hash as this node read it, to compare
         /// with another node's out of band (equal at the same number: the
         /// two saw the same log).
         #[arg(value_parser = ["head"])]
         what: Option<String>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
         /// With --json: the volume's records (every node) instead of this
@@ -227,14 +280,20 @@ pub enum Cmd {
 #[derive(Debug, Subcommand)]
 pub enum NodesCmd {
     /// Forget a node: it leaves the list; its files stay.
-    Remove { id: String },
+    Remove {
+        /// The node's id (see `latus nodes`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
     /// Write the key file (JSON: format version, key, fingerprint, created). Keep it safe:
     /// it opens every file of the volume.
-    Export { file: PathBuf },
+    Export {
+        /// Where to write it (never overwritten).
+        file: PathBuf,
+    },
     /// Print the key's fingerprint (compare it between nodes).
     Fingerprint,
 }
