@@ -184,23 +184,3 @@ fn status_after_kill9_says_the_daemon_stopped() {
     m.mount();
     assert_eq!(read(&m.p("kept.txt")), b"closed before the crash");
 }
-
-/// `unmount` of a folder a program works in says why it cannot, and
-/// works once the program is gone.
-#[test]
-fn unmount_of_a_busy_folder_says_why() {
-    let m = Mounted::new();
-    fs::create_dir(m.p("d")).unwrap();
-    let mut busy = std::process::Command::new("sleep")
-        .arg("60")
-        .current_dir(m.p("d"))
-        .spawn()
-        .unwrap();
-    let out = m.latus(&["unmount", m.mnt.to_str().unwrap()]);
-    let _ = busy.kill();
-    let _ = busy.wait();
-    assert!(!out.ok(), "unmounted under a program: {out}");
-    assert!(out.stderr.contains("is busy"), "{out}");
-    assert!(out.stderr.contains("close it"), "{out}");
-    assert!(is_mounted(&m.mnt));
-}
