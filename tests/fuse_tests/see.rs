@@ -184,3 +184,44 @@ fn status_after_kill9_says_the_daemon_stopped() {
     m.mount();
     assert_eq!(read(&m.p("kept.txt")), b"closed before the crash");
 }
+
+/// `restore --at` checks its time, takes compound ages, and `--dry-run`
+/// lists the changes without making them.
+#[test]
+fn restore_at_checks_times_and_previews() {
+    let m = Mounted::new();
+    fs::create_dir(m.p("d")).unwrap();
+    fs::write(m.p("d/a.txt"), b"first").unwrap();
+    sync_wait(&m);
+    let d = m.p("d");
+    let d = d.to_str().unwrap();
+    for (at, says) in [
+        ("2026-13-45T00:00:00", "month 13 is out of range"),
+        ("2026-02-30", "day 30 is out of range"),
+        ("2099-01-01", "is in the future"),
+        ("yesterday", "is not a time"),
+    ] {
+        let out = m.latus(&["restore", d, "--at", at]);
+        assert!(!out.ok() && out.stderr.contains(says), "{at}: {out}");
+    }
+    // A whole second after the first version, then a change.
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let t = secs() + 1;
+    while secs() <= t {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fs::write(m.p("d/b.txt"), b"later").unwrap();
+    sync_wait(&m);
+    let out = m
+        .latus(&["restore", d, "--at", &t.to_string(), "--dry-run"])
+        .expect_ok()
+        .stdout;
+    assert!(out.starts_with("would restore"), "{out}");
+    assert!(out.contains("remove   d/b.txt"), "{out}");
+    assert!(m.p("d/b.txt").exists(), "a dry run changed the folder");
+}
