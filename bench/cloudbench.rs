@@ -655,15 +655,23 @@ fn measure_backend(
     eprint!("{b}: raw exists ... ");
     let missing: Vec<String> = names.iter().map(|_| random_name()).collect();
     let exists = parallel(UPLOAD_WORKERS, missing.len(), |index, _| {
-        let found = store.exists(&missing[index]).map_err(|e| anyhow!("{e}"))?;
-        ensure!(!found, "object {} should not exist", missing[index]);
+        let found = store.size(&missing[index]).map_err(|e| anyhow!("{e}"))?;
+        ensure!(
+            found.is_none(),
+            "object {} should not exist",
+            missing[index]
+        );
         Ok(1)
     })?;
     eprint!("{:.0} ops/s; exists + PUT ... ", exists.per_second());
     // The uploader's requests for a chunk the store does not hold.
     let exists_put = parallel(UPLOAD_WORKERS, missing.len(), |index, buffer| {
-        let found = store.exists(&missing[index]).map_err(|e| anyhow!("{e}"))?;
-        ensure!(!found, "object {} should not exist", missing[index]);
+        let found = store.size(&missing[index]).map_err(|e| anyhow!("{e}"))?;
+        ensure!(
+            found.is_none(),
+            "object {} should not exist",
+            missing[index]
+        );
         buffer[..8].copy_from_slice(&(index as u64).to_le_bytes());
         let object = &buffer[..sizes[index]];
         store

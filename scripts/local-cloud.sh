@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# A local S3 + DynamoDB server (moto) on 127.0.0.1 for the tests.
+# Local cloud servers on 127.0.0.1 for the tests: S3 + DynamoDB (moto), and
+# dynalite (npm), a DynamoDB-compatible store without TransactWriteItems.
 #
-#   scripts/local-cloud.sh start DIR   installs moto when missing, starts it on a
-#                                      free port (log in DIR/moto.log, PID in
-#                                      DIR/pid), waits until it answers, and
-#                                      prints `export` lines to eval
-#   scripts/local-cloud.sh stop DIR    stops the server whose PID is in DIR/pid
+#   scripts/local-cloud.sh start DIR   installs moto and dynalite when missing,
+#                                      starts each on a free port (logs in
+#                                      DIR/moto.log and DIR/dynalite.log, PIDs in
+#                                      DIR/pid and DIR/dynalite.pid), waits until
+#                                      they answer, and prints `export` lines
+#                                      to eval
+#   scripts/local-cloud.sh stop DIR    stops the servers whose PIDs are there
 #
 # Progress goes to stderr so that stdout holds only the export lines.
 set -euo pipefail
@@ -17,10 +20,49 @@ die() { printf 'local-cloud: error: %s\n' "$*" >&2; exit 1; }
 
 usage() { die "usage: $0 start|stop DIR"; }
 
-# Whether PID is alive and is a moto server (so a recycled PID is never killed).
+# Whether PID is alive and runs NAME (moto, dynalite), so a recycled PID is
+# never killed.
 is_our_server() {
-    local pid=$1
-    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'moto'
+    local pid=$1 name=${2:-moto}
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name"
+}
+
+DYNALITE_VERSION=3.2.2
+
+# dynalite in DIR/dynalite (npm), with a launcher that listens on 127.0.0.1
+# only (dynalite's own command line listens on every address).
+ensure_dynalite() {
+    local dir=$1
+    if [ ! -d "$dir/dynalite/node_modules/dynalite" ]; then
+        command -v npm >/dev/null || die "npm is missing (Debian package npm)"
+        say "local-cloud: installing dynalite@$DYNALITE_VERSION with npm"
+        mkdir -p "$dir/dynalite"
+        npm install --silent --no-audit --no-fund --prefix "$dir/dynalite" \
+            "dynalite@$DYNALITE_VERSION" >&2 || die "npm could not install dynalite"
+    fi
+    cat >"$dir/dynalite/dynalite-server.js" <<'JS'
+// Usage: node dynalite-server.js PORT
+const dynalite = require('dynalite');
+const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+server.listen(Number(process.argv[2]), '127.0.0.1', () => console.log('listening'));
+JS
+}
+
+stop_pid_file() {
+    local file=$1 name=$2 pid
+    [ -f "$file" ] || return 0
+    pid=$(cat "$file")
+    if is_our_server "$pid" "$name"; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            is_our_server "$pid" "$name" || break
+            sleep 0.1
+        done
+        if is_our_server "$pid" "$name"; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$file"
 }
 
 ensure_moto() {
@@ -43,20 +85,34 @@ answers() {
 }
 
 stop() {
-    local dir=$1 pid
-    [ -f "$dir/pid" ] || return 0
-    pid=$(cat "$dir/pid")
-    if is_our_server "$pid"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            is_our_server "$pid" || break
-            sleep 0.1
-        done
-        if is_our_server "$pid"; then
-            kill -9 "$pid" 2>/dev/null || true
+    local dir=$1
+    stop_pid_file "$dir/pid" moto
+    stop_pid_file "$dir/dynalite.pid" dynalite
+}
+
+# Starts dynalite; prints its port.
+start_dynalite() {
+    local dir=$1 port pid t0
+    ensure_dynalite "$dir"
+    port=$(free_port)
+    t0=$SECONDS
+    setsid node "$dir/dynalite/dynalite-server.js" "$port" >"$dir/dynalite.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/dynalite.pid"
+    until answers "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$dir/dynalite.pid"
+            die "dynalite exited at start; last lines of $dir/dynalite.log:
+$(tail -n 20 "$dir/dynalite.log")"
         fi
-    fi
-    rm -f "$dir/pid"
+        if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
+            stop "$dir"
+            die "dynalite did not answer on 127.0.0.1:$port within ${START_TIMEOUT} s"
+        fi
+        sleep 0.2
+    done
+    say "local-cloud: dynalite (pid $pid) answers on 127.0.0.1:$port after $((SECONDS - t0)) s"
+    echo "$port"
 }
 
 start() {
@@ -87,6 +143,7 @@ $(tail -n 20 "$dir/moto.log")"
         sleep 0.2
     done
     say "local-cloud: moto (pid $pid) answers on 127.0.0.1:$port after $((SECONDS - t0)) s"
+    dynalite_port=$(start_dynalite "$dir")
     cat <<EOF
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port
 export AWS_ACCESS_KEY_ID=test
@@ -94,6 +151,8 @@ export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 export LATUS_LOCAL_CLOUD_PID=$pid
+export LATUS_TEST_DYNALITE_URL=http://127.0.0.1:$dynalite_port
+export LATUS_LOCAL_DYNALITE_PID=$(cat "$dir/dynalite.pid")
 EOF
 }
 

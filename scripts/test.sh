@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need when it is missing,
 # starts the local servers they use, then runs the gate (fmt, clippy, benches
-# compile, tests). Extra arguments go to `cargo test`.
+# compile, tests, the Debian package's test). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,7 @@ ensure_command rsync rsync
 # The web app's browser tests (tests/fuse_tests/browser.rs).
 ensure_command chromium chromium
 ensure_command chromedriver chromium-driver
+ensure_command npm npm
 
 [ -c /dev/fuse ] || die "/dev/fuse is missing: load the module (modprobe fuse), or run the container with --device /dev/fuse --cap-add SYS_ADMIN"
 
@@ -64,10 +65,10 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-step "local S3 + DynamoDB server (moto, for the aws backend's tests)"
-cloud_env=$(scripts/local-cloud.sh start target/local-cloud) || die "the local cloud server did not start"
+step "local S3 + DynamoDB servers (moto, and dynalite: for the aws backend's tests)"
+cloud_env=$(scripts/local-cloud.sh start target/local-cloud) || die "the local cloud servers did not start"
 eval "$cloud_env"
-server_pids+=("$LATUS_LOCAL_CLOUD_PID")
+server_pids+=("$LATUS_LOCAL_CLOUD_PID" "$LATUS_LOCAL_DYNALITE_PID")
 
 step "mount helper scripts"
 scripts/test-mount-helpers.sh
@@ -83,3 +84,6 @@ cargo build --benches
 
 step "cargo test $*"
 cargo test "$@"
+
+step "Debian package: build from the debug binary, install, mount, remove"
+scripts/test-package.sh target/debug/latus

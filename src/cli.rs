@@ -29,6 +29,7 @@ const LOG_PAGE: usize = 10_000;
 #[command(
     name = "latus",
     version,
+    long_version = crate::formats::long_version(),
     about = "Your files, on every computer, encrypted before they leave it."
 )]
 pub struct Cli {
@@ -414,7 +415,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Nodes { command, json } => match command {
             Some(NodesCmd::Remove { id }) => {
                 let v = history_call(&home, Request::ForgetNode { id }, true)?;
-                println!("forgot node {} (its files stay)", v["forgotten"]);
+                println!(
+                    "removed node {}: its files stay, what it publishes from now on is refused, \
+                     and what is written from now on is sealed with a new key it does not have",
+                    v["forgotten"]
+                );
+                for n in v["not_given_new_key"].as_array().into_iter().flatten() {
+                    println!(
+                        "warning: node {n} could not be given the new key (it has not published \
+                         since upgrading); it must join again with a key file exported here"
+                    );
+                }
                 Ok(())
             }
             None => {
@@ -600,9 +611,10 @@ fn check(home: &Home, read_data: bool, json: bool) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "log: {} records, {} unreadable; {}",
+            "log: {} records, {} unreadable, {} refused; {}",
             report.records,
             report.unreadable_records,
+            report.refused_records,
             match (&report.log_breach, report.head_differs) {
                 (Some(b), _) => format!("BROKEN: {b}"),
                 (None, true) => "BROKEN: its head differs from what this node read".into(),
@@ -854,7 +866,10 @@ fn key(home: &Home, cmd: KeyCmd) -> Result<()> {
             println!("{}", crate::crypto::Keys::derive(&key).fingerprint());
         }
         KeyCmd::Export { file } => {
-            let kf = crate::crypto::KeyFile::new(&key, cfg.created);
+            let mut kf = crate::crypto::KeyFile::new(&key, cfg.created);
+            // Later key epochs too: a node joining with this file reads
+            // what was sealed after a removal.
+            kf.epochs = crate::sync::read_epochs(&home.epochs_path())?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -937,6 +952,7 @@ fn mount(
             h = home.root().display()
         );
     }
+    home.load_config()?; // a newer home is refused here, before the daemon starts
     if let Ok(v) = control::call(
         &home.socket_path(),
         &Request::Status,

@@ -92,6 +92,10 @@ pub type CloudResult<T> = Result<T, CloudError>;
 /// 4 MiB; a chunk list stored apart, for files of up to about 2.5 TiB, at
 /// most this). A larger body is refused before it is read.
 pub const MAX_OBJECT: u64 = 256 << 20;
+/// Lines about unusable records a cloud sends (see `log_budget`).
+pub(crate) static UNUSABLE_RECORDS: crate::log_budget::LogBudget =
+    crate::log_budget::LogBudget::new("unusable log records", 10);
+
 /// The largest log record latus reads (DynamoDB items are at most 400 KB).
 /// A larger or malformed record is returned with an empty payload, which
 /// no reader opens: it is skipped with a log line, never a halt.
@@ -116,7 +120,10 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, name: &str, data: &[u8]) -> CloudResult<()>;
     /// The whole object; `NotFound` if there is none.
     fn get(&self, name: &str) -> CloudResult<Vec<u8>>;
-    fn exists(&self, name: &str) -> CloudResult<bool>;
+    /// The stored length of the object, `None` if there is none: a
+    /// presence confirmed with its length (a provider that keeps a
+    /// truncated object under the name is not taken as having it).
+    fn size(&self, name: &str) -> CloudResult<Option<u64>>;
     /// Removes the object; removing a missing object is not an error.
     fn delete(&self, name: &str) -> CloudResult<()>;
     /// Every object name (without the backend's prefix).

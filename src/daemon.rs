@@ -83,6 +83,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 pub struct OpenNode {
     pub config: Config,
     pub key: [u8; 32],
+    /// Signs this node's records.
+    pub signer: crate::crypto::NodeSigner,
+    /// The volume's later key epochs (`Home::epochs_path`).
+    pub epochs_file: std::path::PathBuf,
     pub store: Arc<ContentStore>,
     pub meta: Arc<Meta>,
     pub vfs: Arc<Vfs>,
@@ -92,8 +96,9 @@ pub struct OpenNode {
 }
 
 pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
-    let config = home.load_config()?;
+    let (config, _upgraded) = home.load_config_upgraded()?;
     let key = crate::home::load_key(home)?;
+    let signer = crate::home::node_signer(home)?;
     let store = Arc::new(ContentStore::open(home.objects_dir())?);
     let (meta, loaded) = Meta::open(&home.db_path(), &home.wal_path(), store.clone())?;
     let meta = Arc::new(meta);
@@ -116,6 +121,8 @@ pub fn open_node(home: &Home) -> Result<OpenNode, DaemonError> {
     Ok(OpenNode {
         config,
         key,
+        signer,
+        epochs_file: home.epochs_path(),
         store,
         meta,
         engine,
@@ -190,6 +197,7 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.config.cloud.clone(),
         node.key,
         volume,
+        Some(node.epochs_file.clone()),
     ));
     let fetcher = Fetcher::new(node.meta.clone(), node.store.clone(), handle.clone());
     let vfs = Arc::downgrade(&node.vfs);
@@ -205,6 +213,7 @@ pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader 
         node.meta.clone(),
         node.store.clone(),
         node.config.clone(),
+        node.signer.clone(),
         handle,
     )
 }
@@ -423,6 +432,11 @@ pub fn run_foreground(
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
+    // Before any thread starts (threads inherit the mask): a stop signal
+    // that reaches a thread not blocking it kills the process unflushed
+    // and leaves a dead mount. One sent during startup waits for the
+    // signal thread, which then unmounts cleanly.
+    let signals = block_stop_signals();
     check_home_private(home)?;
     check_fuse_available()?;
     if check_mountpoint(mountpoint)? == MountpointState::Stale {
@@ -450,7 +464,6 @@ pub fn run_foreground(
     fs::write(home.pid_path(), format!("{}\n", std::process::id()))
         .map_err(io(home.pid_path().display().to_string()))?;
 
-    let signals = block_stop_signals();
     let stop = Arc::new(AtomicBool::new(false));
     let committer = {
         let meta = node.meta.clone();
@@ -772,7 +785,9 @@ pub fn answer_history(
             }
             let u = uploader.ok_or_else(needs_cloud)?;
             u.forget_node(id)
-                .map(|m| serde_json::json!({ "forgotten": id, "mivui": m }))
+                .map(|(m, left_out)| {
+                    serde_json::json!({ "forgotten": id, "mivui": m, "not_given_new_key": left_out })
+                })
                 .map_err(|e| e.to_string())
         }
         Request::Placement { path, rule } => {

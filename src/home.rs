@@ -4,11 +4,31 @@
 //! Layout (all paths relative to the home):
 //! - `config.json`  node id and name, cloud URL, ignore patterns
 //! - `node.key`     32 random bytes, mode 0600, never sent anywhere
+//! - `node.sign`    this node's signing key (hex), mode 0600, made at the
+//!   first start; never sent anywhere
+//! - `node.epochs`  the volume's later key epochs (after `nodes remove`),
+//!   mode 0600
 //! - `latus.redb`   metadata database (see `meta`)
 //! - `journal.wal`  write-ahead journal in front of the database
 //! - `store/objects/` local content, one file per version
 //! - `cloud/`       the embedded `dir:` cloud, unless `--cloud` names another
 //! - `daemon.pid`, `daemon.log`, `daemon.sock`, `daemon.lock` while mounted
+//! - `latus.redb.format-N.backup`, `journal.wal.format-N.backup`: the
+//!   database and journal as they were before the home was upgraded from
+//!   format N (kept; delete them by hand once the upgrade has proved itself)
+//!
+//! Home format (`config.json` `format_version`; the database records its
+//! own, `meta::DB_FORMAT`): a latus opens homes of its own format and older
+//! ones, upgrading an older home in place once, after a backup of its
+//! database (`upgrade`); it refuses a newer home and changes nothing.
+//!
+//! Version changes: 1 — first format; 2 — the database records its format
+//! (`state` row `db_format`), `config.json` names the latus that wrote the
+//! format (`written_by`), and a newer home is refused.
+
+mod upgrade;
+
+pub use upgrade::{Upgraded, backup_path};
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -47,6 +67,49 @@ pub enum HomeError {
     BadKey { path: PathBuf, reason: String },
     #[error("could not read random bytes from the OS: {0}")]
     Random(String),
+    #[error(
+        "{path} was written by a newer latus (home format {found}{}); this latus {} reads home formats up to {FORMAT}: {}",
+        written_by_clause(written_by), env!("CARGO_PKG_VERSION"), install_hint(written_by)
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        written_by: String,
+    },
+    #[error(
+        "upgrading {path} from home format {from} to {FORMAT} failed at {step}: {reason} (the home is left at format {from}; run the command again, or restore the backup beside the database)"
+    )]
+    Upgrade {
+        path: PathBuf,
+        from: u32,
+        step: &'static str,
+        reason: String,
+    },
+}
+
+/// The home format this latus writes.
+pub const FORMAT: u32 = 2;
+/// The oldest home format this latus opens (and upgrades).
+pub const OLDEST_FORMAT: u32 = 1;
+
+fn written_by_clause(written_by: &str) -> String {
+    if written_by.is_empty() {
+        String::new()
+    } else {
+        format!(", by {written_by}")
+    }
+}
+
+fn install_hint(written_by: &str) -> String {
+    match written_by.strip_prefix("latus ") {
+        Some(v) if !v.is_empty() => format!("install latus ≥ {v}"),
+        _ => "install a newer latus".to_string(),
+    }
+}
+
+/// What `written_by` says of this build.
+pub fn this_latus() -> String {
+    format!("latus {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
@@ -58,7 +121,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
+    /// The home format (see the module's notes).
     pub format_version: u32,
+    /// The latus that created this home or last upgraded its format
+    /// (`latus 0.2.0`); named when an older latus refuses the home.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub written_by: String,
     pub node_id: Uuid,
     pub node_name: String,
     /// `dir:PATH` (embedded default) or `aws://BUCKET?table=...`.
@@ -145,6 +213,13 @@ impl Home {
     pub fn key_path(&self) -> PathBuf {
         self.root.join("node.key")
     }
+    pub fn sign_key_path(&self) -> PathBuf {
+        self.root.join("node.sign")
+    }
+    /// The volume's later key epochs (`sync::VolumeHandle`).
+    pub fn epochs_path(&self) -> PathBuf {
+        self.root.join("node.epochs")
+    }
     pub fn db_path(&self) -> PathBuf {
         self.root.join("latus.redb")
     }
@@ -193,7 +268,16 @@ impl Home {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        serde_json::from_slice(&bytes).map_err(|source| HomeError::BadConfig { path, source })
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|source| HomeError::BadConfig { path, source })?;
+        if config.format_version > FORMAT {
+            return Err(HomeError::TooNew {
+                path: self.root.clone(),
+                found: config.format_version,
+                written_by: config.written_by,
+            });
+        }
+        Ok(config)
     }
 
     /// Creates the node: identity, key, folders. The database is created by
@@ -227,13 +311,32 @@ impl Home {
             None => random_key()?,
         };
         write_private(&self.key_path(), &key)?;
+        if let Some(path) = key_file {
+            let epochs = fs::read(path)
+                .ok()
+                .filter(|b| b.len() != KEY_LEN)
+                .map(|b| crate::crypto::KeyFile::parse_epochs(&b))
+                .transpose()
+                .map_err(|e| HomeError::BadKey {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+                .unwrap_or_default();
+            if !epochs.is_empty() {
+                write_private(
+                    &self.epochs_path(),
+                    &serde_json::to_vec_pretty(&epochs).expect("epochs serialise"),
+                )?;
+            }
+        }
 
         let cloud = cloud.unwrap_or_else(|| self.default_cloud());
         if let Some(dir) = cloud.strip_prefix("dir:") {
             fs::create_dir_all(dir).map_err(io_err(Path::new(dir)))?;
         }
         let config = Config {
-            format_version: 1,
+            format_version: FORMAT,
+            written_by: this_latus(),
             node_id: Uuid::new_v4(),
             node_name: name.unwrap_or_else(default_node_name),
             cloud,
@@ -292,6 +395,38 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, HomeError> {
 }
 
 /// The node's volume key.
+/// This node's signing key (`crypto::NodeSigner`), made on first use
+/// (homes from before signatures have none yet). Written whole and
+/// atomically: a node's key never changes once its records carry it.
+pub fn node_signer(home: &Home) -> Result<crate::crypto::NodeSigner, HomeError> {
+    use crate::crypto::NodeSigner;
+    let path = home.sign_key_path();
+    let bad = |reason: String| HomeError::BadKey {
+        path: path.clone(),
+        reason,
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => NodeSigner::from_text(&text).map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = NodeSigner::generate().map_err(|e| HomeError::Random(e.to_string()))?;
+            let tmp = home.root.join("node.sign.tmp");
+            write_private(&tmp, signer.to_text().as_bytes())?;
+            // Never replaces a key another process made meanwhile.
+            fs::hard_link(&tmp, &path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(HomeError::Io {
+                    path: path.clone(),
+                    source: e,
+                }),
+            })?;
+            let _ = fs::remove_file(&tmp);
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            NodeSigner::from_text(&text).map_err(|e| bad(e.to_string()))
+        }
+        Err(e) => Err(HomeError::Io { path, source: e }),
+    }
+}
+
 pub fn load_key(home: &Home) -> Result<[u8; KEY_LEN], HomeError> {
     let path = home.key_path();
     let bytes = fs::read(&path).map_err(io_err(&path))?;
@@ -335,6 +470,60 @@ mod tests {
             home.init(None, None, None),
             Err(HomeError::AlreadyInitialised { .. })
         ));
+    }
+
+    #[test]
+    fn a_newer_home_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let mut cfg = home.init(None, None, None).unwrap();
+        cfg.format_version = FORMAT + 1;
+        cfg.written_by = "latus 7.0.1".into();
+        home.save_config(&cfg).unwrap();
+        let before = fs::read(home.config_path()).unwrap();
+        let e = home.load_config_upgraded().unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, HomeError::TooNew { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "newer latus (home format {}, by latus 7.0.1)",
+                FORMAT + 1
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("install latus ≥ 7.0.1"), "{msg}");
+        assert_eq!(fs::read(home.config_path()).unwrap(), before);
+        // Without `written_by`, the hint is still an install.
+        cfg.written_by.clear();
+        home.save_config(&cfg).unwrap();
+        let msg = home.load_config().unwrap_err().to_string();
+        assert!(msg.contains("install a newer latus"), "{msg}");
+    }
+
+    #[test]
+    fn an_upgrade_run_again_keeps_the_first_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("h"));
+        let mut cfg = home.init(None, None, None).unwrap();
+        cfg.format_version = 1;
+        cfg.written_by.clear();
+        home.save_config(&cfg).unwrap();
+        // A journal, and the backup an interrupted upgrade already took.
+        fs::write(home.wal_path(), b"journal now").unwrap();
+        let backup = backup_path(&home.wal_path(), 1);
+        fs::write(&backup, b"journal before the first attempt").unwrap();
+        let (cfg, upgraded) = home.load_config_upgraded().unwrap();
+        let upgraded = upgraded.expect("upgraded");
+        assert_eq!((upgraded.from, upgraded.to), (1, FORMAT));
+        assert_eq!(upgraded.backups, vec![backup.clone()]);
+        assert_eq!(
+            fs::read(&backup).unwrap(),
+            b"journal before the first attempt"
+        );
+        assert_eq!(cfg.format_version, FORMAT);
+        assert_eq!(home.load_config().unwrap().written_by, this_latus());
+        // Once: a home at this format is not upgraded again.
+        assert!(home.load_config_upgraded().unwrap().1.is_none());
     }
 
     #[test]

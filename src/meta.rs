@@ -7,7 +7,8 @@
 //! - `events`: local event id (u64) → `Event`
 //! - `state`:  name (&str) → u64; `wal_applied` is the last journal sequence
 //!   whose effect is in the database; `published_through`, `log_seen` are
-//!   the uploader's and the log reader's cursors.
+//!   the uploader's and the log reader's cursors; `db_format` is the
+//!   database's format (`DB_FORMAT`).
 //! - `versions`: local object id (&str) → JSON `[ChunkRef]`, the chunks of
 //!   a published version, to fetch it back from the cloud.
 //! - `remote`: remote id (u64) → `RemoteRow`, the tree as the log says it is.
@@ -25,7 +26,12 @@
 //! change is durable in redb, so a power cut never leaves a row naming a
 //! removed object.
 //!
-//! Version changes: 1 — first format.
+//! Format: `DB_FORMAT`, in `state`. A new database is marked at its first
+//! open; an older one by the home's upgrade (`home::upgrade`), after a
+//! backup; a newer one is refused before anything is written to it.
+//!
+//! Version changes: 1 — first format; 2 — `state` row `db_format` (a
+//! database without it is format 1).
 
 mod record;
 mod wal;
@@ -62,6 +68,12 @@ pub const OWN_SEEN: &str = "own_seen";
 /// existed read the log again from the start).
 pub const REMOTE_FORMAT: &str = "remote_format";
 const WAL_APPLIED: &str = "wal_applied";
+const DB_FORMAT_KEY: &str = "db_format";
+
+/// The database format this latus writes (and the newest it reads).
+pub const DB_FORMAT: u32 = 2;
+/// The journal's frame format (`wal`).
+pub const JOURNAL_FORMAT: u32 = wal::FORMAT;
 
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Up to this many new content objects in a batch are synced one by one;
@@ -93,6 +105,10 @@ pub enum MetaError {
     Store(#[from] crate::store::StoreError),
     #[error("the metadata committer stopped after an error: {0}")]
     CommitterFailed(String),
+    #[error(
+        "database {path} was written by a newer latus (database format {found}); this latus reads database formats up to {DB_FORMAT}: install a newer latus"
+    )]
+    TooNew { path: String, found: u64 },
 }
 
 impl MetaError {
@@ -167,6 +183,64 @@ fn open_or_set_aside(path: &Path) -> Result<(Database, Option<Rebuilt>), redb::E
             journal_complete: false,
         }),
     ))
+}
+
+/// Refuses a database of a newer format; with `mark_new`, marks one
+/// without tables (just made) with `DB_FORMAT`.
+fn check_db_format(db: &Database, path: &str, mark_new: bool) -> Result<u64, MetaError> {
+    let e = db_err(path);
+    let rtx = db.begin_read().map_err(|x| e(x.into()))?;
+    let found = match rtx.open_table(STATE) {
+        Ok(t) => t
+            .get(DB_FORMAT_KEY)
+            .map_err(|x| e(x.into()))?
+            .map_or(0, |v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(x) => return Err(e(x.into())),
+    };
+    if found > u64::from(DB_FORMAT) {
+        return Err(MetaError::TooNew {
+            path: path.to_string(),
+            found,
+        });
+    }
+    let empty = rtx.list_tables().map_err(|x| e(x.into()))?.next().is_none();
+    drop(rtx);
+    if found == 0 && mark_new && empty {
+        write_db_format(db, path)?;
+        return Ok(u64::from(DB_FORMAT));
+    }
+    Ok(found)
+}
+
+fn write_db_format(db: &Database, path: &str) -> Result<(), MetaError> {
+    let e = db_err(path);
+    let mut tx = db.begin_write().map_err(|x| e(x.into()))?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(|x| e(x.into()))?;
+    tx.open_table(STATE)
+        .map_err(|x| e(x.into()))?
+        .insert(DB_FORMAT_KEY, u64::from(DB_FORMAT))
+        .map_err(|x| e(x.into()))?;
+    tx.commit().map_err(|x| e(x.into()))
+}
+
+/// Upgrades the database at `path` (closed: the caller holds the home's
+/// lock) to `DB_FORMAT`. Format 1 → 2 only adds the mark.
+pub fn mark_db_format(path: &Path) -> Result<(), MetaError> {
+    let shown = path.display().to_string();
+    let db = Database::create(path).map_err(|x| db_err(&shown)(x.into()))?;
+    if check_db_format(&db, &shown, false)? < u64::from(DB_FORMAT) {
+        write_db_format(&db, &shown)?;
+    }
+    Ok(())
+}
+
+/// The format recorded in the database at `path` (0: none, format 1).
+pub fn db_format(path: &Path) -> Result<u64, MetaError> {
+    let shown = path.display().to_string();
+    let db = Database::open(path).map_err(|x| db_err(&shown)(x.into()))?;
+    check_db_format(&db, &shown, false)
 }
 
 pub struct Loaded {
@@ -266,6 +340,7 @@ impl Meta {
         let path = db_path.display().to_string();
         let e = db_err(&path);
         let (database, rebuilt) = open_or_set_aside(db_path).map_err(&e)?;
+        check_db_format(&database, &path, true)?;
         let db = Db {
             path: db_path.to_path_buf(),
             inner: Mutex::new(Some(Arc::new(database))),
@@ -854,5 +929,61 @@ impl Tables<'_> {
         let v = serde_json::to_vec(&ev).expect("events serialise");
         self.events.insert(id, v.as_slice())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Result<Meta, MetaError> {
+        let store = Arc::new(ContentStore::open(dir.join("objects")).unwrap());
+        Meta::open(&dir.join("db"), &dir.join("wal"), store).map(|(m, _)| m)
+    }
+
+    fn set_mark(path: &Path, value: Option<u64>) {
+        let db = Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(STATE).unwrap();
+            match value {
+                Some(v) => t.insert(DB_FORMAT_KEY, v).map(drop).unwrap(),
+                None => t.remove(DB_FORMAT_KEY).map(drop).unwrap(),
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_database_is_marked_and_an_unmarked_one_is_format_1_until_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let db = dir.path().join("db");
+        assert_eq!(db_format(&db).unwrap(), u64::from(DB_FORMAT));
+        set_mark(&db, None);
+        drop(open(dir.path()).unwrap()); // format 1 still opens, unmarked
+        assert_eq!(db_format(&db).unwrap(), 0);
+        mark_db_format(&db).unwrap();
+        assert_eq!(db_format(&db).unwrap(), u64::from(DB_FORMAT));
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let db = dir.path().join("db");
+        set_mark(&db, Some(99));
+        let wal_before = std::fs::read(dir.path().join("wal")).unwrap();
+        let err = open(dir.path()).err().expect("a newer database opened");
+        assert!(matches!(err, MetaError::TooNew { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("newer latus (database format 99)"));
+        assert!(mark_db_format(&db).is_err());
+        // The mark is as the newer latus left it, the journal untouched
+        // (redb's own header may change on open: it is not latus data).
+        let reopened = Database::create(&db).unwrap();
+        let rtx = reopened.begin_read().unwrap();
+        let mark = rtx.open_table(STATE).unwrap().get(DB_FORMAT_KEY).unwrap();
+        assert_eq!(mark.map(|v| v.value()), Some(99));
+        assert!(std::fs::read(dir.path().join("wal")).unwrap() == wal_before);
     }
 }

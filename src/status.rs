@@ -21,7 +21,8 @@ pub use activity::{Activity, Deleted, activity, deleted};
 pub struct Summary {
     /// `in_sync`, `syncing`, `offline` (the cloud does not answer),
     /// `offline_mode` (mounted `--offline`), `stopped` (the log cannot be
-    /// trusted), `not_mounted`.
+    /// trusted), `damaged` (`latus check` found the cloud missing
+    /// content), `not_mounted`.
     pub state: &'static str,
     pub line: String,
 }
@@ -63,6 +64,14 @@ pub fn summary(v: &Value, now_ns: i64) -> Summary {
             state: "stopped",
             line: format!(
                 "sync STOPPED: the volume's log cannot be trusted ({b}); local files keep working and changes wait here"
+            ),
+        };
+    }
+    if let Some(d) = q["cloud_damage"].as_str() {
+        return Summary {
+            state: "damaged",
+            line: format!(
+                "the cloud is DAMAGED ({d}): what is there is not all safe; see `latus check`"
             ),
         };
     }
@@ -159,6 +168,9 @@ pub fn lines(v: &Value, nodes: Option<&Value>, now_ns: i64) -> Vec<String> {
         if list.len() > 10 {
             out.push(format!("  ... and {} more", list.len() - 10));
         }
+    }
+    if let Some(d) = v["queue"]["cloud_damage"].as_str() {
+        out.push(format!("cloud: DAMAGED: {d} (see `latus check`)"));
     }
     let refused = u(&v["queue"]["refused_events"]);
     if refused > 0 {

@@ -18,14 +18,14 @@ mod remote;
 mod uploader;
 mod volume;
 
-pub use chain::{Breach, Guard, Link, LogHead, log_head};
+pub use chain::{Admitted, Breach, Guard, Link, LogHead, Refusal, log_head};
 pub use check::{CheckError, CheckReport, check};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;
 pub use history::{NodeInfo, nodes};
 pub use names::{conflict_name, safe_path, utc_fields};
-pub use payload::{INLINE_CHUNKS, PublishedEvent};
+pub use payload::{FORMAT as EVENT_PAYLOAD_FORMAT, INLINE_CHUNKS, PublishedEvent};
 pub use remote::{REMOTE_ROOT, RemoteTree};
 pub use uploader::{HEARTBEAT, PruneReport, Uploader, UploaderStatus};
-pub use volume::{Volume, VolumeError, VolumeHandle};
+pub use volume::{FORMAT as VOLUME_FORMAT, Volume, VolumeError, VolumeHandle, read_epochs};

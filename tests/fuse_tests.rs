@@ -31,7 +31,11 @@ mod posix;
 mod programs;
 #[path = "fuse_tests/see.rs"]
 mod see;
+#[path = "fuse_tests/service.rs"]
+mod service;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
+#[path = "fuse_tests/upgrade.rs"]
+mod upgrade;
 #[path = "fuse_tests/webdriver.rs"]
 mod webdriver;

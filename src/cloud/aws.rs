@@ -26,6 +26,14 @@
 //! transaction also carries a ClientRequestToken, with which DynamoDB
 //! itself answers a resent transaction that landed with success.
 //!
+//! Stores that do not take TransactWriteItems (dynalite, ScyllaDB
+//! Alternator) refuse the first batch; from then on each record of a batch
+//! is written alone with the same conditional put, at the number after the
+//! one just written (asking for the highest only when that one is taken).
+//! The numbers stay dense; a batch cut short by a failure is partly in the
+//! log, which the uploader reads back before it appends again, as for any
+//! append whose answer was lost.
+//!
 //! Logs written by earlier versions have an item `mivui = 0`: a counter
 //! (attribute `next`, the last number it handed out) under which numbers
 //! could be skipped for good. It is only read now: new numbers go above
@@ -408,7 +416,7 @@ impl ObjectStore for AwsObjectStore {
         self.rt.block_on(retrying(|| self.get_once(name)))
     }
 
-    fn exists(&self, name: &str) -> CloudResult<bool> {
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
         let head = self.rt.block_on(retrying(|| async {
             self.s3
                 .head_object()
@@ -416,11 +424,17 @@ impl ObjectStore for AwsObjectStore {
                 .key(self.key(name))
                 .send()
                 .await
-                .map_err(|e| sdk_error(e, "exists", self.what(name)))
+                .map_err(|e| sdk_error(e, "size", self.what(name)))
         }));
         match head {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Ok(h) => Ok(Some(
+                h.content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        malformed("size", self.what(name), "an object of no stated length")
+                    })?,
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -454,6 +468,8 @@ pub struct AwsEventLog {
     query_page: Option<usize>,
     /// The legacy counter item's value (0 when there is none), once read.
     legacy_counter: OnceLock<u64>,
+    /// Whether the store takes TransactWriteItems (until it refuses one).
+    transactions: AtomicBool,
     /// Tests: the next this many writes take effect but lose their answer.
     #[cfg(test)]
     lose_replies: std::sync::atomic::AtomicU32,
@@ -498,6 +514,7 @@ impl AwsEventLog {
             volume: volume_id.to_string(),
             query_page: None,
             legacy_counter: OnceLock::new(),
+            transactions: AtomicBool::new(true),
             #[cfg(test)]
             lose_replies: Default::default(),
             #[cfg(test)]
@@ -756,6 +773,21 @@ impl AwsEventLog {
                         "an earlier attempt of this transaction is still in progress",
                     ))
                 }
+                _ if transactions_unsupported(e.code(), e.message()) => {
+                    if self.transactions.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            table = %self.table,
+                            "the DynamoDB-compatible store does not take TransactWriteItems: \
+                             appending records one at a time"
+                        );
+                    }
+                    Err(CloudError::new(
+                        CloudErrorKind::Rejected,
+                        "append",
+                        self.what(),
+                        "the store does not take TransactWriteItems",
+                    ))
+                }
                 _ => Err(sdk_error(e, "append", self.what())),
             },
         }
@@ -927,8 +959,34 @@ impl AwsEventLog {
         }
         let mut numbers = Vec::with_capacity(payloads.len());
         for run in runs(payloads) {
-            let first = self.append_run(originator, run).await?;
-            numbers.extend((first..).take(run.len()));
+            if run.len() > 1 && !self.transactions.load(Ordering::Relaxed) {
+                numbers.extend(self.append_singly(originator, run).await?);
+                continue;
+            }
+            match self.append_run(originator, run).await {
+                Ok(first) => numbers.extend((first..).take(run.len())),
+                // Refused as unsupported: nothing of the run was written.
+                Err(_) if run.len() > 1 && !self.transactions.load(Ordering::Relaxed) => {
+                    numbers.extend(self.append_singly(originator, run).await?);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(numbers)
+    }
+
+    /// Appends each record alone (for stores without transactions), at
+    /// the number after the one just written while it is free.
+    async fn append_singly(&self, originator: Uuid, payloads: &[&[u8]]) -> CloudResult<Vec<u64>> {
+        let mut numbers = Vec::with_capacity(payloads.len());
+        let mut next: Option<u64> = None;
+        for payload in payloads {
+            let mivui = match next {
+                Some(n) if self.claim(n, originator, &[payload]).await? => n,
+                _ => self.append_run(originator, &[payload]).await?,
+            };
+            numbers.push(mivui);
+            next = mivui.checked_add(1);
         }
         Ok(numbers)
     }
@@ -967,21 +1025,27 @@ impl AwsEventLog {
                 let record = match decode(item) {
                     Ok(r) if r.payload.len() <= super::MAX_RECORD => r,
                     Ok(r) => {
-                        tracing::error!(
-                            mivui = r.mivui,
-                            bytes = r.payload.len(),
-                            "a log record is larger than any latus record; skipped"
-                        );
+                        if super::UNUSABLE_RECORDS.allow() {
+                            tracing::error!(
+                                mivui = r.mivui,
+                                bytes = r.payload.len(),
+                                "a log record is larger than any latus record; skipped"
+                            );
+                        }
                         LogRecord::unusable(r.mivui)
                     }
                     Err(m) => match item_mivui(item) {
                         Some(mivui) => {
-                            tracing::error!(mivui, error = %m, "a malformed log record; skipped");
+                            if super::UNUSABLE_RECORDS.allow() {
+                                tracing::error!(mivui, error = %m, "a malformed log record; skipped");
+                            }
                             LogRecord::unusable(mivui)
                         }
                         // Cannot be placed in the log: not a record.
                         None => {
-                            tracing::error!(error = %m, "an item without a number in the log's table; ignored");
+                            if super::UNUSABLE_RECORDS.allow() {
+                                tracing::error!(error = %m, "an item without a number in the log's table; ignored");
+                            }
                             continue;
                         }
                     },
@@ -1217,6 +1281,21 @@ where
     CloudError::new(kind, op, what, message)
 }
 
+/// Whether an error answers TransactWriteItems as an operation the store
+/// does not have (dynalite: UnknownOperationException; others say so in a
+/// validation error).
+fn transactions_unsupported(code: Option<&str>, message: Option<&str>) -> bool {
+    let message = message.unwrap_or_default().to_ascii_lowercase();
+    match code {
+        Some("UnknownOperationException") => true,
+        Some("ValidationException") => {
+            message.contains("transactwriteitems")
+                && (message.contains("not supported") || message.contains("unsupported"))
+        }
+        _ => false,
+    }
+}
+
 /// Which kind of failure a service error is, from its code and HTTP status.
 fn classify(code: Option<&str>, status: u16) -> CloudErrorKind {
     const THROTTLED: &[&str] = &[
@@ -1344,6 +1423,97 @@ mod tests {
         assert!(again.is_empty(), "{again:?}");
     }
 
+    /// A store without TransactWriteItems (dynalite, which scripts/test.sh
+    /// starts beside moto): batches go one conditional put per record, the
+    /// numbers stay dense, and the log conforms.
+    #[test]
+    fn conforms_without_transactions() {
+        if !local_server() {
+            return;
+        }
+        let url = std::env::var("LATUS_TEST_DYNALITE_URL").expect(
+            "LATUS_TEST_DYNALITE_URL is not set: run the tests with scripts/test.sh, which starts dynalite",
+        );
+        let target = new_target();
+        let volume = Uuid::new_v4();
+        let open = || {
+            let mut log =
+                AwsEventLog::open_at(&target, volume, true, &mut Vec::new(), Some(&url)).unwrap();
+            log.query_page = Some(40);
+            log
+        };
+        let log = open();
+        let me = Uuid::new_v4();
+        let batch: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
+        assert_eq!(log.append_batch(me, &batch).unwrap(), [1, 2, 3, 4, 5]);
+        assert!(
+            !log.transactions.load(Ordering::Relaxed),
+            "dynalite took a transaction"
+        );
+        let read = log.read_after(0, 10).unwrap();
+        assert_eq!(
+            read.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            batch
+        );
+        let volume = Uuid::new_v4();
+        let target = AwsTarget {
+            table: target.table.clone(),
+            ..new_target()
+        };
+        conformance::event_log_without_transactions(&|| {
+            let mut log =
+                AwsEventLog::open_at(&target, volume, false, &mut Vec::new(), Some(&url)).unwrap();
+            log.query_page = Some(40);
+            Arc::new(log)
+        });
+    }
+
+    /// A server that says an object is larger than any latus object is
+    /// refused from its headers alone: the body is never read, so a
+    /// provider cannot fill the daemon's memory.
+    #[test]
+    fn an_oversized_body_is_refused_before_it_is_read() {
+        use std::io::{BufRead, BufReader, Write};
+        // The credentials scripts/test.sh sets (no server of its is used).
+        if !local_server() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            // Answers requests until the client hangs up; every answer
+            // claims a 1 TB body and sends none of it.
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n";
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let target = AwsTarget {
+            region: Some("us-east-1".into()),
+            ..new_target()
+        };
+        let store = AwsObjectStore::open_at(&target, false, &mut Vec::new(), Some(&url)).unwrap();
+        let started = Instant::now();
+        let e = store.get("ab").unwrap_err();
+        assert!(e.message.contains("larger than any latus object"), "{e}");
+        assert!(!e.is_retryable(), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(store);
+        server.join().unwrap();
+    }
+
     #[test]
     fn volumes_and_prefixes_are_apart() {
         if !local_server() {
@@ -1356,7 +1526,7 @@ mod tests {
         let prefixed = AwsObjectStore::open(&target, false, &mut created).unwrap();
         prefixed.put("ab", b"x").unwrap();
         assert_eq!(prefixed.list().unwrap(), ["ab"]);
-        assert!(plain.exists("vol/ab").unwrap() && !plain.exists("ab").unwrap());
+        assert!(plain.size("vol/ab").unwrap().is_some() && plain.size("ab").unwrap().is_none());
 
         let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
         AwsEventLog::open(&target, one, true, &mut created).unwrap();

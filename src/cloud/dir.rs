@@ -108,12 +108,14 @@ impl ObjectStore for DirObjectStore {
             .map_err(|e| self.error("get", name, e))
     }
 
-    fn exists(&self, name: &str) -> CloudResult<bool> {
-        check_name("exists", name)?;
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
+        check_name("size", name)?;
         match fs::symlink_metadata(self.path(name)) {
-            Ok(_) => Ok(true),
-            Err(e) => match self.error("exists", name, e) {
-                e if e.is_not_found() => Ok(false),
+            // Only a regular file is an object (`get` reads nothing else).
+            Ok(m) if m.file_type().is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) => match self.error("size", name, e) {
+                e if e.is_not_found() => Ok(None),
                 e => Err(e),
             },
         }
@@ -302,17 +304,21 @@ impl DirEventLog {
                 if e.kind() == io::ErrorKind::InvalidData
                     || e.raw_os_error() == Some(libc::ELOOP) =>
             {
-                tracing::error!(mivui, error = %e, "a log record of the cloud folder is unusable; skipped");
+                if super::UNUSABLE_RECORDS.allow() {
+                    tracing::error!(mivui, error = %e, "a log record of the cloud folder is unusable; skipped");
+                }
                 return Ok(Some(LogRecord::unusable(mivui)));
             }
             Err(e) => return Err(self.error("read", e)),
         };
         if bytes.len() < ORIGINATOR_LEN {
-            tracing::error!(
-                mivui,
-                bytes = bytes.len(),
-                "a log record of the cloud folder is truncated; skipped"
-            );
+            if super::UNUSABLE_RECORDS.allow() {
+                tracing::error!(
+                    mivui,
+                    bytes = bytes.len(),
+                    "a log record of the cloud folder is truncated; skipped"
+                );
+            }
             return Ok(Some(LogRecord::unusable(mivui)));
         }
         let (originator, payload) = bytes.split_at(ORIGINATOR_LEN);
@@ -668,6 +674,27 @@ mod tests {
         assert!(store.list().unwrap().iter().all(|n| !n.starts_with("cd")));
     }
 
+    /// An object larger than any latus object is refused from its size,
+    /// not read (a sparse file costs the test nothing).
+    #[test]
+    fn an_oversized_object_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cloud = tmp.path().join("cloud");
+        let store = DirObjectStore::open(&cloud, true, &mut Vec::new()).unwrap();
+        let name = "ef".repeat(32);
+        store.put(&name, b"x").unwrap();
+        let path = cloud.join("objects").join("ef").join(&name);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MAX_OBJECT + 1)
+            .unwrap();
+        let e = store.get(&name).unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("bytes"), "{e}");
+    }
+
     #[test]
     fn an_unusable_record_is_skipped_not_a_halt() {
         let tmp = tempfile::tempdir().unwrap();
@@ -759,7 +786,7 @@ mod tests {
         fs::remove_dir_all(&path).unwrap();
         for e in [
             store.get("ab").unwrap_err(),
-            store.exists("ab").unwrap_err(),
+            store.size("ab").unwrap_err(),
             store.put("ab", b"x").unwrap_err(),
             log.read_after(0, 10).unwrap_err(),
             log.append(Uuid::new_v4(), b"x").unwrap_err(),

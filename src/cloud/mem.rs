@@ -37,8 +37,8 @@ impl ObjectStore for MemObjectStore {
             .ok_or_else(|| CloudError::new(CloudErrorKind::NotFound, "get", name, "no such object"))
     }
 
-    fn exists(&self, name: &str) -> CloudResult<bool> {
-        Ok(lock(&self.objects).contains_key(name))
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
+        Ok(lock(&self.objects).get(name).map(|o| o.len() as u64))
     }
 
     fn delete(&self, name: &str) -> CloudResult<()> {

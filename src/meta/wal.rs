@@ -6,6 +6,10 @@
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where payload is
 //! the JSON of a `WalEntry`. Replay stops at the first torn or corrupt frame
 //! (only a power cut can leave one, and nothing after it was fsynced).
+//!
+//! Version changes: 1 — first format (its version is `FORMAT`; the file
+//! has no header: a journal is read only by the latus that can read its
+//! home, see `home`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -36,6 +40,9 @@ pub struct WalContents {
 }
 
 const MAX_FRAME: usize = 64 << 20;
+
+/// The frame format's version.
+pub const FORMAT: u32 = 1;
 
 impl Wal {
     pub fn open(path: &Path) -> io::Result<Self> {

@@ -16,11 +16,22 @@
 //! - The cursor: a record at or below the last `mivui` read, or an append
 //!   that the log numbers at or below it, means the log was rolled back.
 //!
-//! A breach stops applying the log (the node keeps serving its files and
-//! queues its changes) and shows in `status` and the daemon log.
+//! - Signatures: a node's records are signed with its own key
+//!   (`crypto::NodeSigner`); the first key a node is seen with in the log
+//!   is its key. A record claiming a node but signed with another key, or
+//!   unsigned once the node signs, is refused (a holder of the volume key
+//!   forging as another node), and so is every record of a node after the
+//!   record that removed it (`latus nodes remove`). Refused records are
+//!   skipped (counted, logged), not a breach: a removed node cannot stop
+//!   the others.
 //!
-//! State (in the `text` table, journaled with the cursor): `head:<mivui>`
-//! and `seq:<node id>`.
+//! A breach stops applying the log (the node keeps serving its files and
+//! queues its changes) and shows in `status` and the daemon log. A node
+//! that reads its own removal stops publishing the same way.
+//!
+//! State (in the `text` table, journaled with the cursor): `head:<mivui>`,
+//! `seq:<node id>`, `sign:<node id>` (its public key) and
+//! `removed:<node id>` (the record that removed it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -73,6 +84,31 @@ pub enum Breach {
     },
     #[error("record {mivui} of node {node} claims to have read the log up to {seen}, past itself")]
     Impossible { mivui: u64, node: Uuid, seen: u64 },
+    #[error(
+        "this node was removed from the volume (record {mivui}): its changes are no longer accepted; to take part again, join as a new node (`latus init --key-file`)"
+    )]
+    Removed { mivui: u64 },
+}
+
+/// A record that is in the log but not taken: skipped by every node.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error(
+        "record {mivui} claims node {node} but is signed with another key (forged by a holder of the volume key)"
+    )]
+    Forged { mivui: u64, node: Uuid },
+    #[error("record {mivui} of node {node} is unsigned, but that node signs its records")]
+    Unsigned { mivui: u64, node: Uuid },
+    #[error("record {mivui} is from node {node}, which was removed from the volume")]
+    Removed { mivui: u64, node: Uuid },
+}
+
+/// What admitting a record gives: the state to journal with the cursor,
+/// and whether the record is refused (then it is not applied).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub state: Vec<Record>,
+    pub refused: Option<Refusal>,
 }
 
 /// What a payload says of its place in the log (format 3).
@@ -84,6 +120,23 @@ pub struct Link<'a> {
     /// there (hex).
     pub seen: u64,
     pub head: &'a str,
+    /// The public key the record is signed with (verified), if signed.
+    pub signer: Option<&'a str>,
+    /// The node's box key (hex), if the signed record carries one.
+    pub box_key: Option<&'a str>,
+    /// The node a `forget_node` record removes.
+    pub forgets: Option<Uuid>,
+}
+
+/// What the log says of a node's keys.
+#[derive(Debug, Clone, Default)]
+struct NodeAuth {
+    /// Its public key, from its first signed record.
+    key: Option<String>,
+    /// Its box key, from its latest signed record.
+    box_key: Option<String>,
+    /// Removed from the volume (at this record).
+    removed: Option<u64>,
 }
 
 pub struct Guard {
@@ -97,6 +150,9 @@ pub struct Guard {
     /// A walk of the whole log apart from the node's own reading (`latus
     /// check`): nothing is looked up in the database, every head is kept.
     standalone: bool,
+    auth: HashMap<Uuid, NodeAuth>,
+    /// This node, whose own removal stops it.
+    me: Option<Uuid>,
 }
 
 /// Where this node's reading of the log stands: its cursor and the head
@@ -125,8 +181,29 @@ fn seq_key(node: Uuid) -> String {
     format!("seq:{node}")
 }
 
+fn sign_key(node: Uuid) -> String {
+    format!("sign:{node}")
+}
+
+fn box_key_name(node: Uuid) -> String {
+    format!("box:{node}")
+}
+
+fn removed_key(node: Uuid) -> String {
+    format!("removed:{node}")
+}
+
 fn parse_head(s: &str) -> Option<[u8; 32]> {
     decode_hex(s)?.try_into().ok()
+}
+
+/// Node `node`'s box key as this node's reading of the log has it, unless
+/// it was removed (call `commit_pending` first).
+pub fn box_key(meta: &Meta, node: Uuid) -> Option<String> {
+    if meta.text(&removed_key(node)).ok().flatten().is_some() {
+        return None;
+    }
+    meta.text(&box_key_name(node)).ok().flatten()
 }
 
 impl Guard {
@@ -152,6 +229,8 @@ impl Guard {
             recent: BTreeMap::new(),
             seqs: HashMap::new(),
             standalone: false,
+            auth: HashMap::new(),
+            me: None,
         }
     }
 
@@ -171,7 +250,15 @@ impl Guard {
             recent: BTreeMap::new(),
             seqs: HashMap::new(),
             standalone: true,
+            auth: HashMap::new(),
+            me: None,
         }
+    }
+
+    /// The guard of node `me`: a record removing `me` is a breach.
+    pub fn for_node(mut self, me: Uuid) -> Self {
+        self.me = Some(me);
+        self
     }
 
     pub fn cursor(&self) -> u64 {
@@ -197,14 +284,18 @@ impl Guard {
         pseudonym: &Uuid,
         payload: &[u8],
         opened: Option<(Uuid, Link)>,
-    ) -> Result<Vec<Record>, Breach> {
+    ) -> Result<Admitted, Breach> {
         if mivui <= self.cursor {
             return Err(Breach::RolledBack {
                 mivui,
                 cursor: self.cursor,
             });
         }
-        // Every check first: a refused record changes nothing.
+        // Who signed it first: a refused record is not in its node's chain
+        // (a forger cannot make the real node's next record look replayed).
+        let refused = opened.and_then(|(node, link)| self.authenticate(meta, mivui, node, &link));
+        let opened = opened.filter(|_| refused.is_none());
+        // Every check first: a breaching record changes nothing.
         let mut advanced = None;
         if let Some((node, link)) = opened {
             let last = self.last_seq(meta, node);
@@ -253,6 +344,12 @@ impl Guard {
                 }
             }
         }
+        if let Some((_, link)) = opened
+            && let (Some(gone), Some(me)) = (link.forgets, self.me)
+            && gone == me
+        {
+            return Err(Breach::Removed { mivui });
+        }
         let mut out = Vec::new();
         if let Some((node, seq)) = advanced {
             self.seqs.insert(node, Some(seq));
@@ -260,6 +357,9 @@ impl Guard {
                 key: seq_key(node),
                 value: seq.to_string(),
             });
+        }
+        if let Some((node, link)) = opened {
+            out.extend(self.learn(meta, node, mivui, &link));
         }
         self.head = keys.log_head(&self.head, mivui, pseudonym.as_bytes(), payload);
         self.cursor = mivui;
@@ -271,7 +371,93 @@ impl Guard {
             key: head_key(mivui),
             value: hex(&self.head),
         });
-        Ok(out)
+        Ok(Admitted {
+            state: out,
+            refused,
+        })
+    }
+
+    /// Whether record `mivui` of `node` must be refused: signed with
+    /// another key than the node's, unsigned once the node signs, or from
+    /// a node removed before it.
+    fn authenticate(
+        &mut self,
+        meta: &Meta,
+        mivui: u64,
+        node: Uuid,
+        link: &Link,
+    ) -> Option<Refusal> {
+        let auth = self.auth_of(meta, node);
+        if auth.removed.is_some() {
+            return Some(Refusal::Removed { mivui, node });
+        }
+        match (link.signer, auth.key.as_deref()) {
+            (Some(signer), Some(known)) if signer != known => Some(Refusal::Forged { mivui, node }),
+            (None, Some(_)) => Some(Refusal::Unsigned { mivui, node }),
+            _ => None,
+        }
+    }
+
+    /// What an admitted record teaches: its node's key (first use), the
+    /// removal of a node.
+    fn learn(&mut self, meta: &Meta, node: Uuid, mivui: u64, link: &Link) -> Vec<Record> {
+        let mut out = Vec::new();
+        if let Some(signer) = link.signer {
+            let auth = self.auth.entry(node).or_default();
+            if auth.key.is_none() {
+                auth.key = Some(signer.to_string());
+                out.push(Record::SetText {
+                    key: sign_key(node),
+                    value: signer.to_string(),
+                });
+            }
+            if let Some(b) = link.box_key
+                && auth.box_key.as_deref() != Some(b)
+            {
+                auth.box_key = Some(b.to_string());
+                out.push(Record::SetText {
+                    key: box_key_name(node),
+                    value: b.to_string(),
+                });
+            }
+        }
+        if let Some(gone) = link.forgets {
+            self.auth_of(meta, gone);
+            let auth = self.auth.entry(gone).or_default();
+            if auth.removed.is_none() {
+                auth.removed = Some(mivui);
+                out.push(Record::SetText {
+                    key: removed_key(gone),
+                    value: mivui.to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Where a new epoch key can be wrapped for `node`: its box key, if it
+    /// was seen and it is not removed.
+    pub fn box_key_of(&mut self, meta: &Meta, node: Uuid) -> Option<String> {
+        let auth = self.auth_of(meta, node);
+        auth.removed
+            .is_none()
+            .then(|| auth.box_key.clone())
+            .flatten()
+    }
+
+    fn auth_of(&mut self, meta: &Meta, node: Uuid) -> &NodeAuth {
+        let standalone = self.standalone;
+        self.auth.entry(node).or_insert_with(|| {
+            if standalone {
+                return NodeAuth::default();
+            }
+            let text = |key: String| meta.text(&key).ok().flatten();
+            NodeAuth {
+                key: text(sign_key(node)),
+                box_key: text(box_key_name(node)),
+                removed: text(removed_key(node)).and_then(|v| v.parse().ok()),
+            }
+        })
     }
 
     /// An append of this node was numbered `mivui`: at or below the cursor

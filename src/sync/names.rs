@@ -81,6 +81,12 @@ pub fn conflict_name(name: &str, node: &str, time_ns: i64) -> String {
 }
 
 /// Calendar fields of a Unix time in UTC (civil-from-days).
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_text(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_fields(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
 pub fn utc_fields(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

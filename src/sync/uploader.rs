@@ -25,12 +25,14 @@ use super::chain::{Breach, Guard};
 use super::chunker::for_each_chunk;
 use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
-use super::payload::{INLINE_CHUNKS, PublishedEvent};
+use super::payload::{EpochGrant, INLINE_CHUNKS, PublishedEvent};
 use super::volume::{Volume, VolumeError, VolumeHandle};
 use crate::cloud::CloudError;
+use crate::crypto::{Keys, NodeSigner};
 use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, MutexGuard, lock};
+use crate::log_budget::LogBudget;
 use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
 use crate::store::ContentStore;
 use crate::vfs::{Vfs, VfsError};
@@ -130,6 +132,9 @@ pub struct UploaderStatus {
     /// Why the log cannot be trusted, if a check failed (`chain`): the
     /// node stops applying and publishing, and keeps serving its files.
     pub log_breach: Option<String>,
+    /// What the last `latus check` found missing or damaged in the cloud
+    /// (kept until a check finds none): content is then not safely there.
+    pub cloud_damage: Option<String>,
     pub cloud_reachable: Option<bool>,
     /// Since when (Unix seconds) the cloud has not answered, while it does
     /// not: with `last_error`, what `status` and `sync --wait` say.
@@ -144,6 +149,12 @@ pub struct UploaderStatus {
     #[serde(skip)]
     last_pass_failed: bool,
 }
+
+/// Where what `latus check` found wrong stays (empty: nothing).
+const CLOUD_DAMAGE: &str = "check:cloud_damage";
+
+/// Lines about records refused or not opening (a flood stays a few lines).
+static REFUSED_RECORDS: LogBudget = LogBudget::new("refused log records", 20);
 
 /// This node's last sequence number in the log (`chain`). Unknown from
 /// start, and after an append whose answer was lost, until a pass has read
@@ -174,6 +185,8 @@ struct Inner {
     meta: Arc<Meta>,
     store: Arc<ContentStore>,
     config: Config,
+    /// Signs this node's records (`home::node_signer`).
+    signer: NodeSigner,
     volume: Arc<VolumeHandle>,
     /// Chunk names known to be in the store (this run).
     known: Mutex<HashSet<String>>,
@@ -199,9 +212,10 @@ impl Uploader {
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
+        signer: NodeSigner,
         volume: Arc<VolumeHandle>,
     ) -> Self {
-        let uploader = Self::manual(vfs, engine, meta, store, config, volume);
+        let uploader = Self::manual(vfs, engine, meta, store, config, signer, volume);
         let runner = uploader.inner.clone();
         let thread = std::thread::Builder::new()
             .name("latus-uploader".into())
@@ -219,8 +233,14 @@ impl Uploader {
         meta: Arc<Meta>,
         store: Arc<ContentStore>,
         config: Config,
+        signer: NodeSigner,
         volume: Arc<VolumeHandle>,
     ) -> Self {
+        let cloud_damage = meta
+            .text(CLOUD_DAMAGE)
+            .ok()
+            .flatten()
+            .filter(|s| !s.is_empty());
         let inner = Arc::new(Inner {
             vfs: vfs.clone(),
             engine,
@@ -232,10 +252,14 @@ impl Uploader {
             meta,
             store,
             config,
+            signer,
             volume,
             known: Mutex::new(HashSet::new()),
             greeted: std::sync::atomic::AtomicI64::new(0),
-            status: Mutex::new(UploaderStatus::default()),
+            status: Mutex::new(UploaderStatus {
+                cloud_damage,
+                ..Default::default()
+            }),
             progress: Condvar::new(),
             bell: Mutex::new(Bell {
                 rung: true,
@@ -312,17 +336,56 @@ impl Uploader {
         }
     }
 
-    /// Appends a record that forgets node `id` (its files stay).
-    pub fn forget_node(&self, id: uuid::Uuid) -> Result<u64, UploadError> {
-        let volume = self.inner.volume()?;
-        let m = self.inner.append_node_record(
+    /// Removes node `id` (its files stay): one record that revokes it and
+    /// starts a new key epoch, whose key is wrapped for every other node
+    /// whose box key the log holds. Returns the record's number and the
+    /// nodes that could not be given the new key (they never published
+    /// since signatures: they need a new key file).
+    pub fn forget_node(&self, id: uuid::Uuid) -> Result<(u64, Vec<uuid::Uuid>), UploadError> {
+        let i = &self.inner;
+        let volume = i.volume()?;
+        i.meta.commit_pending()?;
+        let me = i.config.node_id;
+        let mut master = [0u8; crate::crypto::KEY_LEN];
+        getrandom::fill(&mut master).map_err(|e| UploadError::Local {
+            path: "a new key epoch".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut wraps = std::collections::BTreeMap::new();
+        let mut left_out = Vec::new();
+        for n in super::nodes(&i.meta.whole_log()?, me) {
+            if n.id == id {
+                continue;
+            }
+            let box_key = if n.id == me {
+                Some(i.signer.box_public_hex())
+            } else {
+                super::chain::box_key(&i.meta, n.id)
+            };
+            match box_key.map(|b| crate::crypto::wrap_epoch(&master, &b)) {
+                Some(Ok(wrapped)) => {
+                    wraps.insert(n.id, wrapped);
+                }
+                _ => left_out.push(n.id),
+            }
+        }
+        wraps.entry(me).or_insert(
+            crate::crypto::wrap_epoch(&master, &i.signer.box_public_hex()).map_err(|e| {
+                UploadError::Local {
+                    path: "a new key epoch".into(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?,
+        );
+        let m = i.append_node_record(
             &volume,
             EventType::ForgetNode,
             id.to_string(),
             Vec::new(),
+            Some(EpochGrant { wraps }),
         )?;
         self.wait_log_seen(m);
-        Ok(m)
+        Ok((m, left_out))
     }
 
     /// Waits (a little) until the log is read up to `mivui`, so a command
@@ -378,6 +441,7 @@ impl Uploader {
             EventType::Prune,
             String::new(),
             plan.versions.clone(),
+            None,
         )?;
         self.wait_log_seen(m);
         report.dry_run = false;
@@ -385,13 +449,31 @@ impl Uploader {
     }
 
     /// The volume against its log (`latus check`).
+    /// Checks the volume (`sync::check`); what it finds missing or
+    /// damaged stays in `status` (across restarts) until a check finds
+    /// the cloud whole again.
     pub fn check(&self, read_data: bool) -> Result<super::CheckReport, UploadError> {
         let volume = self.inner.volume()?;
         self.inner.meta.commit_pending()?;
-        super::check(&self.inner.meta, &volume, read_data).map_err(|e| match e {
+        let report = super::check(&self.inner.meta, &volume, read_data).map_err(|e| match e {
             super::CheckError::Cloud(e) => UploadError::Cloud(e),
             super::CheckError::Meta(e) => UploadError::Meta(e),
-        })
+        })?;
+        let damage = (report.chunks_missing + report.chunks_damaged > 0).then(|| {
+            format!(
+                "latus check at {} found {} chunks missing and {} damaged in the cloud: \
+                 the versions that need them are not safely there",
+                crate::sync::names::utc_text(crate::home::unix_now_secs()),
+                report.chunks_missing,
+                report.chunks_damaged
+            )
+        });
+        self.inner.meta.append(&[Record::SetText {
+            key: CLOUD_DAMAGE.into(),
+            value: damage.clone().unwrap_or_default(),
+        }])?;
+        lock(&self.inner.status).cloud_damage = damage;
+        Ok(report)
     }
 
     pub fn stop(&self) {
@@ -707,9 +789,19 @@ impl Inner {
             return Ok(());
         }
         let result = (|| {
-            if volume.cloud.objects.exists(name)? {
-                lock(&self.status).deduplicated_chunks += 1;
-                return Ok(());
+            // Taken as there only with the length it must have: a local
+            // copy may later be evicted on the strength of it.
+            match volume.cloud.objects.size(name)? {
+                Some(n) if Keys::is_sealed_chunk_len(data.len(), n) => {
+                    lock(&self.status).deduplicated_chunks += 1;
+                    return Ok(());
+                }
+                Some(n) => tracing::warn!(
+                    object = name,
+                    stored = n,
+                    "the cloud holds this chunk with a wrong length: uploading it again"
+                ),
+                None => {}
             }
             let sealed = volume.keys.seal_chunk(name, data);
             volume.cloud.objects.put(name, &sealed)?;
@@ -813,7 +905,7 @@ impl Inner {
                 let opened =
                     PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
                 let link = opened.as_ref().ok().map(PublishedEvent::link);
-                let state = match g.admit(
+                let admitted_rec = match g.admit(
                     &self.meta,
                     &volume.keys,
                     rec.mivui,
@@ -828,16 +920,30 @@ impl Inner {
                     }
                 };
                 admitted = rec.mivui;
+                let state = admitted_rec.state;
+                if let Some(refusal) = admitted_rec.refused {
+                    lock(&self.status).refused_events += 1;
+                    if REFUSED_RECORDS.allow() {
+                        tracing::error!("{refusal}; skipped");
+                    }
+                    skipped.extend(state);
+                    continue;
+                }
                 let p = match opened {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
-                            "a log record does not open (tampered, or sealed with another key); skipped");
+                        if REFUSED_RECORDS.allow() {
+                            tracing::error!(mivui = rec.mivui, node = %rec.originator, error = %e,
+                                "a log record does not open (tampered, or sealed with another key); skipped");
+                        }
                         lock(&self.status).refused_events += 1;
                         skipped.extend(state);
                         continue;
                     }
                 };
+                if let Some(grant) = &p.grant {
+                    self.take_epoch(grant, rec.mivui)?;
+                }
                 let originator = p.event.originator;
                 let chunks = match (&p.chunks, &p.chunk_list) {
                     (Some(c), _) => Some(c.clone()),
@@ -915,10 +1021,11 @@ impl Inner {
         let mut g = lock(&self.guard);
         if g.as_ref().is_none_or(|g| g.cursor() != seen) {
             self.meta.commit_pending()?;
-            *g = Some(match Guard::load(&self.meta, seen)? {
+            let loaded = match Guard::load(&self.meta, seen)? {
                 Some(loaded) => loaded,
                 None => self.rebuild_head(seen)?,
-            });
+            };
+            *g = Some(loaded.for_node(self.config.node_id));
         }
         Ok(g)
     }
@@ -990,7 +1097,8 @@ impl Inner {
             .into_iter()
             .map(|p| {
                 seq += 1;
-                p.linked(seq, cursor, head.clone()).seal(&volume.keys, &aad)
+                p.linked(seq, cursor, head.clone())
+                    .seal(&volume.keys, &aad, &self.signer)
             })
             .collect();
         own.seq = OwnSeq::Unknown;
@@ -1004,6 +1112,29 @@ impl Inner {
             return Err(self.breach(Breach::RolledBack { mivui: m, cursor }));
         }
         Ok(mivuis)
+    }
+
+    /// A new key epoch (numbered by its record): its key, if wrapped for
+    /// this node, is kept (durably, before the cursor passes the record)
+    /// and seals everything from now on.
+    fn take_epoch(&self, grant: &EpochGrant, mivui: u64) -> Result<(), UploadError> {
+        let me = self.config.node_id;
+        let Some(wrapped) = grant.wraps.get(&me) else {
+            tracing::error!(
+                epoch = mivui,
+                "the volume has a new key this node was not given (it has not published since \
+                 signatures came); records sealed with it will not open here: join again with \
+                 a key file exported by another node"
+            );
+            return Ok(());
+        };
+        match self.signer.unwrap_epoch(wrapped) {
+            Ok(master) => Ok(self.volume.add_epoch(mivui, &master)?),
+            Err(e) => {
+                tracing::error!(epoch = mivui, error = %e, "the new key wrapped for this node does not open; records sealed with it will not open here");
+                Ok(())
+            }
+        }
     }
 
     /// This node's own record read back: marks it published if the journal
@@ -1046,7 +1177,7 @@ impl Inner {
 
     /// Announces this node (name, time) in the log, once per run.
     fn say_hello(&self, volume: &Volume) -> Result<(), UploadError> {
-        self.append_node_record(volume, EventType::Node, String::new(), Vec::new())
+        self.append_node_record(volume, EventType::Node, String::new(), Vec::new(), None)
             .map(|_| ())
     }
 
@@ -1056,10 +1187,12 @@ impl Inner {
         ty: EventType,
         path: String,
         pruned: Vec<u64>,
+        grant: Option<EpochGrant>,
     ) -> Result<u64, UploadError> {
         let ev = Event::node_record(self.config.node_id, ty, path, self.vfs.now());
         let mut p = PublishedEvent::new(ev, &self.config.node_name, None);
         p.pruned = pruned;
+        p.grant = grant;
         // Another thread's command (prune, nodes remove) waits for the pass
         // that learns this node's place in the log.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1090,9 +1223,6 @@ impl Inner {
             .keys
             .open_chunk(name, &sealed)
             .map_err(|e| bad(e.to_string()))?;
-        if volume.keys.chunk_name(&plain) != name {
-            return Err(bad("does not hold what its name promises".into()));
-        }
         serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))
     }
 }

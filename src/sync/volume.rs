@@ -16,6 +16,8 @@ use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError, ObjectStore
 use crate::crypto::{self, KEY_LEN, Keys};
 
 const MARKER: &str = "volume";
+/// Version of the marker object.
+pub const FORMAT: u32 = 1;
 const CHECK_AAD: &[u8] = b"latus volume check";
 
 #[derive(Debug, Error)]
@@ -33,6 +35,11 @@ pub enum VolumeError {
     BadMarker(String),
     #[error("no volume at {0}: run `latus init --cloud URL` to create it")]
     Missing(String),
+    #[error("key epochs file {path}: {source}")]
+    Epochs {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,7 +118,7 @@ fn read_marker(
         Err(e) if e.is_not_found() && create => {
             let id = Uuid::new_v4();
             let m = Marker {
-                format_version: 1,
+                format_version: FORMAT,
                 volume_id: id,
                 key_fingerprint: keys.fingerprint().to_string(),
                 check: crypto::hex(&keys.seal_event(CHECK_AAD, id.as_bytes())),
@@ -131,6 +138,12 @@ fn read_marker(
         Err(e) if e.is_not_found() => return Err(None),
         Err(e) => return Err(Some(e.into())),
     };
+    if marker.format_version > FORMAT {
+        return Err(Some(VolumeError::BadMarker(format!(
+            "written by a newer latus (volume format {}; this latus reads {FORMAT}): upgrade latus",
+            marker.format_version
+        ))));
+    }
     check_key(&marker, keys)?;
     Ok(marker)
 }
@@ -153,18 +166,44 @@ fn check_key(marker: &Marker, keys: &Keys) -> Result<(), VolumeError> {
 
 /// The node's volume, opened on first use: a node mounted while the cloud
 /// was down connects when it answers again.
+/// It also keeps the volume's later key epochs (in the home's
+/// `node.epochs`, JSON `[{epoch, key}]`, 0600): every volume it opens gets
+/// them.
 pub struct VolumeHandle {
     url: String,
     key: [u8; KEY_LEN],
     opened: crate::locks::Mutex<Option<Arc<Volume>>>,
+    epochs: crate::locks::Mutex<Vec<crypto::EpochKey>>,
+    epochs_file: Option<std::path::PathBuf>,
 }
 
 impl VolumeHandle {
-    pub fn new(url: String, key: [u8; KEY_LEN], opened: Option<Arc<Volume>>) -> Self {
+    /// `epochs_file`: where the key epochs are kept (`None`: in memory).
+    pub fn new(
+        url: String,
+        key: [u8; KEY_LEN],
+        opened: Option<Arc<Volume>>,
+        epochs_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        let epochs = epochs_file
+            .as_deref()
+            .map(|p| match read_epochs(p) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "the volume's key epochs are unreadable: records sealed with them will not open");
+                    Vec::new()
+                }
+            })
+            .unwrap_or_default();
+        if let Some(v) = &opened {
+            apply_epochs(&v.keys, &epochs);
+        }
         Self {
             url,
             key,
             opened: crate::locks::Mutex::new(opened),
+            epochs: crate::locks::Mutex::new(epochs),
+            epochs_file,
         }
     }
 
@@ -175,7 +214,80 @@ impl VolumeHandle {
             return Ok(v.clone());
         }
         let (opened, _) = Volume::open(&self.url, &self.key, false)?;
+        apply_epochs(&opened.keys, &crate::locks::lock(&self.epochs));
         let mut v = crate::locks::lock(&self.opened);
         Ok(v.get_or_insert_with(|| Arc::new(opened)).clone())
     }
+
+    /// Adds key epoch `epoch`: kept durably first, then used for what is
+    /// sealed from now on.
+    pub fn add_epoch(&self, epoch: u64, master: &[u8; KEY_LEN]) -> Result<(), VolumeError> {
+        let mut epochs = crate::locks::lock(&self.epochs);
+        if epochs.iter().any(|e| e.epoch == epoch) {
+            return Ok(());
+        }
+        let mut next = epochs.clone();
+        next.push(crypto::EpochKey::new(epoch, master));
+        next.sort_by_key(|e| e.epoch);
+        if let Some(path) = &self.epochs_file {
+            write_epochs(path, &next).map_err(|source| VolumeError::Epochs {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        *epochs = next;
+        if let Some(v) = crate::locks::lock(&self.opened).as_ref() {
+            apply_epochs(&v.keys, &epochs);
+        }
+        Ok(())
+    }
+}
+
+fn apply_epochs(keys: &Keys, epochs: &[crypto::EpochKey]) {
+    for e in epochs {
+        if let Ok(master) = e.master() {
+            keys.add_epoch(e.epoch, &master);
+        }
+    }
+}
+
+/// The key epochs kept in `path` (none when it does not exist).
+pub fn read_epochs(path: &std::path::Path) -> Result<Vec<crypto::EpochKey>, VolumeError> {
+    let io = |source| VolumeError::Epochs {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let epochs: Vec<crypto::EpochKey> = serde_json::from_slice(&bytes)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            for e in &epochs {
+                e.master()
+                    .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            }
+            Ok(epochs)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Writes the key epochs to `path` whole (temporary file, synced, renamed).
+pub fn write_epochs(path: &std::path::Path, epochs: &[crypto::EpochKey]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(epochs).expect("epochs serialise"))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -33,7 +33,7 @@ h1 { font-size: 1.4em; margin: .2em 0 .6em; }
 .in_sync { background: #dff3e4; color: #14532d; }
 .syncing { background: #e0ecfb; color: #1e3a8a; }
 .offline, .offline_mode, .not_mounted { background: #fdf2d8; color: #78350f; }
-.stopped { background: #fde2e1; color: #7f1d1d; }
+.stopped, .damaged { background: #fde2e1; color: #7f1d1d; }
 table { border-collapse: collapse; width: 100%; background: #fff; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e5e7eb; }
 .badge { font-size: .8em; padding: .1em .5em; border-radius: 999px; white-space: nowrap; }

@@ -699,3 +699,16 @@ pub fn assert_trees_eq<N: PartialEq + fmt::Debug>(
         diffs.join("\n")
     );
 }
+
+/// Starts a command that keeps running (a foreground daemon), under the
+/// same spawn gate as `run_cmd`. Its output goes to `log`.
+pub fn spawn_cmd(cmd: &mut Command, log: &Path) -> std::process::Child {
+    let out = File::create(log).expect("create the child's log");
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out);
+    let gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn();
+    drop(gate);
+    child.unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"))
+}

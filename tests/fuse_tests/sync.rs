@@ -1071,6 +1071,7 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
     }];
     let now = latus::vfs::now_nanos();
     let mut local_id = 0;
+    let signer = latus::crypto::NodeSigner::generate().unwrap();
     let mut append = |ty: EventType, path: &str, src: Option<&str>| -> u64 {
         local_id += 1;
         let mut ev = latus::event::Event::node_record(mallory, ty, path.to_string(), now);
@@ -1091,7 +1092,7 @@ fn hostile_paths_in_the_log_never_leave_the_folder(b: &Backend) {
         volume
             .cloud
             .log
-            .append(clear, &p.seal(&volume.keys, &aad))
+            .append(clear, &p.seal(&volume.keys, &aad, &signer))
             .unwrap()
     };
     let long = "x".repeat(300);
@@ -1813,6 +1814,24 @@ fn a_log_rolled_back_under_the_nodes_is_refused() {
     converge(&[a, bb], None, "before the rollback");
     sync_wait(bb);
     // Drop the newest records (as a provider restoring an old backup).
+    let records = log_records(&cloud);
+    for r in &records[records.len() - 3..] {
+        fs::remove_file(r).unwrap();
+    }
+    for (m, name) in [(a, "after-a.txt"), (bb, "after-b.txt")] {
+        fs::write(m.p(name), b"written after the rollback").unwrap();
+        wait_for("the rollback is refused", || {
+            m.status()["queue"]["log_breach"]
+                .as_str()
+                .is_some_and(|s| s.contains("rolled back"))
+        });
+        assert_eq!(read(&m.p("one.txt")), b"one");
+        assert_eq!(read(&m.p("two.txt")), b"two");
+    }
+}
+
+/// The record files of the one volume in a `dir` cloud, in log order.
+fn log_records(cloud: &Path) -> Vec<PathBuf> {
     let events = fs::read_dir(cloud.join("events"))
         .unwrap()
         .next()
@@ -1832,17 +1851,342 @@ fn a_log_rolled_back_under_the_nodes_is_refused() {
         })
         .collect();
     records.sort();
-    for r in &records[records.len() - 3..] {
-        fs::remove_file(r).unwrap();
+    records
+}
+
+/// Puts `bytes` in place of record file `path` (whole, as a provider would).
+fn replace_record(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-test");
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// While beta is away, alpha publishes `files` one record each; then the
+/// provider rearranges those records (`tamper` gets their bytes, returns
+/// what the log holds from there on). Beta, back, must refuse the log with
+/// a breach naming `why`, and keep its files; alpha keeps its own.
+fn tampered_while_away(files: &[&str], tamper: fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>, why: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join(unique("cloud"));
+    let b = Backend::Dir(cloud.clone());
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("base.txt"), b"before").unwrap();
+    sync_wait(a);
+    converge(&[a, bb], None, "before");
+    sync_wait(bb);
+    bb.unmount();
+    let before = log_records(&cloud).len();
+    for f in files {
+        fs::write(a.p(f), f.as_bytes()).unwrap();
+        sync_wait(a);
     }
-    for (m, name) in [(a, "after-a.txt"), (bb, "after-b.txt")] {
-        fs::write(m.p(name), b"written after the rollback").unwrap();
-        wait_for("the rollback is refused", || {
-            m.status()["queue"]["log_breach"]
-                .as_str()
-                .is_some_and(|s| s.contains("rolled back"))
-        });
-        assert_eq!(read(&m.p("one.txt")), b"one");
-        assert_eq!(read(&m.p("two.txt")), b"two");
+    let records = log_records(&cloud);
+    let new = &records[before..];
+    assert_eq!(new.len(), files.len(), "one record per file");
+    let originals: Vec<Vec<u8>> = new.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(
+        originals.iter().all(|r| r[..16] == originals[0][..16]),
+        "the new records are all alpha's"
+    );
+    let tampered = tamper(originals);
+    for (i, path) in new.iter().enumerate() {
+        match tampered.get(i) {
+            Some(bytes) => replace_record(path, bytes),
+            None => fs::remove_file(path).unwrap(),
+        }
     }
+    bb.mount();
+    wait_for(why, || {
+        bb.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains(why))
+    });
+    let log = fs::read_to_string(bb.home.join("daemon.log")).unwrap();
+    assert!(log.contains("cannot be trusted"), "{log}");
+    assert_eq!(read(&bb.p("base.txt")), b"before");
+    fs::write(bb.p("local.txt"), b"still works").unwrap();
+    assert_eq!(read(&bb.p("local.txt")), b"still works");
+    for f in files {
+        assert_eq!(read(&a.p(f)), f.as_bytes());
+    }
+}
+
+/// The provider swaps two of alpha's records: beta refuses the log at the
+/// first one out of order.
+#[test]
+fn records_reordered_by_the_provider_are_refused() {
+    tampered_while_away(
+        &["one.txt", "two.txt"],
+        |mut r| {
+            r.swap(0, 1);
+            r
+        },
+        "withheld or reordered",
+    );
+}
+
+/// The provider drops one of alpha's records and closes the gap (numbers
+/// stay dense): beta sees alpha's chain skip and refuses the log.
+#[test]
+fn a_record_withheld_by_the_provider_is_refused() {
+    tampered_while_away(
+        &["one.txt", "two.txt", "three.txt"],
+        |mut r| {
+            r.remove(1);
+            r
+        },
+        "withheld or reordered",
+    );
+}
+
+/// The provider forks the log: from some point it shows beta a copy that
+/// only beta writes to, while alpha goes on in the real one. Each node
+/// alone cannot tell; as soon as alpha is shown a record beta wrote after
+/// reading the fork, alpha refuses the log ("a fork") and keeps its files.
+#[test]
+fn a_fork_shows_as_soon_as_a_node_sees_the_other_side() {
+    let scratch = tempfile::tempdir().unwrap();
+    let real = scratch.path().join(unique("cloud"));
+    let link = scratch.path().join(unique("link"));
+    let a = init_node(&format!("dir:{}", real.display()), "alpha", None);
+    symlink(&real, &link).unwrap();
+    let bb = init_node(
+        &format!("dir:{}", link.display()),
+        "beta",
+        Some(&export_key(&a)),
+    );
+    a.mount();
+    bb.mount();
+    fs::write(a.p("base.txt"), b"before the fork").unwrap();
+    sync_wait(&a);
+    converge(&[&a, &bb], None, "before the fork");
+    sync_wait(&bb);
+
+    // From here beta is shown a copy of the log.
+    let fork = scratch.path().join(unique("fork"));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&real)
+        .arg(&fork)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let fork_point = log_records(&real).len();
+    fs::remove_file(&link).unwrap();
+    symlink(&fork, &link).unwrap();
+
+    fs::write(a.p("alpha.txt"), b"alpha, in the real log").unwrap();
+    sync_wait(&a);
+    fs::write(bb.p("beta-1.txt"), b"beta, in the fork").unwrap();
+    sync_wait(&bb);
+    // Beta reads its own record back before its next one, so that record
+    // says what beta's log looked like after the fork.
+    wait_for("beta reads the fork", || {
+        bb.status()["queue"]["log_seen"]
+            .as_u64()
+            .is_some_and(|n| n > fork_point as u64)
+    });
+    fs::write(bb.p("beta-2.txt"), b"beta again").unwrap();
+    sync_wait(&bb);
+    assert!(!a.p("beta-1.txt").exists() && !bb.p("alpha.txt").exists());
+    assert!(a.status()["queue"]["log_breach"].is_null());
+
+    // The provider now shows alpha beta's records, after alpha's.
+    let real_records = log_records(&real);
+    let mut next = real_records.len() as u64;
+    for r in &log_records(&fork)[fork_point..] {
+        next += 1;
+        let path = r.parent().unwrap();
+        let target = real.join(
+            path.strip_prefix(&fork)
+                .unwrap()
+                .join(format!("{next:020}")),
+        );
+        replace_record(&target, &fs::read(r).unwrap());
+    }
+    wait_for("alpha sees the fork", || {
+        a.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("fork"))
+    });
+    assert_eq!(read(&a.p("base.txt")), b"before the fork");
+    assert_eq!(read(&a.p("alpha.txt")), b"alpha, in the real log");
+}
+
+/// Appends a `mkdir PATH` record claiming `node`, signed by `signer`, as
+/// a holder of the volume key can.
+fn forge_mkdir(
+    b: &Backend,
+    key_of: &Mounted,
+    node: uuid::Uuid,
+    signer: &latus::crypto::NodeSigner,
+    path: &str,
+) -> u64 {
+    use latus::event::{Event, EventType};
+    use latus::sync::PublishedEvent;
+    let key = latus::crypto::KeyFile::parse(&fs::read(export_key(key_of)).unwrap()).unwrap();
+    let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
+    let clear = PublishedEvent::clear_originator(&volume.keys, node);
+    let aad = volume.event_aad(clear);
+    let mut ev = Event::node_record(node, EventType::Mkdir, path.into(), latus::vfs::now_nanos());
+    ev.id = 1_000_000;
+    ev.mode = 0o755;
+    let p = PublishedEvent::new(ev, "forger", None).linked(1_000_000, 0, String::new());
+    volume
+        .cloud
+        .log
+        .append(clear, &p.seal(&volume.keys, &aad, signer))
+        .unwrap()
+}
+
+fn refused_events(m: &Mounted) -> u64 {
+    m.status()["queue"]["refused_events"].as_u64().unwrap_or(0)
+}
+
+/// A holder of the volume key publishes as alpha, signed with its own
+/// key: every node refuses the record (counted, logged) and applies none
+/// of it, and alpha's own later records are still taken.
+#[test]
+fn a_record_forged_as_another_node_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(a.p("doc.txt"), b"alpha's").unwrap();
+    sync_wait(a);
+    converge(&[a, bb], None, "before the forgery");
+    let alpha: uuid::Uuid = a.status()["node_id"].as_str().unwrap().parse().unwrap();
+    let forger = latus::crypto::NodeSigner::generate().unwrap();
+    forge_mkdir(&b, a, alpha, &forger, "forged");
+    for m in [a, bb] {
+        wait_for("the forgery is refused", || refused_events(m) >= 1);
+        assert!(!m.p("forged").exists());
+        let log = fs::read_to_string(m.home.join("daemon.log")).unwrap();
+        assert!(log.contains("signed with another key"), "{log}");
+        assert!(m.status()["queue"]["log_breach"].is_null());
+    }
+    fs::write(a.p("after.txt"), b"alpha, later").unwrap();
+    sync_wait(a);
+    wait_for("alpha's next record arrives", || bb.p("after.txt").exists());
+    assert_eq!(read(&bb.p("doc.txt")), b"alpha's");
+}
+
+/// `nodes remove` revokes: the removed node learns it from the log, says
+/// so and stops publishing; a record made with its key afterwards (a
+/// stolen node, or one that ignores its removal) is refused by the others.
+#[test]
+fn a_removed_node_can_no_longer_publish() {
+    let scratch = tempfile::tempdir().unwrap();
+    let b = Backend::Dir(scratch.path().join(unique("cloud")));
+    let n = mounted_on(&b, &["alpha", "beta"]);
+    let (a, bb) = (&n[0], &n[1]);
+    fs::write(bb.p("from-beta.txt"), b"beta's").unwrap();
+    sync_wait(bb);
+    converge(&[a, bb], None, "before the removal");
+    let beta: uuid::Uuid = bb.status()["node_id"].as_str().unwrap().parse().unwrap();
+    a.latus(&["nodes", "remove", &beta.to_string()]).expect_ok();
+    wait_for("beta learns it was removed", || {
+        bb.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("removed from the volume"))
+    });
+    // Beta's files keep working locally; what it writes is not published.
+    fs::write(bb.p("late.txt"), b"after the removal").unwrap();
+    assert_eq!(read(&bb.p("late.txt")), b"after the removal");
+    // A record made with beta's own key after its removal is refused.
+    let text = fs::read_to_string(bb.home.join("node.sign")).unwrap();
+    let stolen = latus::crypto::NodeSigner::from_text(&text).unwrap();
+    let before = refused_events(a);
+    forge_mkdir(&b, a, beta, &stolen, "after-removal");
+    wait_for("alpha refuses the removed node's record", || {
+        refused_events(a) > before
+    });
+    assert!(!a.p("after-removal").exists());
+    assert_eq!(read(&a.p("from-beta.txt")), b"beta's");
+    let log = fs::read_to_string(a.home.join("daemon.log")).unwrap();
+    assert!(log.contains("which was removed from the volume"), "{log}");
+}
+
+/// The keys a node's home holds: the volume key and its later epochs.
+fn home_keys(m: &Mounted) -> latus::crypto::Keys {
+    let key: [u8; 32] = fs::read(m.home.join("node.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let keys = latus::crypto::Keys::derive(&key);
+    for e in latus::sync::read_epochs(&m.home.join("node.epochs")).unwrap() {
+        keys.add_epoch(e.epoch, &e.master().unwrap());
+    }
+    keys
+}
+
+/// `nodes remove` starts a new key epoch: what is written afterwards is
+/// sealed with a key the removed node was not given (neither its records
+/// nor its content open with what the removed node holds), while the
+/// remaining nodes, and a node joining later with a key file exported
+/// after the removal, read it.
+#[test]
+fn after_a_removal_new_content_is_sealed_with_a_key_the_removed_node_lacks() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cloud = scratch.path().join(unique("cloud"));
+    let b = Backend::Dir(cloud.clone());
+    let n = mounted_on(&b, &["alpha", "beta", "gamma"]);
+    let (a, bb, g) = (&n[0], &n[1], &n[2]);
+    fs::write(a.p("before.txt"), b"everyone reads this").unwrap();
+    sync_wait(a);
+    converge(&[a, bb, g], None, "before the removal");
+    for m in [bb, g] {
+        sync_wait(m);
+    }
+    let gamma = g.status()["node_id"].as_str().unwrap().to_string();
+    let out = a.latus(&["nodes", "remove", &gamma]).expect_ok();
+    assert!(!out.stdout.contains("warning"), "{out}");
+    let removal = log_records(&cloud).len();
+    wait_for("gamma learns it was removed", || {
+        g.status()["queue"]["log_breach"]
+            .as_str()
+            .is_some_and(|s| s.contains("removed from the volume"))
+    });
+    let chunks_before: Vec<String> = chunk_objects(&b).into_iter().map(|(n, _)| n).collect();
+    let secret = pattern(91, 300 << 10);
+    fs::write(a.p("secret.bin"), &secret).unwrap();
+    sync_wait(a);
+    wait_for("beta reads what alpha wrote after the removal", || {
+        fs::read(bb.p("secret.bin")).is_ok_and(|d| d == secret)
+    });
+
+    // What gamma holds opens nothing sealed since; alpha's keys open all.
+    let (alpha_keys, gamma_keys) = (home_keys(a), home_keys(g));
+    assert!(alpha_keys.epoch() > 0 && gamma_keys.epoch() == 0);
+    let new_chunks: Vec<(String, Vec<u8>)> = chunk_objects(&b)
+        .into_iter()
+        .filter(|(n, _)| !chunks_before.contains(n))
+        .collect();
+    assert!(!new_chunks.is_empty());
+    for (name, sealed) in &new_chunks {
+        let name = name.rsplit('/').next().unwrap();
+        assert!(alpha_keys.open_chunk(name, sealed).is_ok(), "{name}");
+        assert!(gamma_keys.open_chunk(name, sealed).is_err(), "{name}");
+    }
+    let key = latus::crypto::KeyFile::parse(&fs::read(export_key(a)).unwrap()).unwrap();
+    let (volume, _) = latus::sync::Volume::open(&b.url(), &key, false).unwrap();
+    let later: Vec<_> = volume.cloud.log.read_after(removal as u64, 1000).unwrap();
+    assert!(!later.is_empty());
+    for r in &later {
+        let aad = volume.event_aad(r.originator);
+        assert!(alpha_keys.open_event(&aad, &r.payload).is_ok());
+        assert!(gamma_keys.open_event(&aad, &r.payload).is_err());
+    }
+
+    // A node joining with a key file exported now reads everything.
+    let fresh = a.scratch().join("key-after-removal.json");
+    a.latus(&["key", "export", fresh.to_str().unwrap()])
+        .expect_ok();
+    let delta = init_node(&b.url(), "delta", Some(&fresh));
+    delta.mount();
+    wait_for("delta reads what was sealed after the removal", || {
+        fs::read(delta.p("secret.bin")).is_ok_and(|d| d == secret)
+    });
+    assert_eq!(read(&delta.p("before.txt")), b"everyone reads this");
 }

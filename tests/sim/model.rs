@@ -203,7 +203,7 @@ impl Sim {
             Trouble::StoreDown(_) => {
                 // Every object call, whatever its name: the chunk workers
                 // run in parallel, so per-call faults would not replay.
-                for k in [CallKind::Put, CallKind::Get, CallKind::Exists] {
+                for k in [CallKind::Put, CallKind::Get, CallKind::Size] {
                     c.inject_on(k, Fault::Down(CloudErrorKind::Unreachable));
                 }
             }

@@ -175,6 +175,7 @@ impl World {
             String::new(),
             KEY,
             Some(Arc::new(volume)),
+            Some(n.home.epochs_path()),
         ));
         vfs.set_content_source(Fetcher::new(meta.clone(), store.clone(), handle.clone()));
         let engine = Engine::new(vfs.clone(), meta.clone());
@@ -184,6 +185,7 @@ impl World {
             meta.clone(),
             store,
             n.config.clone(),
+            latus::home::node_signer(&n.home).expect("signing key"),
             handle,
         );
         n.running = Some(Running {

@@ -49,10 +49,27 @@ fn rec(mivui: u64, node: Uuid, seq: u64) -> Rec {
 }
 
 fn admit(g: &mut Guard, db: &Db, r: &Rec) -> Result<Vec<Record>, Breach> {
+    admit_signed(g, db, r, None, None).map(|a| {
+        assert_eq!(a.refused, None);
+        a.state
+    })
+}
+
+/// Admits `r` signed with `signer` (a public key), maybe removing `forgets`.
+fn admit_signed(
+    g: &mut Guard,
+    db: &Db,
+    r: &Rec,
+    signer: Option<&str>,
+    forgets: Option<Uuid>,
+) -> Result<Admitted, Breach> {
     let link = Link {
         seq: r.seq,
         seen: r.seen,
         head: &r.head,
+        signer,
+        box_key: None,
+        forgets,
     };
     g.admit(
         &db.meta,
@@ -210,4 +227,67 @@ fn a_database_that_read_the_log_before_heads_were_kept_has_no_head() {
         admit(&mut g, &d, &r).unwrap();
     }
     assert_eq!(Guard::at(2, h).head(), g.head());
+}
+
+#[test]
+fn a_record_signed_with_another_key_than_its_nodes_is_refused() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
+    let a = admit_signed(&mut g, &d, &rec(1, A, 1), Some("aaaa"), None).unwrap();
+    assert_eq!(a.refused, None);
+    // Another holder of the volume key publishes as A, with its own key.
+    let forged = admit_signed(&mut g, &d, &rec(2, A, 2), Some("ffff"), None).unwrap();
+    assert!(matches!(
+        forged.refused,
+        Some(Refusal::Forged { mivui: 2, .. })
+    ));
+    // ... or unsigned, as records were before signatures.
+    let unsigned = admit_signed(&mut g, &d, &rec(3, A, 2), None, None).unwrap();
+    assert!(matches!(unsigned.refused, Some(Refusal::Unsigned { .. })));
+    // A's real next record is still its record 2: the forgeries took no
+    // place in its chain.
+    let real = admit_signed(&mut g, &d, &rec(4, A, 2), Some("aaaa"), None).unwrap();
+    assert_eq!(real.refused, None);
+    assert_eq!(g.cursor(), 4);
+}
+
+#[test]
+fn a_removed_nodes_later_records_are_refused_and_the_node_itself_stops() {
+    let d = db();
+    let mut g = Guard::load(&d.meta, 0).unwrap().unwrap();
+    let mut state = Vec::new();
+    for (r, key, forgets) in [
+        (rec(1, A, 1), "aaaa", None),
+        (rec(2, B, 1), "bbbb", None),
+        (rec(3, A, 2), "aaaa", Some(B)),
+    ] {
+        state.extend(
+            admit_signed(&mut g, &d, &r, Some(key), forgets)
+                .unwrap()
+                .state,
+        );
+    }
+    let late = admit_signed(&mut g, &d, &rec(4, B, 2), Some("bbbb"), None).unwrap();
+    assert!(matches!(
+        late.refused,
+        Some(Refusal::Removed { node: B, .. })
+    ));
+    // Kept with the cursor: a guard loaded again knows it too.
+    d.meta.append(&state).unwrap();
+    d.meta.append(&late.state).unwrap();
+    d.meta.commit_pending().unwrap();
+    let mut again = Guard::load(&d.meta, 4).unwrap().unwrap();
+    let later = admit_signed(&mut again, &d, &rec(5, B, 2), Some("bbbb"), None).unwrap();
+    assert!(later.refused.is_some());
+    let forged = admit_signed(&mut again, &d, &rec(6, A, 3), Some("ffff"), None).unwrap();
+    assert!(matches!(forged.refused, Some(Refusal::Forged { .. })));
+    // B's own guard reads its removal and stops.
+    let db_b = db();
+    let mut gb = Guard::load(&db_b.meta, 0).unwrap().unwrap().for_node(B);
+    admit_signed(&mut gb, &db_b, &rec(1, A, 1), Some("aaaa"), None).unwrap();
+    admit_signed(&mut gb, &db_b, &rec(2, B, 1), Some("bbbb"), None).unwrap();
+    assert!(matches!(
+        admit_signed(&mut gb, &db_b, &rec(3, A, 2), Some("aaaa"), Some(B)),
+        Err(Breach::Removed { mivui: 3 })
+    ));
 }
