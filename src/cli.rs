@@ -586,6 +586,8 @@ fn history_call(home: &Home, req: Request, cloud: bool) -> Result<serde_json::Va
         Err(ControlError::NotRunning { .. }) => {}
         other => return Ok(other?),
     }
+    // A home this build cannot read is refused before anything is made in it.
+    home.load_config()?;
     let (_lock, node) = daemon::open_node_locked(home)?;
     let uploader = if cloud {
         let volume = daemon::open_volume(&node)?;
