@@ -8,6 +8,22 @@ failures=0
 fail() { printf 'FAIL: %s\n' "$*" >&2; failures=$((failures + 1)); }
 
 sh -n mount.latus || fail "mount.latus: syntax error"
+for f in file-managers/latus-placement file-managers/nautilus/*; do
+    sh -n "$f" || fail "$f: syntax error"
+done
+
+# latus-placement runs the latus command for each path (a stand-in
+# latus records its arguments).
+fake=$(mktemp -d)
+trap 'rm -rf "$fake"' EXIT
+printf '#!/bin/sh\necho "$@" >> "%s/calls"\n' "$fake" > "$fake/latus"
+chmod +x "$fake/latus"
+LATUS="$fake/latus" sh file-managers/latus-placement online-only "a b" c \
+    || fail "latus-placement: exited with an error"
+[ "$(cat "$fake/calls")" = "$(printf 'free a b\nfree c')" ] \
+    || fail "latus-placement: ran '$(cat "$fake/calls")'"
+sh file-managers/latus-placement bogus x 2>/dev/null \
+    && fail "latus-placement: accepted an unknown rule"
 
 # expect_command EXPECTED ARGS...: a dry run of `mount.latus ARGS` prints EXPECTED.
 expect_command() {

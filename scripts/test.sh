@@ -35,6 +35,9 @@ ensure_command fusermount3 fuse3
 ensure_command git git
 ensure_command tar tar
 ensure_command rsync rsync
+# The web app's browser tests (tests/fuse_tests/browser.rs).
+ensure_command chromium chromium
+ensure_command chromedriver chromium-driver
 ensure_command npm npm
 
 [ -c /dev/fuse ] || die "/dev/fuse is missing: load the module (modprobe fuse), or run the container with --device /dev/fuse --cap-add SYS_ADMIN"

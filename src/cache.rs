@@ -37,6 +37,11 @@ impl Usage {
         e.last_used = tick;
     }
 
+    /// Bytes `object` takes on disk, if it is here.
+    pub fn bytes(&self, object: &str) -> Option<u64> {
+        self.entries.get(object).map(|e| e.bytes)
+    }
+
     pub fn touch(&mut self, object: &str) {
         self.tick += 1;
         if let Some(e) = self.entries.get_mut(object) {

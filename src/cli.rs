@@ -42,23 +42,34 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Create this node: identity, key, database.
+    /// Create this node: identity, key, database; with --key-file, join
+    /// an existing volume (never makes a new one).
+    #[command(
+        after_help = "Examples:\n  latus init\n  latus init --cloud dir:/mnt/nas/latus --name desk\n  latus init --cloud dir:/mnt/nas/latus --key-file key.json --name laptop\n  latus --home ~/latus-b init --cloud \"aws://my-bucket?table=latus\" --key-file key.json"
+    )]
     Init {
         /// Cloud URL: dir:PATH (default: a folder in the home) or aws://BUCKET?table=TABLE.
         #[arg(long)]
         cloud: Option<String>,
-        /// Friendly node name (default: the host name).
+        /// Friendly node name, shown in conflict copies (default: the host
+        /// name; with a home that is not the default, host-HOMEDIR).
         #[arg(long)]
         name: Option<String>,
-        /// Join a volume with an exported key file.
+        /// Join the volume of this key file (from `latus key export` on a
+        /// node of the volume); needs --cloud.
         #[arg(long)]
         key_file: Option<PathBuf>,
         /// Cap of the local cache (e.g. 20G; default: a tenth of the disk).
         #[arg(long)]
         cache_size: Option<String>,
     },
-    /// Mount the latus folder (initialises the node on first use).
+    /// Mount the latus folder (initialises the node, with a new volume, on
+    /// first use).
+    #[command(
+        after_help = "Examples:\n  mkdir -p ~/Latus && latus mount ~/Latus\n  latus mount ~/Latus --offline"
+    )]
     Mount {
+        /// An existing folder; what it holds is adopted into the volume.
         mountpoint: PathBuf,
         /// Serve in this process instead of starting a background daemon.
         #[arg(long)]
@@ -73,21 +84,52 @@ pub enum Cmd {
         noexec: bool,
     },
     /// Flush, unmount and stop the daemon.
-    Unmount { mountpoint: PathBuf },
+    #[command(after_help = "Examples:\n  latus unmount ~/Latus")]
+    Unmount {
+        /// Where the folder is mounted.
+        mountpoint: PathBuf,
+    },
     /// Rebuild this node's database (while not mounted) from its journal,
     /// the volume's log and the local store, keeping the old one aside;
     /// also catches up a home restored from an old copy.
+    #[command(
+        after_help = "Examples:\n  latus unmount ~/Latus && latus repair && latus mount ~/Latus"
+    )]
     Repair {
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
-    /// The daemon's state, or one path's state.
+    /// Whether this node is in sync, and what waits or needs you; or one
+    /// path's state.
+    #[command(
+        after_help = "Examples:\n  latus status\n  latus status ~/Latus/notes.txt\n  latus status --json | jq .queue"
+    )]
     Status {
+        /// A file or folder in the latus folder (default: the whole node).
         path: Option<PathBuf>,
+        /// Machine-readable output (the fields README lists).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Conflict copies (versions that lost their name when two nodes
+    /// changed a file at once), and resolving one.
+    #[command(
+        after_help = "Examples:\n  latus conflicts\n  latus conflicts ~/Latus/report.txt --keep theirs\n  latus conflicts \"~/Latus/report (conflict from desk 2026-12-02 140509).txt\" --keep both"
+    )]
+    Conflicts {
+        /// The conflict copy (or the file it conflicts with) to resolve.
+        path: Option<PathBuf>,
+        /// Which version keeps the name: mine (this node's), theirs (the
+        /// other node's), or both (the copy gets a plain name of its own).
+        /// The other version stays in history (`latus versions`).
+        #[arg(long, requires = "path")]
+        keep: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Publish everything committed and read the whole event log.
+    #[command(after_help = "Examples:\n  latus sync --wait\n  latus sync --wait --timeout 60")]
     Sync {
         /// Wait until done (non-zero exit with the reason if the cloud cannot be reached).
         #[arg(long)]
@@ -102,25 +144,36 @@ pub enum Cmd {
         command: KeyCmd,
     },
     /// Every version of a path in the volume's history.
+    #[command(after_help = "Examples:\n  latus versions ~/Latus/report.txt")]
     Versions {
+        /// A file in the latus folder (also one deleted since).
         path: PathBuf,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Bring back an old version (as a new change), also of a deleted file;
     /// with --at on a folder, the whole folder as it was then.
+    #[command(
+        after_help = "Examples:\n  latus restore ~/Latus/report.txt\n  latus restore ~/Latus/report.txt --version 1234 --to ~/Latus/report-old.txt\n  latus restore ~/Latus/photos --at 1h30m --dry-run\n  latus restore ~/Latus/photos --at \"2026-11-26 14:05\""
+    )]
     Restore {
+        /// A file or folder in the latus folder (also one deleted since).
         path: PathBuf,
         /// The version's mivui (see `latus versions`).
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
-        /// A time: 2026-11-26T14:05:00 or "2026-11-26 14:05" (UTC), unix
-        /// seconds, or an age like 2h, 3d, 30m.
+        /// A time: 2026-11-26T14:05:00 or "2026-11-26 14:05" (local time;
+        /// add Z for UTC), unix seconds, or an age like 30m, 2h, 1h30m, 3d.
         #[arg(long)]
         at: Option<String>,
         /// Where to put it (default: where it was).
         #[arg(long)]
         to: Option<PathBuf>,
+        /// Change nothing: list what the restore would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -130,6 +183,7 @@ pub enum Cmd {
         /// Only say what would go.
         #[arg(long)]
         dry_run: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -137,46 +191,99 @@ pub enum Cmd {
     /// verify, every chunk a version in history needs is in the cloud
     /// (and, with --read-data, opens and holds what its name promises).
     /// Exits non-zero if anything is wrong.
+    #[command(after_help = "Examples:\n  latus check\n  latus check --read-data")]
     Check {
+        /// Also download every chunk and check it opens and hashes right.
         #[arg(long)]
         read_data: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Every node of the volume; `nodes remove ID` forgets one (its files stay).
+    #[command(
+        after_help = "Examples:\n  latus nodes\n  latus nodes remove 0b6f6e0e-2f3a-4c1d-9a47-3f0a2d6a1b2c"
+    )]
     Nodes {
         #[command(subcommand)]
         command: Option<NodesCmd>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Keep PATH offline: download everything below it now (with progress),
     /// and future changes eagerly.
-    Pin { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus pin ~/Latus/photos")]
+    Pin {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Back to automatic placement (the cache decides).
-    Unpin { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus unpin ~/Latus/photos")]
+    Unpin {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Online-only: evict the local copies below PATH that are safely in the
     /// cloud; they stay listed and download when opened.
-    Free { path: PathBuf },
+    #[command(after_help = "Examples:\n  latus free ~/Latus/videos")]
+    Free {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
     /// Never leaves this node: no upload, no event (other nodes stop seeing
     /// it); --off publishes it again.
+    #[command(
+        after_help = "Examples:\n  latus local-only ~/Latus/scratch\n  latus local-only ~/Latus/scratch --off"
+    )]
     LocalOnly {
+        /// A folder or file in the latus folder.
         path: PathBuf,
+        /// Publish it again (back to automatic).
         #[arg(long)]
         off: bool,
     },
-    /// Change a setting: `cache-size SIZE` (e.g. 20G).
-    Set { setting: String, value: String },
-    /// The event journal, oldest first.
+    /// The web app: status, activity, conflicts, files, history, nodes,
+    /// settings. Opens it in the browser when there is a desktop session.
+    #[command(after_help = "Examples:\n  latus ui\n  latus ui --print-url")]
+    Ui {
+        /// Only print the address (with its session token) and exit.
+        #[arg(long)]
+        print_url: bool,
+    },
+    /// Change a setting in config.json (the cache cap applies at once, the
+    /// rest at the next mount).
+    #[command(
+        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, conflict-policy newest|first, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
+    )]
+    Set {
+        /// The setting's name (see below).
+        setting: String,
+        /// Its new value.
+        value: String,
+    },
+    /// What happened in the volume (every node's changes, with times),
+    /// oldest first; --json prints this node's event journal.
+    #[command(
+        after_help = "Examples:\n  latus log\n  latus log --last 20\n  latus log --json --since 100\n  latus log --volume --json\n  latus log head"
+    )]
     Log {
         /// `head`: the log's head hash as this node read it, to compare
         /// with another node's out of band (equal at the same number: the
         /// two saw the same log).
         #[arg(value_parser = ["head"])]
         what: Option<String>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        /// Only events with a journal id greater than N.
+        /// With --json: the volume's records (every node) instead of this
+        /// node's journal.
+        #[arg(long)]
+        volume: bool,
+        /// How many of the newest records to show (not with --json).
+        #[arg(long, default_value_t = 200)]
+        last: usize,
+        /// Only events with a journal id greater than N (the journal).
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
@@ -185,14 +292,20 @@ pub enum Cmd {
 #[derive(Debug, Subcommand)]
 pub enum NodesCmd {
     /// Forget a node: it leaves the list; its files stay.
-    Remove { id: String },
+    Remove {
+        /// The node's id (see `latus nodes`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
     /// Write the key file (JSON: format version, key, fingerprint, created). Keep it safe:
     /// it opens every file of the volume.
-    Export { file: PathBuf },
+    Export {
+        /// Where to write it (never overwritten).
+        file: PathBuf,
+    },
     /// Print the key's fingerprint (compare it between nodes).
     Fingerprint,
 }
@@ -225,14 +338,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::LocalOnly { path, off } => {
             placement(&home, &path, if off { "auto" } else { "local-only" })
         }
-        Cmd::Set { setting, value } => match setting.as_str() {
-            "cache-size" => {
-                let b = crate::cache::parse_size(&value)
-                    .ok_or_else(|| anyhow::anyhow!("{value:?}: expected a size like 20G"))?;
-                set_cache_size(&home, b)
+        Cmd::Set { setting, value } => {
+            let changed = crate::settings::set(&home, &setting, &value)?;
+            match changed.cache_bytes {
+                Some(b) => set_cache_size(&home, b),
+                None => {
+                    let mounted = mountpoint_of(&home).is_some();
+                    println!(
+                        "{} = {}{}",
+                        changed.key,
+                        changed.value,
+                        if mounted {
+                            " (takes effect at the next mount)"
+                        } else {
+                            ""
+                        }
+                    );
+                    Ok(())
+                }
             }
-            other => bail!("unknown setting {other:?} (known: cache-size)"),
-        },
+        }
+        Cmd::Ui { print_url } => ui(&home, print_url),
         Cmd::Mount {
             mountpoint,
             foreground,
@@ -257,7 +383,20 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             ..
         } => log_head(&home, json),
-        Cmd::Log { json, since, .. } => log(&home, since, json),
+        Cmd::Log {
+            json,
+            volume,
+            last,
+            since,
+            ..
+        } => {
+            if json && !volume {
+                log(&home, since, json)
+            } else {
+                activity_log(&home, last, json)
+            }
+        }
+        Cmd::Conflicts { path, keep, json } => conflicts(&home, path.as_deref(), keep, json),
         Cmd::Sync { wait, timeout } => sync(&home, wait, timeout),
         Cmd::Key { command } => key(&home, command),
         Cmd::Versions { path, json } => versions(&home, &path, json),
@@ -266,8 +405,19 @@ pub fn run(cli: Cli) -> Result<()> {
             version,
             at,
             to,
+            dry_run,
             json,
-        } => restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
+        } => restore(
+            &home,
+            &path,
+            RestoreArgs {
+                version,
+                at: at.as_deref(),
+                to: to.as_deref(),
+                dry_run,
+            },
+            json,
+        ),
         Cmd::Check { read_data, json } => check(&home, read_data, json),
         Cmd::Prune { dry_run, json } => {
             let v = history_call(&home, Request::Prune { dry_run }, true)?;
@@ -305,25 +455,48 @@ pub fn run(cli: Cli) -> Result<()> {
                 if json {
                     println!("{v}");
                 } else {
+                    let now = crate::vfs::now_nanos();
                     for n in v.as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {:<20} last seen {}  {} events{}",
-                            n["id"].as_str().unwrap_or("?"),
-                            n["name"].as_str().unwrap_or("?"),
-                            format_time(n["last_seen"].as_i64().unwrap_or(0)),
-                            n["events_published"],
-                            if n["this_node"].as_bool() == Some(true) {
-                                "  (this node)"
-                            } else {
-                                ""
-                            }
-                        );
+                        println!("{}", crate::status::node_line(n, now));
                     }
                 }
                 Ok(())
             }
         },
     }
+}
+
+fn ui(home: &Home, print_url: bool) -> Result<()> {
+    let v = match control::call(&home.socket_path(), &Request::UiUrl, CALL_TIMEOUT) {
+        Ok(v) => v,
+        Err(ControlError::NotRunning { .. }) => {
+            bail!(
+                "the web app is served by the daemon: mount the folder first (latus mount ~/Latus)"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = v["url"].as_str().context("the daemon gave no address")?;
+    let desktop =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if print_url || !desktop {
+        println!("{url}");
+        if !print_url {
+            eprintln!("(no desktop session: open this address in a browser on this computer)");
+        }
+        return Ok(());
+    }
+    match Command::new("xdg-open")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(_) => println!("opened the web app in your browser"),
+        Err(_) => println!("{url}\n(xdg-open is missing: open this address in a browser)"),
+    }
+    Ok(())
 }
 
 fn set_cache_size(home: &Home, bytes: u64) -> Result<()> {
@@ -435,6 +608,8 @@ fn history_call(home: &Home, req: Request, cloud: bool) -> Result<serde_json::Va
         Err(ControlError::NotRunning { .. }) => {}
         other => return Ok(other?),
     }
+    // A home this build cannot read is refused before anything is made in it.
+    home.load_config()?;
     let (_lock, node) = daemon::open_node_locked(home)?;
     let uploader = if cloud {
         let volume = daemon::open_volume(&node)?;
@@ -529,92 +704,66 @@ fn versions(home: &Home, path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn restore(
-    home: &Home,
-    path: &Path,
+struct RestoreArgs<'a> {
     version: Option<u64>,
-    at: Option<&str>,
-    to: Option<&Path>,
-    json: bool,
-) -> Result<()> {
+    at: Option<&'a str>,
+    to: Option<&'a Path>,
+    dry_run: bool,
+}
+
+fn restore(home: &Home, path: &Path, args: RestoreArgs, json: bool) -> Result<()> {
     let mp = mountpoint_of(home);
     let rel = relative_path(path, mp.as_deref())?;
-    let to = to.map(|t| relative_path(t, mp.as_deref())).transpose()?;
-    let at = at.map(parse_time).transpose()?;
+    let to = args
+        .to
+        .map(|t| relative_path(t, mp.as_deref()))
+        .transpose()?;
+    let at = args
+        .at
+        .map(|s| crate::when::parse_time(s, crate::vfs::now_nanos()))
+        .transpose()
+        .context("--at")?;
     let v = history_call(
         home,
         Request::Restore {
             path: rel.clone(),
-            version,
+            version: args.version,
             at,
             to,
+            dry_run: args.dry_run,
         },
         false,
     )?;
     if json {
         println!("{v}");
-    } else {
+        return Ok(());
+    }
+    let shown = v["path"].as_str().unwrap_or(&rel);
+    let when = at.map(|t| format!(" as it was at {}", crate::when::local(t)));
+    println!(
+        "{} {shown}{}: {} files restored, {} folders made, {} removed (they stay in history), {} already as they were",
+        if args.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        when.unwrap_or_default(),
+        v["files_restored"],
+        v["folders_made"],
+        v["removed"],
+        v["unchanged"]
+    );
+    for c in v["changes"].as_array().into_iter().flatten() {
         println!(
-            "restored {}: {} files, {} folders made, {} removed, {} already as they were",
-            v["path"].as_str().unwrap_or(&rel),
-            v["files_restored"],
-            v["folders_made"],
-            v["removed"],
-            v["unchanged"]
+            "  {:<8} {}",
+            c["action"].as_str().unwrap_or("?"),
+            c["path"].as_str().unwrap_or("?")
         );
     }
+    if v["changes_truncated"] == true {
+        println!("  ... (more changes not listed)");
+    }
     Ok(())
-}
-
-/// `YYYY-MM-DD[( |T)HH:MM[:SS]][Z]` (UTC), unix seconds, or an age (`30m`,
-/// `2h`, `3d`), as nanoseconds since the epoch.
-fn parse_time(s: &str) -> Result<i64> {
-    let s = s.trim();
-    let now = crate::vfs::now_nanos();
-    if let Some((n, unit)) = s
-        .strip_suffix(['m', 'h', 'd', 's'])
-        .map(|n| (n, s.as_bytes()[s.len() - 1]))
-        && let Ok(n) = n.parse::<i64>()
-    {
-        let secs = match unit {
-            b's' => 1,
-            b'm' => 60,
-            b'h' => 3600,
-            _ => 86_400,
-        };
-        return Ok(now - n * secs * 1_000_000_000);
-    }
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(secs * 1_000_000_000);
-    }
-    let bad =
-        || anyhow::anyhow!("{s:?} is not a time (try 2026-11-26T14:05:00, unix seconds, or 2h)");
-    let s = s.trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    if d.len() != 3 || t.len() < 2 || t.len() > 3 {
-        return Err(bad());
-    }
-    let days = days_from_civil(d[0], d[1], d[2]);
-    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t.get(2).copied().unwrap_or(0);
-    Ok(secs * 1_000_000_000)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn format_time(ns: i64) -> String {
@@ -649,9 +798,46 @@ fn init_node(
     name: Option<String>,
     key_file: Option<&Path>,
 ) -> Result<()> {
+    // A `dir:` cloud is stored absolute: a mount from another folder must
+    // find the same one.
+    let cloud = match cloud {
+        Some(url) if url.starts_with("dir:") && !Path::new(&url[4..]).is_absolute() => {
+            Some(format!("dir:{}", absolute(Path::new(&url[4..]))?.display()))
+        }
+        other => other,
+    };
     if let Some(url) = &cloud {
         crate::cloud::CloudUrl::parse(url)?;
     }
+    if let Some(k) = key_file
+        && let Err(e) = std::fs::File::open(k)
+    {
+        bail!(
+            "the key file {} cannot be read ({e}); export it on a node of the volume with `latus key export FILE` and copy it here",
+            k.display()
+        );
+    }
+    if home.is_initialised() {
+        bail!(
+            "{} is already initialised as a node ({}); to join another volume instead, unmount it, move that folder away and run init again (or give another home: --home DIR)",
+            home.root().display(),
+            home.load_config()
+                .map(|c| format!("{}, cloud {}", c.node_name, c.cloud))
+                .unwrap_or_default()
+        );
+    }
+    // Two nodes on one machine would both be called after the host: a
+    // node whose home is not the default one is named after it too.
+    let name = name.or_else(|| {
+        let default = Home::default_root();
+        (home.root() != default.as_path())
+            .then(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                let dir = home.root().file_name()?.to_str()?.to_string();
+                Some(format!("{}-{dir}", host.trim()))
+            })
+            .flatten()
+    });
     // A key file joins a volume that exists: never a new volume under the
     // same key (a missing or mistyped cloud would make one).
     let joining = key_file.is_some();
@@ -784,6 +970,11 @@ fn mount(
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
         init_node(home, None, None, None)?;
+        println!(
+            "this is a new volume. To join an existing one instead: latus unmount {m}, move {h} away, then latus init --cloud URL --key-file KEY and mount again",
+            m = mountpoint.display(),
+            h = home.root().display()
+        );
     }
     home.load_config()?; // a newer home is refused here, before the daemon starts
     if let Ok(v) = control::call(
@@ -858,6 +1049,9 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
         ) {
             println!("mounted {} (daemon pid {})", mountpoint.display(), v["pid"]);
             print_recovery(&v["recovered"]);
+            if !offline {
+                warn_if_unreachable(home);
+            }
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -868,6 +1062,29 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits briefly for the daemon's first contact with the cloud, and says
+/// so when it does not answer (the folder works; changes wait).
+fn warn_if_unreachable(home: &Home) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok(v) = control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT) else {
+            return;
+        };
+        match v["queue"]["cloud_reachable"].as_bool() {
+            Some(true) => return,
+            Some(false) => {
+                eprintln!(
+                    "warning: the cloud {} does not answer ({}); the folder works and changes wait until it does (`latus status` says when)",
+                    v["cloud"].as_str().unwrap_or("?"),
+                    v["queue"]["last_error"].as_str().unwrap_or("no answer")
+                );
+                return;
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -1017,6 +1234,7 @@ fn process_alive(pid: u32) -> bool {
 
 fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
     let daemon = control::call(&home.socket_path(), &Request::Status, CALL_TIMEOUT).ok();
+    let now = crate::vfs::now_nanos();
     match path {
         None => {
             let v = match daemon {
@@ -1026,7 +1244,10 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
-                print_status(&v);
+                let nodes = history_call(home, Request::Nodes, false).ok();
+                for line in crate::status::lines(&v, nodes.as_ref(), now) {
+                    println!("{line}");
+                }
             }
         }
         Some(p) => {
@@ -1042,26 +1263,129 @@ fn status(home: &Home, path: Option<&Path>, json: bool) -> Result<()> {
                 )?,
                 None => {
                     let (_lock, node) = daemon::open_node_locked(home)?;
-                    let s = node.vfs.path_status(&rel).with_context(|| rel.clone())?;
+                    let s = node.vfs.path_status(&rel);
                     node.vfs.shutdown()?;
+                    let s = s.map_err(|e| anyhow::anyhow!("{rel}: {e}"))?;
                     serde_json::to_value(s)?
                 }
             };
             if json {
                 println!("{v}");
             } else {
-                println!(
-                    "{}: {} ({} bytes)",
-                    v["path"].as_str().unwrap_or(&rel),
-                    v["state"].as_str().unwrap_or("?"),
-                    v["size"]
-                );
-                if !v["last_event"].is_null() {
-                    println!("last event: {}", v["last_event"]);
+                let nodes = history_call(home, Request::Nodes, false).ok();
+                let me = home.load_config()?.node_id.to_string();
+                for line in crate::status::path_lines(&v, nodes.as_ref(), &me) {
+                    println!("{line}");
                 }
             }
         }
     }
+    Ok(())
+}
+
+fn conflicts(home: &Home, path: Option<&Path>, keep: Option<String>, json: bool) -> Result<()> {
+    let Some(keep) = keep else {
+        if path.is_some() {
+            bail!("say which version keeps the name: --keep mine, --keep theirs or --keep both");
+        }
+        let v = history_call(home, Request::Conflicts, false)?;
+        if json {
+            println!("{v}");
+            return Ok(());
+        }
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("no conflicts");
+        }
+        for c in &list {
+            println!(
+                "{}\n    {} version from {} ({} UTC), beside {}{}",
+                c["path"].as_str().unwrap_or("?"),
+                if c["mine"] == true {
+                    "this node's"
+                } else {
+                    "the other node's"
+                },
+                c["node"].as_str().unwrap_or("?"),
+                c["when"].as_str().unwrap_or("?"),
+                c["original"].as_str().unwrap_or("?"),
+                if c["original_exists"] == true {
+                    ""
+                } else {
+                    " (now gone)"
+                }
+            );
+        }
+        if !list.is_empty() {
+            println!(
+                "resolve one with: latus conflicts PATH --keep mine|theirs|both (the other version stays in history)"
+            );
+        }
+        return Ok(());
+    };
+    let path = path.context("name the conflict copy to resolve")?;
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let v = history_call(
+        home,
+        Request::ResolveConflict {
+            path: rel,
+            keep: keep.clone(),
+        },
+        false,
+    )?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let shown = v["path"].as_str().unwrap_or("?");
+    match (v["moved_to"].as_str(), v["removed"].as_str()) {
+        (Some(to), _) => println!("kept both: {shown}, and the other version as {to}"),
+        (None, Some(r)) if r != shown => {
+            println!("{shown}: kept {keep} version; removed {r} (it stays in history)")
+        }
+        _ => {
+            println!("{shown}: now holds the {keep} version (the one it replaced stays in history)")
+        }
+    }
+    Ok(())
+}
+
+fn activity_log(home: &Home, last: usize, json: bool) -> Result<()> {
+    let v = history_call(home, Request::Activity { limit: last }, false)?;
+    let items: Vec<crate::status::Activity> = serde_json::from_value(v)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for a in &items {
+        if json {
+            serde_json::to_writer(&mut out, a)?;
+            writeln!(out)?;
+            continue;
+        }
+        let what = match &a.src_path {
+            Some(src) => format!("{src} -> {}", a.path),
+            None => a.path.clone(),
+        };
+        let size = if a.event_type.carries_content() {
+            format!(" ({})", crate::when::bytes(a.size))
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{}  {:<12} {:<8} {what}{size}{}",
+            crate::when::local(a.time),
+            a.node,
+            format!("{:?}", a.event_type).to_lowercase(),
+            if a.mivui.is_none() {
+                "  (waiting to upload)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    if items.is_empty() && !json {
+        writeln!(out, "nothing has happened in the volume yet")?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -1073,17 +1397,23 @@ fn relative_path(p: &Path, mountpoint: Option<&Path>) -> Result<String> {
         let cwd = std::env::current_dir().ok();
         match (mountpoint, cwd) {
             (Some(m), Some(c)) if c.starts_with(m) => Some(c.join(p)),
+            // From outside: a path that leads into the folder (`latus
+            // free Latus/photos` from the home folder) is taken as such.
+            (Some(m), Some(c)) => std::path::absolute(c.join(p))
+                .ok()
+                .filter(|a| a.starts_with(m)),
             _ => None,
         }
     };
     let rel = match (abs, mountpoint) {
-        (Some(a), Some(m)) => a.strip_prefix(m).map(Path::to_path_buf).with_context(|| {
-            format!(
-                "{} is not inside the latus folder {}",
+        (Some(a), Some(m)) => match a.strip_prefix(m) {
+            Ok(r) => r.to_path_buf(),
+            Err(_) => bail!(
+                "{} is not inside the latus folder {} (give a path in it, or one relative to it)",
                 p.display(),
                 m.display()
-            )
-        })?,
+            ),
+        },
         (Some(a), None) => bail!(
             "{} is absolute but the latus folder is not mounted; give a path relative to the folder",
             a.display()
@@ -1100,62 +1430,40 @@ fn offline_status(home: &Home) -> Result<serde_json::Value> {
     let counts = node.vfs.counts();
     let after = node.meta.state(crate::meta::PUBLISHED_THROUGH)?;
     let pending = node.meta.unpublished_events(after, usize::MAX)?;
+    let waiting = node.vfs.waiting();
+    let conflict_copies = crate::conflicts::list(&node.vfs, &cfg.node_name);
     node.vfs.shutdown()?;
-    let files = pending.iter().filter(|e| e.event_type.carries_content());
+    // The per-path rule, as a running daemon counts.
     let queue = serde_json::json!({
         "pending_events": pending.len(),
-        "pending_files": files.clone().count(),
-        "pending_bytes": files.map(|e| e.size).sum::<u64>(),
+        "pending_files": waiting.files,
+        "pending_bytes": waiting.bytes,
     });
+    // A folder still mounted with no daemon behind it (kill -9, a crash).
+    let stale_mount = std::fs::read(daemon::mountpoint_file(home))
+        .ok()
+        .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+        .filter(|m| daemon::is_mounted(m))
+        .map(|m| m.display().to_string());
     let mut v = serde_json::json!({
         "pid": null,
         "mountpoint": null,
+        "stale_mount": stale_mount,
         "node_id": cfg.node_id.to_string(),
         "node_name": cfg.node_name,
         "cloud": cfg.cloud,
         "queue": queue,
+        "waiting": waiting,
+        "conflict_copies": conflict_copies,
     });
     if let (Some(obj), serde_json::Value::Object(c)) =
         (v.as_object_mut(), serde_json::to_value(counts)?)
     {
         obj.extend(c);
     }
+    let summary = crate::status::summary(&v, crate::vfs::now_nanos());
+    v["summary"] = serde_json::to_value(summary)?;
     Ok(v)
-}
-
-fn print_status(v: &serde_json::Value) {
-    match v["mountpoint"].as_str() {
-        Some(m) => println!("mounted at {m} (daemon pid {})", v["pid"]),
-        None => println!("not mounted"),
-    }
-    println!(
-        "node: {} ({})",
-        v["node_name"].as_str().unwrap_or("?"),
-        v["node_id"].as_str().unwrap_or("?")
-    );
-    println!("cloud: {}", v["cloud"].as_str().unwrap_or("?"));
-    println!(
-        "files: {}  folders: {}  symlinks: {}  events: {}",
-        v["files"], v["directories"], v["symlinks"], v["events"]
-    );
-    if let Some(e) = v["last_error"].as_str() {
-        println!("last error: {e}");
-    }
-    let q = &v["queue"];
-    if let Some(d) = q["cloud_damage"].as_str() {
-        println!("cloud: DAMAGED: {d} (see `latus check`)");
-    }
-    if let Some(b) = q["log_breach"].as_str() {
-        println!("sync: STOPPED: the volume's log cannot be trusted: {b}");
-        println!("      (local files keep working; changes wait here)");
-    }
-    if let Some(since) = q["unreachable_since"].as_i64() {
-        let (y, mo, d, h, mi, s) = crate::sync::utc_fields(since);
-        println!(
-            "sync: the cloud stopped answering at {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC ({}); retrying",
-            q["last_error"].as_str().unwrap_or("no answer")
-        );
-    }
 }
 
 fn log_head(home: &Home, json: bool) -> Result<()> {

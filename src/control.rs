@@ -36,6 +36,9 @@ pub enum Request {
         /// Nanoseconds since the epoch.
         at: Option<i64>,
         to: Option<String>,
+        /// Only report what would change.
+        #[serde(default)]
+        dry_run: bool,
     },
     Nodes,
     ForgetNode {
@@ -64,6 +67,28 @@ pub enum Request {
     SetCacheCap {
         bytes: u64,
     },
+    /// Conflict copies in the tree (`conflicts`).
+    Conflicts,
+    /// Keeps one version of a conflict (`mine`, `theirs`, `both`).
+    ResolveConflict {
+        path: String,
+        keep: String,
+    },
+    /// The volume's newest records and this node's waiting changes
+    /// (`status::activity`).
+    Activity {
+        limit: usize,
+    },
+    /// A folder's entries with their states (the web app's browser).
+    ListDir {
+        path: String,
+    },
+    /// Deleted files that can be restored.
+    Deleted {
+        limit: usize,
+    },
+    /// The web app's address with this session's token.
+    UiUrl,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +128,10 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
     #[error("bad control message: {0}")]
     Protocol(#[from] serde_json::Error),
+    #[error(
+        "the daemon stopped before it answered (unmounted, or it crashed: see daemon.log in the home)"
+    )]
+    Stopped,
     #[error("{0}")]
     Daemon(String),
 }
@@ -125,6 +154,9 @@ pub fn call(
     let mut reader = BufReader::new(s);
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
+    if answer.trim().is_empty() {
+        return Err(ControlError::Stopped);
+    }
     let resp: Response = serde_json::from_str(&answer)?;
     if resp.ok {
         Ok(resp.data)

@@ -23,10 +23,12 @@ use crate::vfs::{Invalidation, RecoveryReport, Vfs, VfsError};
 
 mod plain;
 mod repair;
+mod report;
 
 pub use repair::{RepairReport, repair};
 
 pub use plain::Adoption;
+pub use report::mountpoint_file;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -606,7 +608,13 @@ pub fn run_foreground(
             report: node.recovery.clone(),
             plain_folder: adoption,
         },
+        rate: Default::default(),
+        web_url: std::sync::OnceLock::new(),
     });
+    report::start_rate_sampler(&ctx);
+    report::start_notices(&ctx);
+    report::remember_mountpoint(home, mountpoint);
+    report::start_web(home, &ctx, &unmounter);
     {
         let unmounter = unmounter.clone();
         let ctx = ctx.clone();
@@ -671,6 +679,10 @@ struct StatusContext {
     home_files: [PathBuf; 3],
     started: Instant,
     recovery: Recovered,
+    /// Upload rate, for the ETA.
+    rate: Mutex<crate::status::RateMeter>,
+    /// The web app's address with its session token (`latus ui`).
+    web_url: std::sync::OnceLock<String>,
 }
 
 /// What mounting recovered: the node's own state, and the plain folder.
@@ -698,6 +710,13 @@ pub struct DaemonStatus {
     pub disk: DiskReport,
     /// Per program: reads of content only in the cloud, bytes, refusals.
     pub hydration: std::collections::BTreeMap<String, crate::hydration::ProgramCount>,
+    /// Files whose state is `pending` (what `queue.pending_files` counts).
+    pub waiting: crate::vfs::Waiting,
+    /// Bytes per second uploaded lately, and the time left at that rate.
+    pub upload_rate: Option<u64>,
+    pub eta_secs: Option<u64>,
+    /// Conflict copies in the tree (`latus conflicts`).
+    pub conflict_copies: Vec<crate::conflicts::Conflict>,
 }
 
 /// The disk holding the home: full or not, and what latus itself takes.
@@ -733,25 +752,7 @@ fn handle(
     req: Request,
 ) -> Response {
     match req {
-        Request::Status => Response::ok(DaemonStatus {
-            pid: std::process::id(),
-            mountpoint: ctx.mountpoint.display().to_string(),
-            node_id: ctx.config.node_id.to_string(),
-            node_name: ctx.config.node_name.clone(),
-            cloud: ctx.config.cloud.clone(),
-            counts: ctx.vfs.counts(),
-            uptime_secs: ctx.started.elapsed().as_secs(),
-            recovered: ctx.recovery.clone(),
-            queue: ctx
-                .uploader
-                .as_ref()
-                .map(|u| u.status())
-                .unwrap_or_default(),
-            offline: ctx.uploader.is_none(),
-            cache: ctx.vfs.cache_status(),
-            disk: disk_report(ctx),
-            hydration: ctx.vfs.hydration_counts(),
-        }),
+        Request::Status => Response::ok(report::status(ctx)),
         Request::SyncWait { timeout_secs } => match &ctx.uploader {
             None => Response::err(
                 "mounted with --offline: nothing is published until a mount without it",
@@ -779,8 +780,17 @@ fn handle(
                 Err(e) => Response::err(e),
             }
         }
+        Request::UiUrl => match ctx.web_url.get() {
+            Some(url) => Response::ok(serde_json::json!({ "url": url })),
+            None => Response::err("the web app is not running (see daemon.log)"),
+        },
         Request::Unmount => match unmount_now(unmounter, &ctx.mountpoint) {
             Ok(()) => Response::ok("unmounting"),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Response::err(format!(
+                "{} is busy: a program has a file open there or works inside it (a shell's current folder counts); close it and try again (`fuser -vm {}` lists them)",
+                ctx.mountpoint.display(),
+                ctx.mountpoint.display()
+            )),
             Err(e) => Response::err(format!("unmount failed: {e}")),
         },
         other => answer_history(&ctx.vfs, ctx.uploader.as_deref(), &ctx.config, other),
@@ -806,13 +816,14 @@ pub fn answer_history(
             version,
             at,
             to,
+            dry_run,
         } => {
             let target = match (version, at) {
                 (Some(v), _) => crate::vfs::RestoreTarget::Version(v),
                 (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
                 (None, None) => crate::vfs::RestoreTarget::Latest,
             };
-            vfs.restore(&path, target, to.as_deref())
+            vfs.restore_plan(&path, target, to.as_deref(), dry_run)
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| format!("{path}: {e}"))
         }
@@ -868,6 +879,26 @@ pub fn answer_history(
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| e.to_string())
         }
+        Request::Conflicts => Ok(serde_json::json!(crate::conflicts::list(
+            vfs,
+            &config.node_name
+        ))),
+        Request::ResolveConflict { path, keep } => {
+            let keep: crate::conflicts::Keep = keep.parse().map_err(|e| format!("{e}"))?;
+            crate::conflicts::resolve(vfs, &config.node_name, &path, keep)
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| e.to_string())
+        }
+        Request::Activity { limit } => crate::status::activity(vfs, &config.node_name, limit)
+            .map(|a| serde_json::json!(a))
+            .map_err(|e| e.to_string()),
+        Request::ListDir { path } => vfs
+            .list_dir(&path)
+            .map(|v| serde_json::json!(v))
+            .map_err(|e| format!("{path}: {e}")),
+        Request::Deleted { limit } => crate::status::deleted(vfs, limit)
+            .map(|v| serde_json::json!(v))
+            .map_err(|e| e.to_string()),
         _ => Err("not a history request".into()),
     })();
     match result {

@@ -71,7 +71,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: to_system_time(a.atime),
         mtime: to_system_time(a.mtime),
         ctime: to_system_time(a.ctime),
@@ -99,6 +99,7 @@ fn negative_entry() -> FileAttr {
         nlink: 0,
         uid: 0,
         gid: 0,
+        blocks: 0,
     });
     a.ino = INodeNo(0);
     a

@@ -105,6 +105,11 @@ impl ContentStore {
         }
     }
 
+    /// The disk an object takes (0 when only in the cloud), as indexed.
+    pub fn local_bytes(&self, id: &str) -> u64 {
+        lock(&self.usage).bytes(id).unwrap_or(0)
+    }
+
     /// Records the disk an object takes now (after it was written or filled).
     pub fn note_usage(&self, id: &str) {
         use std::os::unix::fs::MetadataExt;

@@ -27,5 +27,5 @@ pub use history::{NodeInfo, nodes};
 pub use names::{conflict_name, safe_path, utc_fields};
 pub use payload::{FORMAT as EVENT_PAYLOAD_FORMAT, INLINE_CHUNKS, PublishedEvent};
 pub use remote::{REMOTE_ROOT, RemoteTree};
-pub use uploader::{PruneReport, Uploader, UploaderStatus};
+pub use uploader::{HEARTBEAT, PruneReport, Uploader, UploaderStatus};
 pub use volume::{FORMAT as VOLUME_FORMAT, Volume, VolumeError, VolumeHandle, read_epochs};

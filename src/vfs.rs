@@ -14,6 +14,7 @@
 mod apply;
 mod error;
 mod hasher;
+mod overview;
 mod placement;
 mod restore;
 mod tree;
@@ -41,6 +42,7 @@ pub use apply::Invalidation;
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
+pub use overview::{FolderEntry, NamedFile, Waiting};
 pub use placement::{CacheStatus, DiskStatus, EvictReport, HydrateItem, PlacementInfo};
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
@@ -79,6 +81,10 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    /// 512-byte blocks on this disk (`st_blocks`): none for content only
+    /// in the cloud (also while a partial copy is being fetched), so `du`
+    /// and `ls -s` tell local from cloud.
+    pub blocks: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -370,6 +376,7 @@ fn attr_of(n: &Node) -> Attr {
         },
         uid: n.row.uid,
         gid: n.row.gid,
+        blocks: n.size().div_ceil(512),
     }
 }
 
@@ -930,12 +937,24 @@ impl Vfs {
             return Err(VfsError::NotDir);
         }
         let ino = *p.children.get(name).ok_or(VfsError::NotFound)?;
-        Ok(attr_of(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+        Ok(self.attr_on_disk(st.tree.get(ino).ok_or(VfsError::NotFound)?))
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         let st = lock(&self.state);
-        Ok(attr_of(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+        Ok(self.attr_on_disk(st.tree.get(ino).ok_or(VfsError::NotFound)?))
+    }
+
+    /// `attr_of`, with the blocks a committed version takes here.
+    fn attr_on_disk(&self, n: &Node) -> Attr {
+        let mut a = attr_of(n);
+        if n.row.kind == Kind::File
+            && n.staging.is_none()
+            && let Some(o) = &n.row.object
+        {
+            a.blocks = self.store.local_bytes(o).div_ceil(512);
+        }
+        a
     }
 
     pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<u64>) -> Result<Attr> {
@@ -2040,7 +2059,12 @@ impl Vfs {
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         let st = lock(&self.state);
         let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        // latus's own first, so `getfattr -d -m -` shows them.
         let mut out = Vec::new();
+        for k in [XATTR_STATE, XATTR_PLACEMENT] {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+        }
         for k in n.row.xattrs.keys() {
             out.extend_from_slice(k.as_bytes());
             out.push(0);

@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "fuse_tests/adversity.rs"]
 mod adversity;
+#[path = "fuse_tests/browser.rs"]
+mod browser;
 #[path = "fuse_tests/cli.rs"]
 mod cli;
 #[path = "fuse_tests/cloud.rs"]
@@ -27,9 +29,13 @@ mod ondemand;
 mod posix;
 #[path = "fuse_tests/programs.rs"]
 mod programs;
+#[path = "fuse_tests/see.rs"]
+mod see;
 #[path = "fuse_tests/service.rs"]
 mod service;
 #[path = "fuse_tests/sync.rs"]
 mod sync;
 #[path = "fuse_tests/upgrade.rs"]
 mod upgrade;
+#[path = "fuse_tests/webdriver.rs"]
+mod webdriver;

@@ -12,7 +12,7 @@
 //! (the payload carries the local id), so it is never appended twice.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -45,6 +45,9 @@ const LOG_PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long new work waits for more before a pass starts.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often an idle node says in the log that it is there (a `node`
+/// record), so `nodes` shows when each node was last in contact.
+pub const HEARTBEAT: Duration = Duration::from_secs(600);
 
 struct Bell {
     rung: bool,
@@ -187,8 +190,9 @@ struct Inner {
     volume: Arc<VolumeHandle>,
     /// Chunk names known to be in the store (this run).
     known: Mutex<HashSet<String>>,
-    /// This run announced the node in the log.
-    greeted: AtomicBool,
+    /// When this run last announced the node in the log (`Vfs::now`, 0:
+    /// not yet): again every `HEARTBEAT`, so other nodes see it is there.
+    greeted: std::sync::atomic::AtomicI64,
     status: Mutex<UploaderStatus>,
     progress: Condvar,
     bell: Mutex<Bell>,
@@ -251,7 +255,7 @@ impl Uploader {
             signer,
             volume,
             known: Mutex::new(HashSet::new()),
-            greeted: AtomicBool::new(false),
+            greeted: std::sync::atomic::AtomicI64::new(0),
             status: Mutex::new(UploaderStatus {
                 cloud_damage,
                 ..Default::default()
@@ -606,9 +610,11 @@ impl Inner {
         // Pull first: conflicts are settled before this node's changes go.
         self.read_log(&volume)?;
         self.meta.commit_pending()?;
-        if !self.greeted.load(Ordering::Acquire) {
+        let now = self.vfs.now();
+        let last = self.greeted.load(Ordering::Acquire);
+        if last == 0 || now.saturating_sub(last) >= HEARTBEAT.as_nanos() as i64 {
             self.say_hello(&volume)?;
-            self.greeted.store(true, Ordering::Release);
+            self.greeted.store(now.max(1), Ordering::Release);
         }
         let mut pushed = false;
         while !self.stopping() {

@@ -278,6 +278,7 @@ impl Vfs {
 
     fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
+        let mut changed = Vec::new();
         let st = lock(&self.state);
         let mut all = vec![ino];
         all.extend(st.tree.descendants(ino));
@@ -307,9 +308,13 @@ impl Vfs {
             }
             let bytes = n.row.size;
             self.store.remove(&object)?;
+            changed.push(super::Invalidation::Inode(i));
             report.files += 1;
             report.bytes += bytes;
         }
+        drop(st);
+        // `st_blocks` changed: the kernel's cached attributes go.
+        self.invalidate(changed);
         Ok(report)
     }
 
@@ -479,9 +484,13 @@ impl Vfs {
     /// online-only rule do not keep it (the rule may have come meanwhile).
     pub fn content_installed(&self, object: &str) {
         let st = lock(&self.state);
-        for &ino in st.tree.owners(object) {
+        let owners = st.tree.owners(object).to_vec();
+        for &ino in &owners {
             self.evict_if_online_only(&st, ino);
         }
+        drop(st);
+        // Its blocks are on this disk now (`st_blocks`).
+        self.invalidate(owners.into_iter().map(super::Invalidation::Inode).collect());
     }
 
     pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {

@@ -42,6 +42,38 @@ pub struct RestoreReport {
     pub folders_made: u64,
     pub removed: u64,
     pub unchanged: u64,
+    /// Nothing was changed: the report says what a restore would do.
+    pub dry_run: bool,
+    /// What changes, path by path (at most `MAX_CHANGES`).
+    pub changes: Vec<RestoreChange>,
+    /// More changes than listed.
+    pub changes_truncated: bool,
+}
+
+/// One change a restore makes (or would make).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreChange {
+    /// `create`, `replace` (an older version over the current one),
+    /// `mkdir` or `remove` (it came later; it stays in history).
+    pub action: &'static str,
+    pub path: String,
+    pub size: u64,
+}
+
+const MAX_CHANGES: usize = 1000;
+
+impl RestoreReport {
+    fn note(&mut self, action: &'static str, path: &str, size: u64) {
+        if self.changes.len() < MAX_CHANGES {
+            self.changes.push(RestoreChange {
+                action,
+                path: path.to_string(),
+                size,
+            });
+        } else {
+            self.changes_truncated = true;
+        }
+    }
 }
 
 fn bad(msg: String) -> VfsError {
@@ -92,6 +124,17 @@ impl Vfs {
         target: RestoreTarget,
         to: Option<&str>,
     ) -> super::Result<RestoreReport> {
+        self.restore_plan(path, target, to, false)
+    }
+
+    /// `restore`, or with `dry_run` only the report of what it would change.
+    pub fn restore_plan(
+        &self,
+        path: &str,
+        target: RestoreTarget,
+        to: Option<&str>,
+        dry_run: bool,
+    ) -> super::Result<RestoreReport> {
         let path = path.trim_matches('/').to_string();
         let dest = to
             .map(|t| t.trim_matches('/').to_string())
@@ -104,6 +147,7 @@ impl Vfs {
         let log = self.history()?;
         let mut report = RestoreReport {
             path: dest.clone(),
+            dry_run,
             ..Default::default()
         };
         match target {
@@ -132,7 +176,7 @@ impl Vfs {
                     .find(|e| e.event.file_path == path && e.event.event_type.carries_content())
                     .ok_or_else(|| bad(format!("{path:?} has no version in history")))?;
                 let m = e.mivui;
-                return self.restore(&path, RestoreTarget::Version(m), to);
+                return self.restore_plan(&path, RestoreTarget::Version(m), to, dry_run);
             }
             RestoreTarget::At(t) => {
                 let at = replay(&log, |x| x.event.time <= t);
@@ -159,21 +203,31 @@ impl Vfs {
         Caller { uid, gid, pid: 0 }
     }
 
-    /// The folder at `p`, made with events where missing.
-    fn make_dirs(&self, p: &str, report: &mut RestoreReport) -> super::Result<Ino> {
+    /// The folder at `p`, made with events where missing (`None`: a dry
+    /// run, and it is missing).
+    fn make_dirs(&self, p: &str, report: &mut RestoreReport) -> super::Result<Option<Ino>> {
         let mut ino = ROOT_INO;
+        let mut sofar = String::new();
         for part in p.split('/').filter(|c| !c.is_empty()) {
+            if !sofar.is_empty() {
+                sofar.push('/');
+            }
+            sofar.push_str(part);
             ino = match self.lookup(ino, OsStr::new(part)) {
                 Ok(a) if a.kind == Kind::Dir => a.ino,
                 Ok(_) => return Err(bad(format!("{part:?} in {p:?} is not a folder"))),
                 Err(VfsError::NotFound) => {
                     report.folders_made += 1;
+                    report.note("mkdir", &sofar, 0);
+                    if report.dry_run {
+                        return Ok(None);
+                    }
                     self.mkdir(ino, OsStr::new(part), 0o755, self.owner())?.ino
                 }
                 Err(e) => return Err(e),
             };
         }
-        Ok(ino)
+        Ok(Some(ino))
     }
 
     /// Writes one version at `dest` as a new event.
@@ -187,7 +241,12 @@ impl Vfs {
             Some(i) => (&dest[..i], &dest[i + 1..]),
             None => ("", dest),
         };
-        let parent = self.make_dirs(parent_path, report)?;
+        let Some(parent) = self.make_dirs(parent_path, report)? else {
+            // A dry run below a folder it would make.
+            report.files_restored += 1;
+            report.note("create", dest, v.size);
+            return Ok(());
+        };
         let mut st = crate::locks::lock(&self.state);
         let existing = st
             .tree
@@ -214,12 +273,22 @@ impl Vfs {
                     report.unchanged += 1;
                     return Ok(());
                 }
+                if report.dry_run {
+                    report.files_restored += 1;
+                    report.note("replace", dest, v.size);
+                    return Ok(());
+                }
                 let ty = if v.kind == Kind::Symlink {
                     EventType::Symlink
                 } else {
                     EventType::Modify
                 };
                 (n.row.clone(), ty, n.row.hash.clone())
+            }
+            None if report.dry_run => {
+                report.files_restored += 1;
+                report.note("create", dest, v.size);
+                return Ok(());
             }
             None => {
                 let row = self.remote_row(&mut st, parent, name, v.kind);
@@ -256,6 +325,15 @@ impl Vfs {
         drop(st);
         self.invalidate(inval);
         report.files_restored += 1;
+        report.note(
+            if existing.is_some() {
+                "replace"
+            } else {
+                "create"
+            },
+            dest,
+            v.size,
+        );
         Ok(())
     }
 
@@ -278,6 +356,9 @@ impl Vfs {
                 self.put_version(&p, c, report)?;
             }
         }
+        let Some(dir) = dir else {
+            return Ok(()); // a dry run: the folder would be new
+        };
         // What came after the time goes (it stays in history).
         let now: Vec<(String, Kind)> = self
             .readdir_names(dir)?
@@ -285,7 +366,7 @@ impl Vfs {
             .filter(|(n, _)| !node.children.contains_key(n))
             .collect();
         for (name, kind) in now {
-            self.remove_tree(dir, &name, kind, report)?;
+            self.remove_tree(dir, &format!("{dest}/{name}"), &name, kind, report)?;
         }
         Ok(())
     }
@@ -306,14 +387,20 @@ impl Vfs {
     fn remove_tree(
         &self,
         dir: Ino,
+        path: &str,
         name: &str,
         kind: Kind,
         report: &mut RestoreReport,
     ) -> super::Result<()> {
+        report.note("remove", path, 0);
+        if report.dry_run {
+            report.removed += 1;
+            return Ok(());
+        }
         if kind == Kind::Dir {
             let ino = self.lookup(dir, OsStr::new(name))?.ino;
             for (n, k) in self.readdir_names(ino)? {
-                self.remove_tree(ino, &n, k, report)?;
+                self.remove_tree(ino, &format!("{path}/{n}"), &n, k, report)?;
             }
             match self.rmdir(dir, OsStr::new(name)) {
                 Ok(()) | Err(VfsError::NotEmpty) => {}
@@ -322,6 +409,11 @@ impl Vfs {
         } else {
             self.unlink(dir, OsStr::new(name))?;
         }
+        // Not through the mount: the kernel's cached entry goes too.
+        self.invalidate(vec![super::Invalidation::Entry {
+            parent: dir,
+            name: name.to_string(),
+        }]);
         report.removed += 1;
         Ok(())
     }

@@ -97,7 +97,7 @@ fn edit_config(m: &Mounted, f: impl FnOnce(&mut serde_json::Map<String, Value>))
 
 /// A node initialised on `url` (joining with `key` if given), polling the
 /// log every 200 ms; not mounted.
-fn init_node(url: &str, name: &str, key: Option<&Path>) -> Mounted {
+pub(crate) fn init_node(url: &str, name: &str, key: Option<&Path>) -> Mounted {
     let m = Mounted::bare();
     let key = key.map(|k| k.to_str().unwrap().to_string());
     let mut args = vec!["init", "--cloud", url, "--name", name];
@@ -112,7 +112,7 @@ fn init_node(url: &str, name: &str, key: Option<&Path>) -> Mounted {
 }
 
 /// Exports the volume key of `m` to a file in its scratch folder.
-fn export_key(m: &Mounted) -> PathBuf {
+pub(crate) fn export_key(m: &Mounted) -> PathBuf {
     let key = m.scratch().join("volume-key.json");
     if !key.exists() {
         m.latus(&["key", "export", key.to_str().unwrap()])
@@ -122,7 +122,7 @@ fn export_key(m: &Mounted) -> PathBuf {
 }
 
 /// Nodes of one volume, initialised but not mounted; the first creates it.
-fn nodes_on(b: &Backend, names: &[&str]) -> Vec<Mounted> {
+pub(crate) fn nodes_on(b: &Backend, names: &[&str]) -> Vec<Mounted> {
     let first = init_node(&b.url(), names[0], None);
     let key = export_key(&first);
     let mut v = vec![first];
@@ -132,7 +132,7 @@ fn nodes_on(b: &Backend, names: &[&str]) -> Vec<Mounted> {
     v
 }
 
-fn mounted_on(b: &Backend, names: &[&str]) -> Vec<Mounted> {
+pub(crate) fn mounted_on(b: &Backend, names: &[&str]) -> Vec<Mounted> {
     let v = nodes_on(b, names);
     for m in &v {
         m.mount();
@@ -147,7 +147,7 @@ fn mount_offline(m: &Mounted) {
     assert_eq!(m.status()["offline"], true);
 }
 
-fn go_offline(nodes: &[&Mounted]) {
+pub(crate) fn go_offline(nodes: &[&Mounted]) {
     for m in nodes {
         m.unmount();
         mount_offline(m);
@@ -156,7 +156,7 @@ fn go_offline(nodes: &[&Mounted]) {
 
 /// Remounts each node online in turn and lets it publish and pull; then
 /// lets every node pull what the later ones published.
-fn go_online_in_order(nodes: &[&Mounted]) {
+pub(crate) fn go_online_in_order(nodes: &[&Mounted]) {
     for m in nodes {
         m.unmount();
         m.mount();
@@ -186,7 +186,7 @@ fn json_cmd(m: &Mounted, args: &[&str]) -> Value {
 /// receipt of it (see `a_file_has_the_same_mtime_on_every_node`), which
 /// crosses a second boundary now and then. Exact equality is tested there.
 #[derive(Debug, Clone)]
-struct Entry {
+pub(crate) struct Entry {
     node: Node,
     mtime: Option<i64>,
 }
@@ -201,7 +201,7 @@ impl PartialEq for Entry {
     }
 }
 
-type Snap = BTreeMap<String, Entry>;
+pub(crate) type Snap = BTreeMap<String, Entry>;
 
 /// Like `harness::tree`, but an error (an entry vanishing while the tree
 /// changes) is returned instead of panicking, so it can be polled. A file
@@ -287,7 +287,7 @@ fn wait_for(what: &str, f: impl FnMut() -> bool) {
 
 /// Waits until every node's tree is the same (and, if given, `expect`),
 /// then returns it; on timeout, fails listing the differences.
-fn converge(nodes: &[&Mounted], expect: Option<&Snap>, ctx: &str) -> Snap {
+pub(crate) fn converge(nodes: &[&Mounted], expect: Option<&Snap>, ctx: &str) -> Snap {
     let mut last: Vec<io::Result<Snap>> = Vec::new();
     let ok = poll(CONVERGE, Duration::from_millis(250), || {
         last = nodes.iter().map(|m| snap(&m.mnt)).collect();
@@ -315,7 +315,7 @@ fn converge(nodes: &[&Mounted], expect: Option<&Snap>, ctx: &str) -> Snap {
 /// Writes `data` as one new version: open without O_TRUNC, truncate
 /// through the descriptor, write, close (one event, where `fs::write` on
 /// an existing file makes two: truncate, then write).
-fn rewrite(path: &Path, data: &[u8]) {
+pub(crate) fn rewrite(path: &Path, data: &[u8]) {
     let mut f = OpenOptions::new()
         .write(true)
         .open(path)
@@ -339,11 +339,11 @@ fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
 }
 
-fn read(path: &Path) -> Vec<u8> {
+pub(crate) fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -360,7 +360,7 @@ fn now_secs() -> i64 {
 }
 
 /// Conflict copies of `name` (`stem (conflict from NODE YYYY-MM-DD HHMMSS).ext`) in `dir`.
-fn conflict_copies(dir: &Path, name: &str) -> Vec<String> {
+pub(crate) fn conflict_copies(dir: &Path, name: &str) -> Vec<String> {
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
     names_in(dir)
         .into_iter()
