@@ -90,6 +90,25 @@ stop() {
     stop_pid_file "$dir/dynalite.pid" dynalite
 }
 
+# Waits until server NAME (PID, on PORT) answers; on failure removes its
+# PID file, stops what started, and dies with the end of its log.
+await_server() {
+    local name=$1 pid=$2 port=$3 dir=$4 pidfile=$5 log=$6 t0=$SECONDS
+    until answers "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$dir/$pidfile"
+            die "$name exited at start; last lines of $dir/$log:
+$(tail -n 20 "$dir/$log")"
+        fi
+        if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
+            stop "$dir"
+            die "$name did not answer on 127.0.0.1:$port within ${START_TIMEOUT} s; last lines of $dir/$log:
+$(tail -n 20 "$dir/$log")"
+        fi
+        sleep 0.2
+    done
+}
+
 # Starts dynalite; prints its port.
 start_dynalite() {
     local dir=$1 port pid t0
@@ -99,18 +118,7 @@ start_dynalite() {
     setsid node "$dir/dynalite/dynalite-server.js" "$port" >"$dir/dynalite.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/dynalite.pid"
-    until answers "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$dir/dynalite.pid"
-            die "dynalite exited at start; last lines of $dir/dynalite.log:
-$(tail -n 20 "$dir/dynalite.log")"
-        fi
-        if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
-            stop "$dir"
-            die "dynalite did not answer on 127.0.0.1:$port within ${START_TIMEOUT} s"
-        fi
-        sleep 0.2
-    done
+    await_server dynalite "$pid" "$port" "$dir" dynalite.pid dynalite.log
     say "local-cloud: dynalite (pid $pid) answers on 127.0.0.1:$port after $((SECONDS - t0)) s"
     echo "$port"
 }
@@ -129,19 +137,7 @@ start() {
     setsid python3 -m moto.server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/pid"
-    until answers "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$dir/pid"
-            die "moto exited at start; last lines of $dir/moto.log:
-$(tail -n 20 "$dir/moto.log")"
-        fi
-        if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
-            stop "$dir"
-            die "moto did not answer on 127.0.0.1:$port within ${START_TIMEOUT} s; last lines of $dir/moto.log:
-$(tail -n 20 "$dir/moto.log")"
-        fi
-        sleep 0.2
-    done
+    await_server moto "$pid" "$port" "$dir" pid moto.log
     say "local-cloud: moto (pid $pid) answers on 127.0.0.1:$port after $((SECONDS - t0)) s"
     dynalite_port=$(start_dynalite "$dir")
     cat <<EOF

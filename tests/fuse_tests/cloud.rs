@@ -145,17 +145,18 @@ pub(crate) fn objects(b: &Backend) -> Vec<(String, Vec<u8>)> {
     }
 }
 
-/// Every table item, rendered, read straight from the server.
-fn table_items(b: &Backend) -> String {
-    let Backend::Aws { table, .. } = b else {
-        return String::new(); // the dir log is files: `objects` covers it
-    };
+/// Every item of `table`, read straight from the server (`endpoint`: a
+/// server other than the environment's).
+fn scan_table(table: &str, endpoint: Option<&str>) -> Vec<Item> {
     let rt = runtime();
     rt.block_on(async {
         let cfg = aws_config().await;
-        let client = aws_sdk_dynamodb::Client::new(&cfg);
-        let mut out = String::new();
-        let mut start = None;
+        let mut conf = aws_sdk_dynamodb::config::Builder::from(&cfg);
+        if let Some(url) = endpoint {
+            conf = conf.endpoint_url(url);
+        }
+        let client = aws_sdk_dynamodb::Client::from_conf(conf.build());
+        let (mut items, mut start) = (Vec::new(), None);
         loop {
             let page = client
                 .scan()
@@ -164,16 +165,27 @@ fn table_items(b: &Backend) -> String {
                 .send()
                 .await
                 .expect("scan");
-            for item in page.items() {
-                out.push_str(&format!("{item:?}\n"));
-            }
+            items.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
         }
-        out
+        items
     })
+}
+
+type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// Every table item, rendered, read straight from the server.
+fn table_items(b: &Backend) -> String {
+    let Backend::Aws { table, .. } = b else {
+        return String::new(); // the dir log is files: `objects` covers it
+    };
+    scan_table(table, None)
+        .iter()
+        .map(|item| format!("{item:?}\n"))
+        .collect()
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
@@ -898,36 +910,12 @@ pub(crate) fn dynalite_url() -> Option<String> {
 
 /// Every record number in a dynalite table, in order.
 fn dynalite_numbers(url: &str, table: &str) -> Vec<u64> {
-    let rt = runtime();
-    rt.block_on(async {
-        let cfg = aws_config().await;
-        let client = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&cfg)
-                .endpoint_url(url)
-                .build(),
-        );
-        let (mut numbers, mut start) = (Vec::new(), None);
-        loop {
-            let page = client
-                .scan()
-                .table_name(table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .expect("scan");
-            numbers.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|item| item.get("mivui")?.as_n().ok()?.parse::<u64>().ok()),
-            );
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        numbers.sort_unstable();
-        numbers
-    })
+    let mut numbers: Vec<u64> = scan_table(table, Some(url))
+        .iter()
+        .filter_map(|item| item.get("mivui")?.as_n().ok()?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
 }
 
 /// On a store that refuses TransactWriteItems (dynalite), a batch of
