@@ -289,8 +289,9 @@ fn the_same_32_mib_in_two_files_is_stored_once() {
         fs::write(m.p("two.bin"), &data).unwrap();
         sync_wait(&m);
         let stored: usize = chunk_objects(&b).iter().map(|(_, d)| d.len()).sum();
+        // Once, padded to size buckets (at most 12.5% each), never twice.
         assert!(
-            stored < data.len() + data.len() / 20,
+            stored <= data.len() + data.len() / 8 + (64 << 10),
             "{}: {stored} bytes stored for 32 MiB written twice",
             b.name()
         );
