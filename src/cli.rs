@@ -82,6 +82,11 @@ pub enum Cmd {
         /// mounted nosuid and nodev).
         #[arg(long)]
         noexec: bool,
+        /// Let other users (Samba, containers, other accounts) use the
+        /// folder; the kernel checks their access against the mode bits.
+        /// Non-root users need user_allow_other in /etc/fuse.conf.
+        #[arg(long)]
+        allow_other: bool,
     },
     /// Flush, unmount and stop the daemon.
     #[command(after_help = "Examples:\n  latus unmount ~/Latus")]
@@ -364,7 +369,17 @@ pub fn run(cli: Cli) -> Result<()> {
             foreground,
             offline,
             noexec,
-        } => mount(&home, &mountpoint, foreground, offline, noexec),
+            allow_other,
+        } => mount(
+            &home,
+            &mountpoint,
+            foreground,
+            daemon::MountFlags {
+                offline,
+                noexec,
+                allow_other,
+            },
+        ),
         Cmd::Unmount { mountpoint } => unmount(&home, &mountpoint),
         Cmd::Repair { json } => {
             let report = daemon::repair(&home)?;
@@ -964,8 +979,7 @@ fn mount(
     home: &Home,
     mountpoint: &Path,
     foreground: bool,
-    offline: bool,
-    noexec: bool,
+    flags: daemon::MountFlags,
 ) -> Result<()> {
     let mountpoint = absolute(mountpoint)?;
     if !home.is_initialised() {
@@ -992,7 +1006,7 @@ fn mount(
     let state = daemon::check_mountpoint(&mountpoint)?;
     if foreground {
         crate::cli::init_tracing_once();
-        return Ok(daemon::run_foreground(home, &mountpoint, offline, noexec)?);
+        return Ok(daemon::run_foreground(home, &mountpoint, flags)?);
     }
     if state == MountpointState::Stale {
         println!(
@@ -1000,11 +1014,11 @@ fn mount(
             mountpoint.display()
         );
     }
-    spawn_daemon(home, &mountpoint, offline, noexec)
+    spawn_daemon(home, &mountpoint, flags)
 }
 
 /// Starts `latus mount --foreground` detached and waits until it answers.
-fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> Result<()> {
+fn spawn_daemon(home: &Home, mountpoint: &Path, flags: daemon::MountFlags) -> Result<()> {
     let log_path = home.log_path();
     let mut log = OpenOptions::new()
         .create(true)
@@ -1019,8 +1033,9 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
         .arg("mount")
         .arg(mountpoint)
         .arg("--foreground")
-        .args(offline.then_some("--offline"))
-        .args(noexec.then_some("--noexec"))
+        .args(flags.offline.then_some("--offline"))
+        .args(flags.noexec.then_some("--noexec"))
+        .args(flags.allow_other.then_some("--allow-other"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
@@ -1049,7 +1064,7 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, offline: bool, noexec: bool) -> 
         ) {
             println!("mounted {} (daemon pid {})", mountpoint.display(), v["pid"]);
             print_recovery(&v["recovered"]);
-            if !offline {
+            if !flags.offline {
                 warn_if_unreachable(home);
             }
             return Ok(());

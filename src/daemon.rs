@@ -476,12 +476,27 @@ fn check_home_private(home: &Home) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// How `latus mount` mounts the folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountFlags {
+    /// Do not contact the cloud.
+    pub offline: bool,
+    /// Programs in the folder cannot be executed.
+    pub noexec: bool,
+    /// Other users may enter the folder (the kernel checks mode bits).
+    pub allow_other: bool,
+}
+
 pub fn run_foreground(
     home: &Home,
     mountpoint: &Path,
-    offline: bool,
-    noexec: bool,
+    flags: MountFlags,
 ) -> Result<(), DaemonError> {
+    let MountFlags {
+        offline,
+        noexec,
+        allow_other,
+    } = flags;
     // Held until the process is gone (the kernel drops it when the last
     // thread exits): free home lock means the database is closed too.
     std::mem::forget(lock_home(home)?);
@@ -540,6 +555,11 @@ pub fn run_foreground(
     ];
     if noexec {
         options.mount_options.push(fuser::MountOption::NoExec);
+    }
+    if allow_other {
+        // With default_permissions above, the kernel checks each caller
+        // against the mode bits, as on a local disk.
+        options.acl = fuser::SessionACL::All;
     }
     options.n_threads = Some(worker_threads());
     options.clone_fd = true;

@@ -64,6 +64,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -81,7 +85,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -100,6 +104,7 @@ fn negative_entry() -> FileAttr {
         uid: 0,
         gid: 0,
         blocks: 0,
+        rdev: 0,
     });
     a.ino = INodeNo(0);
     a
@@ -229,12 +234,22 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let _s = span!("mknod", req, parent.0);
-        let regular = matches!(mode & libc::S_IFMT, 0 | libc::S_IFREG);
-        match self.vfs.mknod(parent.0, name, mode, regular, caller(req)) {
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDevice,
+            libc::S_IFBLK => Kind::BlockDevice,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self
+            .vfs
+            .mknod(parent.0, name, mode, kind, rdev, caller(req))
+        {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mknod", parent.0, e)),
         }

@@ -85,6 +85,8 @@ pub struct Attr {
     /// in the cloud (also while a partial copy is being fetched), so `du`
     /// and `ls -s` tell local from cloud.
     pub blocks: u64,
+    /// The device number of a device node.
+    pub rdev: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +185,8 @@ pub struct Counts {
     pub files: u64,
     pub directories: u64,
     pub symlinks: u64,
+    /// FIFOs, sockets and device nodes: they work here and are never synced.
+    pub special_files: u64,
     pub open_files: u64,
     pub events: u64,
     pub hashing: u64,
@@ -377,6 +381,7 @@ fn attr_of(n: &Node) -> Attr {
         uid: n.row.uid,
         gid: n.row.gid,
         blocks: n.size().div_ceil(512),
+        rdev: n.row.rdev,
     }
 }
 
@@ -527,6 +532,7 @@ impl Vfs {
             xattrs: Default::default(),
             announced: true,
             placement: None,
+            rdev: 0,
         };
         self.journal(&mut st, vec![Record::PutInode(root)])
     }
@@ -1090,6 +1096,7 @@ impl Vfs {
             xattrs: Default::default(),
             announced: false,
             placement: None,
+            rdev: 0,
         })
     }
 
@@ -1123,29 +1130,28 @@ impl Vfs {
         Ok((attr_of(st.tree.get(ino).expect("just created")), opened))
     }
 
-    /// mknod: regular files only (`regular` false: a device, FIFO or
-    /// socket, which cannot be synced).
+    /// mknod: a regular file, or (`kind` special) a FIFO, socket or device
+    /// node, which lives on this node only: never announced, never synced.
     pub fn mknod(
         &self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
-        regular: bool,
+        kind: Kind,
+        rdev: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        if !regular {
-            return Err(VfsError::NotPermitted(
-                "only regular files, folders and symlinks can be synced",
-            ));
-        }
         let name = check_name(name)?;
         let mut st = lock(&self.state);
-        let row = self.new_row(&mut st, parent, name, Kind::File, mode, caller)?;
+        let mut row = self.new_row(&mut st, parent, name, kind, mode, caller)?;
+        row.rdev = rdev;
         let ino = row.ino;
         let mut records = vec![Record::PutInode(row)];
         self.touch_dir(&mut st, parent, &mut records);
         self.journal(&mut st, records)?;
-        self.commit(&mut st, ino)?;
+        if kind == Kind::File {
+            self.commit(&mut st, ino)?;
+        }
         Ok(attr_of(st.tree.get(ino).expect("just created")))
     }
 
@@ -1323,7 +1329,11 @@ impl Vfs {
         let src_path = st.tree.visible_path(ino, &self.ignore);
         let was_announced = moving.row.announced;
         let dirty = moving.staging.is_some();
-        let dst_path = st.tree.child_visible(newparent, newname, &self.ignore);
+        let dst_path = if moving.row.kind.is_special() {
+            None
+        } else {
+            st.tree.child_visible(newparent, newname, &self.ignore)
+        };
         let target_announced = target
             .and_then(|t| st.tree.get(t))
             .is_some_and(|t| t.row.announced);
@@ -1379,6 +1389,7 @@ impl Vfs {
                         Kind::Symlink => EventType::Symlink,
                         Kind::File if target_announced => EventType::Modify,
                         Kind::File => EventType::Create,
+                        _ => unreachable!("special files are never visible"),
                     };
                     events.push((ty, dst.clone(), None, ino));
                     for d in st.tree.descendants(ino) {
@@ -1400,6 +1411,7 @@ impl Vfs {
                             Kind::Dir => EventType::Mkdir,
                             Kind::Symlink => EventType::Symlink,
                             Kind::File => EventType::Create,
+                            _ => continue, // FIFOs, sockets, devices: never synced
                         };
                         let mut r = dn.row.clone();
                         r.announced = true;
@@ -1471,6 +1483,8 @@ impl Vfs {
             Kind::Dir => return Err(VfsError::IsDir),
             Kind::Symlink => return Err(VfsError::Invalid("open of a symlink")),
             Kind::File => {}
+            // The kernel opens FIFOs, sockets and devices itself.
+            _ => return Err(VfsError::Invalid("open of a special file")),
         }
         if mode.write && mode.truncate {
             let n = st.tree.get_mut(ino).expect("checked");
@@ -2107,7 +2121,8 @@ impl Vfs {
 
     pub fn counts(&self) -> Counts {
         let st = lock(&self.state);
-        let (mut files, mut dirs, mut links, mut open) = (0u64, 0u64, 0u64, 0u64);
+        let (mut files, mut dirs, mut links, mut specials, mut open) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for n in st.tree.nodes.values() {
             if n.open > 0 {
                 open += 1;
@@ -2119,6 +2134,7 @@ impl Vfs {
                 Kind::File => files += 1,
                 Kind::Dir => dirs += 1,
                 Kind::Symlink => links += 1,
+                _ => specials += 1,
             }
         }
         let (journal_backlog, last_error) = self.meta.backlog();
@@ -2126,6 +2142,7 @@ impl Vfs {
             files,
             directories: dirs.saturating_sub(1), // the root is not a folder of the user's
             symlinks: links,
+            special_files: specials,
             open_files: open,
             events: st.event_count,
             hashing: st.hashing,

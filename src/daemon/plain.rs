@@ -152,9 +152,17 @@ impl PlainFolder {
         } else if md.is_symlink() {
             Kind::Symlink
         } else {
-            tracing::warn!(path = %path.display(), "a device node, FIFO or socket in the plain folder cannot be synced; it stays there");
-            report.left += 1;
-            return Ok(false);
+            use std::os::unix::fs::FileTypeExt;
+            let ft = md.file_type();
+            if ft.is_fifo() {
+                Kind::Fifo
+            } else if ft.is_socket() {
+                Kind::Socket
+            } else if ft.is_char_device() {
+                Kind::CharDevice
+            } else {
+                Kind::BlockDevice
+            }
         };
         let existing = match vfs.lookup(parent, name) {
             Ok(a) => Some(a),
@@ -183,6 +191,13 @@ impl PlainFolder {
             }
             Kind::File => {
                 adopt_file(vfs, path, &md, parent, &name, existing, caller)?;
+                fs::remove_file(path)?;
+            }
+            // Local entries in the mount too: never synced.
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {
+                if existing.is_none() {
+                    vfs.mknod(parent, &name, mode, kind, md.rdev() as u32, caller)?;
+                }
                 fs::remove_file(path)?;
             }
             Kind::Symlink => {

@@ -215,6 +215,7 @@ fn batch(i: u64) -> Vec<Record> {
             xattrs: Default::default(),
             announced: true,
             placement: None,
+            rdev: 0,
         })
     };
     vec![

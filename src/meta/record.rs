@@ -15,6 +15,22 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// FIFOs, Unix sockets and device nodes: they work on this node and are
+    /// never synced (no event, no content), like ignored names.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    /// A FIFO, socket or device node: local to this node, never synced.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice
+        )
+    }
 }
 
 /// Nanoseconds since the Unix epoch (negative before it).
@@ -55,6 +71,13 @@ pub struct InodeRow {
     /// A placement rule set on this file or folder (inherited below it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The device number of a device node (0 for everything else).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where content lives on this node (`auto`, the default, is no rule).

@@ -263,6 +263,7 @@ fn sync(
         }
         Kind::Symlink => n.target == rr.target.as_deref().map(str::as_bytes),
         Kind::Dir => true,
+        _ => false, // the remote tree holds no special files
     };
     // Folder mtimes are each node's own (adding a child is no event).
     let same_attrs = l == ROOT_INO

@@ -353,6 +353,7 @@ impl Vfs {
             xattrs: Default::default(),
             announced: true,
             placement: None,
+            rdev: 0,
         }
     }
 

@@ -213,6 +213,7 @@ impl Vfs {
                 Kind::Dir => EventType::Mkdir,
                 Kind::Symlink => EventType::Symlink,
                 Kind::File => EventType::Create,
+                _ => continue, // never visible
             };
             let ev = self.new_event(st, ty, p, &row, None);
             // Memory first, so the children's paths see the parent announced.

@@ -172,7 +172,12 @@ impl Tree {
     /// The path, if events should be emitted for it: linked, and no
     /// component matches an ignore rule.
     pub fn visible_path(&self, ino: Ino, ignore: &IgnoreRules) -> Option<String> {
-        if self.rule_at(ino).0 == Some(Placement::LocalOnly) {
+        if self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.row.kind.is_special())
+            || self.rule_at(ino).0 == Some(Placement::LocalOnly)
+        {
             return None;
         }
         let p = self.path(ino)?;
