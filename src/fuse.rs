@@ -334,12 +334,12 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let _s = span!("link", req, ino.0);
-        match self.vfs.link() {
+        match self.vfs.link(ino.0, newparent.0, newname) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("link", ino.0, e)),
         }

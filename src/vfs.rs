@@ -375,7 +375,7 @@ fn attr_of(n: &Node) -> Attr {
         perm: (n.row.mode & 0o7777) as u16,
         nlink: match (n.row.kind, n.linked) {
             (Kind::Dir, _) => 2 + n.subdirs,
-            (_, true) => 1,
+            (_, true) => 1 + n.row.links.len() as u32,
             (_, false) => 0,
         },
         uid: n.row.uid,
@@ -533,6 +533,7 @@ impl Vfs {
             announced: true,
             placement: None,
             rdev: 0,
+            links: Vec::new(),
         };
         self.journal(&mut st, vec![Record::PutInode(root)])
     }
@@ -1097,6 +1098,7 @@ impl Vfs {
             announced: false,
             placement: None,
             rdev: 0,
+            links: Vec::new(),
         })
     }
 
@@ -1209,8 +1211,87 @@ impl Vfs {
             .ok_or(VfsError::Invalid("not a symlink"))
     }
 
-    pub fn link(&self) -> Result<Attr> {
-        Err(VfsError::NotPermitted("hard links are not supported"))
+    /// A hard link: `newname` becomes another name of `ino` on this node.
+    /// The first name is the one that syncs; other nodes do not see this
+    /// one (see README).
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Attr> {
+        let newname = check_name(newname)?;
+        let mut st = lock(&self.state);
+        let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        if n.is_dir() {
+            return Err(VfsError::NotPermitted(
+                "hard links to folders are not allowed",
+            ));
+        }
+        if !n.linked {
+            return Err(VfsError::NotFound);
+        }
+        let mut row = n.row.clone();
+        let p = st.tree.get(newparent).ok_or(VfsError::NotFound)?;
+        if !p.is_dir() {
+            return Err(VfsError::NotDir);
+        }
+        if !p.linked {
+            return Err(VfsError::NotFound);
+        }
+        if p.children.contains_key(newname) {
+            return Err(VfsError::Exists);
+        }
+        row.links.push((newparent, newname.to_string()));
+        row.ctime = self.now();
+        let mut records = vec![Record::PutInode(row)];
+        self.touch_dir(&mut st, newparent, &mut records);
+        self.journal(&mut st, records)?;
+        Ok(attr_of(st.tree.get(ino).expect("linked")))
+    }
+
+    /// Removes one name of a file that has several (hard links). When the
+    /// name that syncs goes, the next name takes its place: other nodes see
+    /// a delete there (`announce_delete`: not when the delete came from
+    /// them) and a create at the new name.
+    fn drop_name(
+        &self,
+        st: &mut State,
+        parent: Ino,
+        name: &str,
+        ino: Ino,
+        announce_delete: bool,
+    ) -> Result<()> {
+        let old = st.tree.get(ino).ok_or(VfsError::NotFound)?.row.clone();
+        let mut row = old.clone();
+        row.ctime = self.now();
+        let mut records = Vec::new();
+        let promoted = match row
+            .links
+            .iter()
+            .position(|(p, l)| *p == parent && l == name)
+        {
+            Some(i) => {
+                row.links.remove(i);
+                false
+            }
+            None => {
+                if announce_delete
+                    && old.announced
+                    && let Some(path) = st.tree.visible_path(ino, &self.ignore)
+                {
+                    let ev = self.new_event(st, EventType::Delete, path, &old, None);
+                    records.push(Record::PutEvent(ev));
+                }
+                let (p, l) = row.links.remove(0);
+                row.parent = p;
+                row.name = l;
+                row.announced = false;
+                true
+            }
+        };
+        records.push(Record::PutInode(row));
+        self.touch_dir(st, parent, &mut records);
+        self.journal(st, records)?;
+        if promoted {
+            self.publish_subtree(st, ino)?;
+        }
+        Ok(())
     }
 
     pub fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
@@ -1235,6 +1316,9 @@ impl Vfs {
             (false, true) => return Err(VfsError::IsDir),
             (true, true) if !n.children.is_empty() => return Err(VfsError::NotEmpty),
             _ => {}
+        }
+        if !n.row.links.is_empty() {
+            return self.drop_name(&mut st, parent, name, ino, true);
         }
         let mut records = vec![Record::DelInode(ino)];
         if n.row.announced
@@ -1304,11 +1388,14 @@ impl Vfs {
         if !dst_dir.is_dir() {
             return Err(VfsError::NotDir);
         }
-        let target = dst_dir.children.get(newname).copied();
+        let mut target = dst_dir.children.get(newname).copied();
         if target == Some(ino) {
             return Ok(());
         }
         let moving = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        let linked_target = target
+            .and_then(|t| st.tree.get(t))
+            .is_some_and(|t| !t.row.links.is_empty());
         let moving_dir = moving.is_dir();
         if moving_dir && st.tree.is_ancestor(ino, newparent) {
             return Err(VfsError::Invalid("cannot move a folder into itself"));
@@ -1324,6 +1411,21 @@ impl Vfs {
                 (true, true) if !t.children.is_empty() => return Err(VfsError::NotEmpty),
                 _ => {}
             }
+        }
+        if linked_target {
+            // Only this name of the file replaced goes.
+            let t = target.take().expect("checked");
+            self.drop_name(&mut st, newparent, newname, t, true)?;
+        }
+        let moving = st.tree.get(ino).ok_or(VfsError::NotFound)?;
+        if moving.row.parent != parent || moving.row.name != name {
+            return self.rename_link_name(
+                &mut st,
+                ino,
+                (parent, name),
+                (newparent, newname),
+                target,
+            );
         }
 
         let src_path = st.tree.visible_path(ino, &self.ignore);
@@ -1447,6 +1549,48 @@ impl Vfs {
         match target {
             Some(t) => self.drop_inode(&mut st, t, records),
             None => self.journal(&mut st, records),
+        }
+    }
+
+    /// Renames a hard link's local name (one that does not sync) over
+    /// `target`, a file with one name, if any.
+    fn rename_link_name(
+        &self,
+        st: &mut State,
+        ino: Ino,
+        (parent, name): (Ino, &str),
+        (newparent, newname): (Ino, &str),
+        target: Option<Ino>,
+    ) -> Result<()> {
+        let mut records = Vec::new();
+        if let Some(t) = target {
+            records.push(Record::DelInode(t));
+            let trow = st.tree.get(t).ok_or(VfsError::NotFound)?.row.clone();
+            if trow.announced
+                && let Some(path) = st.tree.visible_path(t, &self.ignore)
+            {
+                let ev = self.new_event(st, EventType::Delete, path, &trow, None);
+                records.push(Record::PutEvent(ev));
+            }
+        }
+        let mut row = st.tree.get(ino).ok_or(VfsError::NotFound)?.row.clone();
+        let Some(i) = row
+            .links
+            .iter()
+            .position(|(p, l)| *p == parent && l == name)
+        else {
+            return Err(VfsError::NotFound);
+        };
+        row.links[i] = (newparent, newname.to_string());
+        row.ctime = self.now();
+        records.push(Record::PutInode(row));
+        self.touch_dir(st, parent, &mut records);
+        if newparent != parent {
+            self.touch_dir(st, newparent, &mut records);
+        }
+        match target {
+            Some(t) => self.drop_inode(st, t, records),
+            None => self.journal(st, records),
         }
     }
 

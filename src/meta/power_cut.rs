@@ -216,6 +216,7 @@ fn batch(i: u64) -> Vec<Record> {
             announced: true,
             placement: None,
             rdev: 0,
+            links: Vec::new(),
         })
     };
     vec![

@@ -36,9 +36,9 @@ impl Kind {
 /// Nanoseconds since the Unix epoch (negative before it).
 pub type Nanos = i64;
 
-/// One file, folder or symlink. Every inode has exactly one parent and name
-/// (no hard links), so a path is a walk up the parents, and renaming a folder
-/// rewrites one row whatever it holds.
+/// One file, folder or symlink. Every inode has one parent and name that
+/// syncs, so a path is a walk up the parents, and renaming a folder rewrites
+/// one row whatever it holds; hard links add local names (`links`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InodeRow {
     pub ino: Ino,
@@ -74,6 +74,10 @@ pub struct InodeRow {
     /// The device number of a device node (0 for everything else).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u32,
+    /// Hard links: the other names (folder, name) of this file on this
+    /// node. `parent` and `name` are the name that syncs; these are local.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(Ino, String)>,
 }
 
 fn is_zero(n: &u32) -> bool {

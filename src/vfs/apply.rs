@@ -179,8 +179,16 @@ impl Vfs {
             return Ok(());
         }
         let (parent, name) = (n.row.parent, n.row.name.clone());
-        st.invalidations.push(Invalidation::Entry { parent, name });
+        let hard_linked = !n.row.links.is_empty();
+        st.invalidations.push(Invalidation::Entry {
+            parent,
+            name: name.clone(),
+        });
         st.invalidations.push(Invalidation::Inode(ino));
+        if hard_linked {
+            // Its other names stay here; the next one syncs from now on.
+            return self.drop_name(st, parent, &name, ino, false);
+        }
         self.drop_inode(st, ino, vec![Record::DelInode(ino)])
     }
 
@@ -354,6 +362,7 @@ impl Vfs {
             announced: true,
             placement: None,
             rdev: 0,
+            links: Vec::new(),
         }
     }
 
@@ -379,6 +388,12 @@ impl Vfs {
             name: row.name.clone(),
         });
         st.invalidations.push(Invalidation::Inode(old));
+        for (parent, name) in &row.links {
+            st.invalidations.push(Invalidation::Entry {
+                parent: *parent,
+                name: name.clone(),
+            });
+        }
         let mut records = vec![Record::DelInode(old), Record::PutInode(row)];
         records.extend(more);
         self.drop_inode(st, old, records)?;

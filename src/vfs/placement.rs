@@ -195,7 +195,7 @@ impl Vfs {
 
     /// Create events for everything visible below and at `ino`, parents
     /// first (files being written are announced when closed).
-    fn publish_subtree(&self, st: &mut State, ino: Ino) -> super::Result<()> {
+    pub(super) fn publish_subtree(&self, st: &mut State, ino: Ino) -> super::Result<()> {
         let mut all = vec![ino];
         all.extend(st.tree.descendants(ino));
         let mut records = Vec::new();

@@ -87,7 +87,15 @@ impl Tree {
             .nodes
             .values()
             .filter(|n| n.row.ino != ROOT_INO)
-            .map(|n| (n.row.parent, n.row.ino, n.row.name.clone(), n.is_dir()))
+            .flat_map(|n| {
+                let extra = n
+                    .row
+                    .links
+                    .iter()
+                    .map(|(p, name)| (*p, n.row.ino, name.clone(), false));
+                std::iter::once((n.row.parent, n.row.ino, n.row.name.clone(), n.is_dir()))
+                    .chain(extra)
+            })
             .collect();
         for (parent, ino, name, is_dir) in links {
             match tree.nodes.get_mut(&parent) {
@@ -239,6 +247,11 @@ impl Tree {
         while let Some(i) = stack.pop() {
             if let Some(n) = self.nodes.get(&i) {
                 for &c in n.children.values() {
+                    // A hard link's other names are listed once, at its
+                    // name that syncs.
+                    if self.nodes.get(&c).is_some_and(|cn| cn.row.parent != i) {
+                        continue;
+                    }
                     out.push(c);
                     stack.push(c);
                 }
@@ -282,8 +295,9 @@ impl Tree {
             None => true,
         };
         if moved && self.nodes.contains_key(&ino) {
-            self.unlink_from_parent(ino);
+            self.unlink_primary(ino);
         }
+        self.relink(ino, &row.links);
         let is_dir = row.kind == Kind::Dir;
         let (parent, name) = (row.parent, row.name.clone());
         match self.nodes.get_mut(&ino) {
@@ -306,7 +320,36 @@ impl Tree {
         }
     }
 
+    /// Makes the folders list exactly `links` as `ino`'s other names.
+    fn relink(&mut self, ino: Ino, links: &[(Ino, String)]) {
+        let old = match self.nodes.get(&ino) {
+            Some(n) if n.linked => n.row.links.clone(),
+            Some(_) => return,
+            None => Vec::new(),
+        };
+        for (p, name) in old.iter().filter(|l| !links.contains(l)) {
+            if let Some(p) = self.nodes.get_mut(p)
+                && p.children.get(name) == Some(&ino)
+            {
+                p.children.remove(name);
+            }
+        }
+        for (p, name) in links.iter().filter(|l| !old.contains(l)) {
+            if let Some(p) = self.nodes.get_mut(p) {
+                p.children.insert(name.clone(), ino);
+            }
+        }
+    }
+
+    /// Removes every name of `ino` from its folders (the row keeps its
+    /// links).
     fn unlink_from_parent(&mut self, ino: Ino) {
+        self.unlink_primary(ino);
+        self.relink(ino, &[]);
+    }
+
+    /// Removes the name that syncs from its folder.
+    fn unlink_primary(&mut self, ino: Ino) {
         let Some(n) = self.nodes.get(&ino) else {
             return;
         };
