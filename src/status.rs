@@ -150,6 +150,12 @@ pub fn lines(v: &Value, nodes: Option<&Value>, now_ns: i64) -> Vec<String> {
         u(&v["directories"]),
         u(&v["symlinks"])
     ));
+    if u(&v["special_files"]) > 0 {
+        out.push(format!(
+            "FIFOs, sockets and device nodes: {} (work on this node only; never synced)",
+            u(&v["special_files"])
+        ));
+    }
     if let Some(list) = v["conflict_copies"].as_array()
         && !list.is_empty()
     {

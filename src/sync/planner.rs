@@ -34,6 +34,9 @@ pub struct LocalEntry<'a> {
     pub hash: Option<&'a str>,
     pub target: Option<&'a [u8]>,
     pub children: &'a BTreeMap<String, Ino>,
+    /// Hard links: other names (folder, name) of this file that stay on
+    /// this node; the planner leaves them alone.
+    pub local_names: &'a [(Ino, String)],
 }
 
 /// The local tree as the planner sees it (the core implements it over its
@@ -281,15 +284,22 @@ fn sync(
         return true;
     }
     let mut done = true;
+    let local_name = |name: &String, lc: Ino| {
+        local
+            .entry(lc)
+            .is_some_and(|e| e.local_names.iter().any(|(p, n)| *p == l && n == name))
+    };
     for (name, &rc) in &rn.children {
         let at = join(q, name);
         match n.children.get(name) {
+            // A local name holds the place: that entry is not applied here.
+            Some(&lc) if local_name(name, lc) => {}
             Some(&lc) => done &= sync(local, remote, lc, rc, &at, out),
             None => out.push(create(remote, &at, rc)),
         }
     }
     for (name, &lc) in n.children {
-        if !rn.children.contains_key(name) {
+        if !rn.children.contains_key(name) && !local_name(name, lc) {
             done &= remove(local, lc, out);
         }
     }

@@ -39,6 +39,7 @@ impl LocalView for View<'_> {
             hash: n.row.hash.as_deref(),
             target: n.row.target.as_deref(),
             children: &n.children,
+            local_names: &n.row.links,
         })
     }
 

@@ -251,7 +251,13 @@ fn posix_errors() {
         )),
         libc::EEXIST
     );
-    assert_eq!(n.vfs.link().unwrap_err().errno(), libc::EPERM);
+    assert_eq!(
+        n.vfs
+            .link(d, ROOT_INO, OsStr::new("dir-link"))
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
     let long = "x".repeat(256);
     assert_eq!(
         n.vfs

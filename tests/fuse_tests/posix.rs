@@ -569,12 +569,151 @@ fn symlinks_and_readlink() {
 }
 
 #[test]
-fn hard_links_are_refused_with_eperm() {
+fn hard_links_share_one_file_and_survive_a_remount() {
     let m = Mounted::new();
-    fs::write(m.p("a"), b"a").unwrap();
-    assert_eq!(errno(fs::hard_link(m.p("a"), m.p("b"))), libc::EPERM);
-    assert_eq!(errno(fs::symlink_metadata(m.p("b"))), libc::ENOENT);
-    assert_eq!(fs::metadata(m.p("a")).unwrap().nlink(), 1);
+    fs::create_dir(m.p("d")).unwrap();
+    fs::write(m.p("a"), b"first").unwrap();
+    fs::hard_link(m.p("a"), m.p("d/b")).unwrap();
+    let (a, b) = (
+        fs::metadata(m.p("a")).unwrap(),
+        fs::metadata(m.p("d/b")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!((a.nlink(), b.nlink()), (2, 2));
+    // Written through one name, read through the other; modes are shared.
+    fs::write(m.p("d/b"), b"second").unwrap();
+    assert_eq!(fs::read(m.p("a")).unwrap(), b"second");
+    fs::set_permissions(m.p("a"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::metadata(m.p("d/b")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(errno(fs::hard_link(m.p("d"), m.p("d2"))), libc::EPERM);
+    assert_eq!(errno(fs::hard_link(m.p("a"), m.p("d/b"))), libc::EEXIST);
+
+    // Both names are listed; renaming a name onto another name of the
+    // same file does nothing.
+    let names: BTreeSet<String> = fs::read_dir(m.p("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["b".to_string()]));
+    fs::rename(m.p("a"), m.p("d/b")).unwrap();
+    assert!(m.p("a").exists() && m.p("d/b").exists());
+
+    m.remount();
+    assert_eq!(fs::metadata(m.p("d/b")).unwrap().nlink(), 2);
+    // Removing the first name keeps the file under the other one.
+    fs::remove_file(m.p("a")).unwrap();
+    assert_eq!(fs::read(m.p("d/b")).unwrap(), b"second");
+    assert_eq!(fs::metadata(m.p("d/b")).unwrap().nlink(), 1);
+    m.remount();
+    assert_eq!(fs::read(m.p("d/b")).unwrap(), b"second");
+    assert_eq!(errno(fs::metadata(m.p("a"))), libc::ENOENT);
+    // A third name, moved and replacing a file with one name.
+    fs::hard_link(m.p("d/b"), m.p("c")).unwrap();
+    fs::write(m.p("e"), b"replaced").unwrap();
+    fs::rename(m.p("c"), m.p("e")).unwrap();
+    assert_eq!(fs::read(m.p("e")).unwrap(), b"second");
+    assert_eq!(fs::metadata(m.p("d/b")).unwrap().nlink(), 2);
+    // Replacing one name of a file with two leaves the other.
+    fs::write(m.p("f"), b"other").unwrap();
+    fs::rename(m.p("f"), m.p("d/b")).unwrap();
+    assert_eq!(fs::read(m.p("e")).unwrap(), b"second");
+    assert_eq!(fs::metadata(m.p("e")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(m.p("d/b")).unwrap(), b"other");
+}
+
+#[test]
+fn a_hard_link_syncs_by_its_first_name_and_moves_on_when_that_goes() {
+    let m = Mounted::new();
+    fs::write(m.p("first"), b"content").unwrap();
+    let since = m.last_id();
+    fs::hard_link(m.p("first"), m.p("second")).unwrap();
+    fs::write(m.p("marker"), b"m").unwrap();
+    let evs = m.wait_events(since, Duration::from_secs(30), |e| {
+        e.iter().any(|e| e.file_path == "marker")
+    });
+    assert!(
+        evs.iter().all(|e| e.file_path != "second"),
+        "a second name is local: {evs:?}"
+    );
+    let since = m.last_id();
+    fs::remove_file(m.p("first")).unwrap();
+    let evs = m.wait_events(since, Duration::from_secs(30), |e| {
+        e.iter().any(|e| e.file_path == "second")
+    });
+    let seen: Vec<(&str, &str)> = evs
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.file_path.as_str()))
+        .collect();
+    assert_eq!(seen, [("delete", "first"), ("create", "second")]);
+    let created = evs.iter().find(|e| e.file_path == "second").unwrap();
+    assert_eq!(created.size, Some(7));
+}
+
+#[test]
+fn fifos_sockets_and_device_nodes_work_here_and_never_sync() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let m = Mounted::new();
+    let since = m.last_id();
+    let fifo = cpath(&m.p("fifo"));
+    // SAFETY: valid NUL-terminated path.
+    check(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }).unwrap();
+    let reader = {
+        let p = m.p("fifo");
+        thread::spawn(move || fs::read(p).unwrap())
+    };
+    fs::write(m.p("fifo"), b"through the pipe").unwrap();
+    assert_eq!(reader.join().unwrap(), b"through the pipe");
+
+    let listener = UnixListener::bind(m.p("sock")).unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"hello").unwrap();
+    });
+    let mut got = String::new();
+    UnixStream::connect(m.p("sock"))
+        .unwrap()
+        .read_to_string(&mut got)
+        .unwrap();
+    server.join().unwrap();
+    assert_eq!(got, "hello");
+
+    let dev = cpath(&m.p("null"));
+    // SAFETY: valid NUL-terminated path; makedev of /dev/null's numbers.
+    check(unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) })
+        .unwrap();
+    let md = fs::symlink_metadata(m.p("null")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &md.file_type()
+    ));
+    assert_eq!(md.rdev(), libc::makedev(1, 3));
+    // The folder is nodev: the node is listed but cannot open the device.
+    assert!(File::open(m.p("null")).is_err());
+
+    fs::write(m.p("marker"), b"m").unwrap();
+    let evs = m.wait_events(since, Duration::from_secs(30), |e| {
+        e.iter().any(|e| e.file_path == "marker")
+    });
+    let paths: Vec<&str> = evs.iter().map(|e| e.file_path.as_str()).collect();
+    assert_eq!(paths, ["marker"], "special files never make events");
+    assert_eq!(m.status()["special_files"], 3, "{}", m.status());
+
+    m.remount();
+    let ft = fs::symlink_metadata(m.p("fifo")).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft));
+    assert_eq!(
+        fs::symlink_metadata(m.p("null")).unwrap().rdev(),
+        libc::makedev(1, 3)
+    );
+    fs::rename(m.p("fifo"), m.p("fifo2")).unwrap();
+    fs::remove_file(m.p("fifo2")).unwrap();
+    fs::remove_file(m.p("sock")).unwrap();
+    fs::remove_file(m.p("null")).unwrap();
+    let paths: Vec<String> = m
+        .events_since(since)
+        .into_iter()
+        .map(|e| e.file_path)
+        .collect();
+    assert_eq!(paths, ["marker"]);
 }
 
 fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64), follow: bool) {

@@ -315,6 +315,7 @@ pub fn snapshot(vfs: &Vfs) -> Result<BTreeMap<String, Entry>, String> {
                         size: data.len() as u64,
                     }
                 }
+                k => return Err(format!("{path}: the simulation makes no {k:?}")),
             };
             out.insert(path, entry);
         }

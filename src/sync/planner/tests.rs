@@ -51,6 +51,7 @@ impl LocalView for Model {
                 None
             },
             children: &n.children,
+            local_names: &[],
         })
     }
 
@@ -105,7 +106,7 @@ impl Model {
             content: match r.kind {
                 Kind::File => r.hash.clone(),
                 Kind::Symlink => r.target.clone(),
-                Kind::Dir => None,
+                _ => None,
             },
             children: BTreeMap::new(),
         }
@@ -235,7 +236,7 @@ fn remote_snapshot(
             let content = match n.row.kind {
                 Kind::File => n.row.hash.clone(),
                 Kind::Symlink => n.row.target.clone(),
-                Kind::Dir => None,
+                _ => None,
             };
             let mtime = if n.row.kind == Kind::Dir {
                 0
@@ -290,6 +291,7 @@ fn remote_of(specs: &[Spec]) -> RemoteTree {
             Kind::File => EventType::Create,
             Kind::Dir => EventType::Mkdir,
             Kind::Symlink => EventType::Symlink,
+            _ => unreachable!("specs hold no special files"),
         };
         let ev = Event {
             id: 1,
@@ -352,7 +354,7 @@ fn local_of(specs: &[Spec], touched: &[String]) -> Model {
             content: match s.kind {
                 Kind::File => Some(format!("v{}", s.version)),
                 Kind::Symlink => Some(format!("t{}", s.version)),
-                Kind::Dir => None,
+                _ => None,
             },
             children: BTreeMap::new(),
         };
