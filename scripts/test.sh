@@ -85,5 +85,8 @@ cargo build --benches
 step "cargo test $*"
 cargo test "$@"
 
+step "POSIX suite: pjdfstest against a fresh mount (at least 380 of 398 cases pass)"
+scripts/test-pjdfstest.sh target/debug/latus
+
 step "Debian package: build from the debug binary, install, mount, remove"
 scripts/test-package.sh target/debug/latus

@@ -1032,9 +1032,11 @@ impl Vfs {
         let dirty = node.staging.is_some();
         if row != node.row {
             let mut records = Vec::new();
+            // The folder's own mode is each node's (it is the mountpoint).
             if changed_meta
                 && row.announced
                 && !dirty
+                && ino != ROOT_INO
                 && let Some(path) = st.tree.visible_path(ino, &self.ignore)
             {
                 let ev = self.new_event(&mut st, EventType::Setattr, path, &row, None);

@@ -652,3 +652,19 @@ fn spawning_a_process_while_writing_is_not_a_close() {
     assert_eq!(mine[0].event_type, "create");
     assert_eq!(mine[0].size, Some(23));
 }
+
+/// Regression: a chmod of the folder itself (the mountpoint) made an event
+/// with an empty path, which every node refused.
+#[test]
+fn chmod_of_the_folder_itself_makes_no_event() {
+    let m = Mounted::new();
+    let since = m.last_id();
+    fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    write(m.p("marker"), b"m");
+    let evs = settled(&m, since, |e| e.iter().any(|e| e.file_path == "marker"));
+    assert!(
+        evs.iter().all(|e| !e.file_path.is_empty()),
+        "{}",
+        show(&evs)
+    );
+}
