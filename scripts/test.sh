@@ -88,5 +88,8 @@ cargo test "$@"
 step "POSIX suite: pjdfstest against a fresh mount (at least 380 of 398 cases pass)"
 scripts/test-pjdfstest.sh target/debug/latus
 
+step "fsx: 10,000 random operations on one file, checked against fsx's model"
+scripts/test-fsx.sh 10000
+
 step "Debian package: build from the debug binary, install, mount, remove"
 scripts/test-package.sh target/debug/latus
