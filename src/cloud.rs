@@ -19,6 +19,7 @@ mod aws;
 mod dir;
 mod faulty;
 mod mem;
+pub mod requests;
 
 use std::sync::Arc;
 

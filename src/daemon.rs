@@ -737,6 +737,9 @@ pub struct DaemonStatus {
     pub eta_secs: Option<u64>,
     /// Conflict copies in the tree (`latus conflicts`).
     pub conflict_copies: Vec<crate::conflicts::Conflict>,
+    /// Requests sent to S3 and DynamoDB since the daemon started, by
+    /// operation (none on a `dir:` cloud).
+    pub cloud_requests: std::collections::BTreeMap<String, crate::cloud::requests::OperationCount>,
 }
 
 /// The disk holding the home: full or not, and what latus itself takes.

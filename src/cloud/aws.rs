@@ -260,6 +260,7 @@ impl AwsObjectStore {
         let setup = Setup::load(target, endpoint)?;
         let config = aws_sdk_s3::config::Builder::from(&setup.sdk)
             .force_path_style(setup.custom_s3_endpoint())
+            .interceptor(super::requests::CountRequests)
             .build();
         let store = Self {
             s3: aws_sdk_s3::Client::from_conf(config),
@@ -536,6 +537,7 @@ impl AwsEventLog {
                             .operation_attempt_timeout(DB_ATTEMPT_TIMEOUT)
                             .build(),
                     )
+                    .interceptor(super::requests::CountRequests)
                     .build(),
             ),
             rt: setup.rt,
