@@ -119,17 +119,6 @@ impl LogRecord {
 pub trait ObjectStore: Send + Sync {
     /// Stores `data` under `name`, replacing any object of that name.
     fn put(&self, name: &str, data: &[u8]) -> CloudResult<()>;
-    /// Stores `data` under `name` unless an object of that name exists:
-    /// `None` when this call stored it, else the stored object's length.
-    /// A backend that can make the put conditional answers in one request
-    /// (S3's `If-None-Match: *`); the default asks first.
-    fn put_new(&self, name: &str, data: &[u8]) -> CloudResult<Option<u64>> {
-        if let Some(n) = self.size(name)? {
-            return Ok(Some(n));
-        }
-        self.put(name, data)?;
-        Ok(None)
-    }
     /// The whole object; `NotFound` if there is none.
     fn get(&self, name: &str) -> CloudResult<Vec<u8>>;
     /// The stored length of the object, `None` if there is none: a

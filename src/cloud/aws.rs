@@ -413,35 +413,6 @@ impl ObjectStore for AwsObjectStore {
         }))
     }
 
-    fn put_new(&self, name: &str, data: &[u8]) -> CloudResult<Option<u64>> {
-        let stored = self.rt.block_on(retrying(|| async {
-            let sent = self
-                .s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.key(name))
-                .if_none_match("*")
-                .body(ByteStream::from(data.to_vec()))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => Ok(true),
-                // 412: the name is taken. (A store that ignores the
-                // condition overwrites the object with the same content.)
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
-                Err(e) => Err(sdk_error(e, "put", self.what(name))),
-            }
-        }))?;
-        if stored {
-            return Ok(None);
-        }
-        match self.size(name)? {
-            Some(n) => Ok(Some(n)),
-            // Deleted in between (a prune): store it after all.
-            None => self.put(name, data).map(|()| None),
-        }
-    }
-
     fn get(&self, name: &str) -> CloudResult<Vec<u8>> {
         self.rt.block_on(retrying(|| self.get_once(name)))
     }

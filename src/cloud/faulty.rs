@@ -427,13 +427,6 @@ pub(super) mod conformance {
         assert_eq!(store.get("0a").unwrap(), b"replaced");
         assert_eq!(store.size("0a").unwrap(), Some(8));
 
-        // A conditional put stores a new name and leaves a taken one.
-        assert_eq!(store.put_new("0b", b"new").unwrap(), None);
-        assert_eq!(store.get("0b").unwrap(), b"new");
-        assert_eq!(store.put_new("0b", b"other!").unwrap(), Some(3));
-        assert_eq!(store.get("0b").unwrap(), b"new");
-        store.delete("0b").unwrap();
-
         let missing = store.get("deadbeef").unwrap_err();
         assert_eq!(missing.kind, CloudErrorKind::NotFound, "{missing}");
         assert!(missing.is_not_found() && !missing.is_retryable());

@@ -800,26 +800,22 @@ impl Inner {
             return Ok(());
         }
         let result = (|| {
-            // One request for a new chunk: the put is conditional on the
-            // name being free.
-            let sealed = volume.keys.seal_chunk(name, data);
-            match volume.cloud.objects.put_new(name, &sealed)? {
-                None => {}
-                // Taken as there only with the length it must have: a
-                // local copy may later be evicted on the strength of it.
+            // Taken as there only with the length it must have: a local
+            // copy may later be evicted on the strength of it.
+            match volume.cloud.objects.size(name)? {
                 Some(n) if Keys::is_sealed_chunk_len(data.len(), n) => {
                     lock(&self.status).deduplicated_chunks += 1;
                     return Ok(());
                 }
-                Some(n) => {
-                    tracing::warn!(
-                        object = name,
-                        stored = n,
-                        "the cloud holds this chunk with a wrong length: uploading it again"
-                    );
-                    volume.cloud.objects.put(name, &sealed)?;
-                }
+                Some(n) => tracing::warn!(
+                    object = name,
+                    stored = n,
+                    "the cloud holds this chunk with a wrong length: uploading it again"
+                ),
+                None => {}
             }
+            let sealed = volume.keys.seal_chunk(name, data);
+            volume.cloud.objects.put(name, &sealed)?;
             let mut st = lock(&self.status);
             st.uploaded_chunks += 1;
             st.uploaded_bytes += sealed.len() as u64;
