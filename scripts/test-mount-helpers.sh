@@ -53,6 +53,7 @@ expect_command "/opt/latus mount /mnt/L" latus /mnt/L -sv -o rw,unknown
 expect_command "/opt/latus mount /mnt/L" latus /mnt/L -f
 expect_command "/opt/latus mount /mnt/L --noexec" latus /mnt/L -o nosuid,nodev,noexec
 expect_command "/opt/latus mount /mnt/L" latus /mnt/L -o noexec,exec
+expect_command "/opt/latus mount /mnt/L --noexec --allow-other" latus /mnt/L -o noexec,allow_other
 expect_error latus /mnt/L -o suid
 expect_error latus /mnt/L -o dev
 expect_error latus

@@ -34,7 +34,7 @@ pub struct Adoption {
     /// Of those, entries kept under a new name because the volume has
     /// something of another kind at their path.
     pub renamed: usize,
-    /// Entries left in the plain folder (a device node, a FIFO, an error).
+    /// Entries left in the plain folder (what could not be moved).
     pub left: usize,
 }
 
