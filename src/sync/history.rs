@@ -233,6 +233,7 @@ mod tests {
         let rule = Retention {
             keep_versions: Some(1),
             keep_days: None,
+            cold_after_days: None,
         };
         let plan = plan_prune(&log, &chunks, &live, &rule, 100);
         assert_eq!(plan.versions, vec![1, 2]);
@@ -243,6 +244,7 @@ mod tests {
         let rule = Retention {
             keep_versions: Some(2),
             keep_days: None,
+            cold_after_days: None,
         };
         assert_eq!(
             plan_prune(&log, &chunks, &live, &rule, 100).versions,
@@ -251,6 +253,7 @@ mod tests {
         let rule = Retention {
             keep_versions: None,
             keep_days: Some(1),
+            cold_after_days: None,
         };
         let day = 86_400 * 1_000_000_000i64;
         assert_eq!(
