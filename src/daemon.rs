@@ -193,7 +193,7 @@ fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
 /// folder is missing (a NAS not mounted yet) is unreachable, never a place
 /// to start a new volume that would fork the node away from the others.
 pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> {
-    match Volume::open(&node.config.cloud, &node.key, false) {
+    match Volume::open_cold(&node.config.cloud, &node.key, false, &node.config.cold) {
         Ok((v, created)) => {
             for line in created {
                 tracing::info!("{line}");
@@ -211,12 +211,15 @@ pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> 
 /// Connects the node to its volume: the uploader publishes, the fetcher
 /// brings back content whose local copy is gone.
 pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader {
-    let handle = Arc::new(VolumeHandle::new(
-        node.config.cloud.clone(),
-        node.key,
-        volume,
-        Some(node.epochs_file.clone()),
-    ));
+    let handle = Arc::new(
+        VolumeHandle::new(
+            node.config.cloud.clone(),
+            node.key,
+            volume,
+            Some(node.epochs_file.clone()),
+        )
+        .with_cold(node.config.cold.clone()),
+    );
     let fetcher = Fetcher::new(node.meta.clone(), node.store.clone(), handle.clone());
     let vfs = Arc::downgrade(&node.vfs);
     fetcher.on_installed(move |object| {
@@ -717,6 +720,9 @@ pub struct DaemonStatus {
     pub eta_secs: Option<u64>,
     /// Conflict copies in the tree (`latus conflicts`).
     pub conflict_copies: Vec<crate::conflicts::Conflict>,
+    /// Bytes per tier (hot, cold) of the chunks this node knows of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<crate::sync::TierBytes>,
 }
 
 /// The disk holding the home: full or not, and what latus itself takes.
@@ -763,7 +769,17 @@ fn handle(
             },
         },
         Request::PathStatus { path } => match ctx.vfs.path_status(&path) {
-            Ok(s) => Response::ok(s),
+            Ok(s) => {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                // Where the content is in the cloud (asks it: cold, thawing,
+                // ready); left out when the cloud does not answer.
+                if let Some(u) = &ctx.uploader
+                    && let Ok(Some(tier)) = u.cooler().tier_of(&path)
+                {
+                    v["tier"] = tier.into();
+                }
+                Response::ok(v)
+            }
             Err(e) => Response::err(format!("{path}: {e}")),
         },
         Request::LogHead => match crate::sync::log_head(ctx.vfs.meta()) {
@@ -823,9 +839,22 @@ pub fn answer_history(
                 (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
                 (None, None) => crate::vfs::RestoreTarget::Latest,
             };
-            vfs.restore_plan(&path, target, to.as_deref(), dry_run)
-                .map(|r| serde_json::json!(r))
-                .map_err(|e| format!("{path}: {e}"))
+            let report = vfs
+                .restore_plan(&path, target, to.as_deref(), dry_run)
+                .map_err(|e| format!("{path}: {e}"))?;
+            let mut v = serde_json::json!(report);
+            // A restored version is current, so hot: its chunks come back
+            // from the cold tier (or start thawing) now.
+            if let Some(u) = uploader
+                && !dry_run
+            {
+                match u.cooler().pass() {
+                    Ok(c) if c.chunks_warmed + c.chunks_thawing > 0 => v["cold"] = serde_json::json!(c),
+                    Ok(_) => {}
+                    Err(e) => v["cold_error"] = e.to_string().into(),
+                }
+            }
+            Ok(v)
         }
         Request::Nodes => {
             vfs.meta().commit_pending().map_err(|e| e.to_string())?;
@@ -846,7 +875,33 @@ pub fn answer_history(
         }
         Request::Placement { path, rule } => {
             let rule = crate::meta::Placement::parse(&rule)?;
-            vfs.set_placement(&path, rule)
+            let freed = vfs
+                .set_placement(&path, rule)
+                .map_err(|e| format!("{path}: {e}"))?;
+            let Some(u) = uploader else {
+                return Ok(serde_json::json!(freed));
+            };
+            if rule == Some(crate::meta::Placement::Cold) {
+                // Everything below is in the cloud before it can go cold.
+                u.wait_idle(std::time::Duration::from_secs(3600))
+                    .map_err(|e| format!("{path}: cold: {e}"))?;
+            }
+            // Chunks move between tiers (cold, or back from it), then the
+            // copies confirmed cold go.
+            let cool = u.cooler().pass().map_err(|e| {
+                format!("{path}: the rule is set; moving its content between tiers failed (tried again after each sync pass): {e}")
+            })?;
+            Ok(serde_json::json!({
+                "files": freed.files + cool.files_freed,
+                "bytes": freed.bytes + cool.bytes_freed,
+                "kept": freed.kept.saturating_sub(cool.files_freed),
+                "cold": cool,
+            }))
+        }
+        Request::Thaw { path } => {
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.cooler()
+                .thaw(&path)
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| format!("{path}: {e}"))
         }

@@ -254,9 +254,22 @@ pub fn path_lines(v: &Value, nodes: Option<&Value>, this_node: &str) -> Vec<Stri
         "pending" => "waiting to upload (changed here, not yet in the cloud)",
         "cloud" => "in the cloud only (downloads when opened)",
         "local-only" => "on this node only (never uploaded)",
+        "cold" => "in cold storage only (read from there; see `tier`)",
         other => other,
     };
     let mut out = vec![format!("{shown}: {state}")];
+    if let Some(tier) = v["tier"].as_str() {
+        out.push(format!(
+            "tier: {}",
+            match tier {
+                "hot" => "hot (reads at once)",
+                "cold" => "cold",
+                "thawing" => "thawing (a restore is under way: reads fail with EAGAIN until it is done)",
+                "ready" => "ready (restored from cold storage: reads at once for a while)",
+                other => other,
+            }
+        ));
+    }
     let kind = v["kind"].as_str().unwrap_or("file");
     if kind == "file" {
         out.push(format!("size: {}", when::bytes(u(&v["size"]))));

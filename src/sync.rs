@@ -7,6 +7,7 @@
 
 mod chain;
 mod check;
+mod cold;
 mod chunker;
 mod engine;
 mod fetcher;
@@ -20,10 +21,11 @@ mod volume;
 
 pub use chain::{Admitted, Breach, Guard, Link, LogHead, Refusal, log_head};
 pub use check::{CheckError, CheckReport, check};
+pub use cold::{ColdError, CoolReport, Cooler, ThawReport, TierBytes};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;
-pub use history::{NodeInfo, nodes};
+pub use history::{NodeInfo, cold_versions, nodes};
 pub use names::{conflict_name, safe_path, utc_fields};
 pub use payload::{FORMAT as EVENT_PAYLOAD_FORMAT, INLINE_CHUNKS, PublishedEvent};
 pub use remote::{REMOTE_ROOT, RemoteTree};

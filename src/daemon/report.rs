@@ -74,6 +74,7 @@ pub(super) fn status(ctx: &StatusContext) -> serde_json::Value {
         upload_rate: rate.map(|r| r as u64),
         eta_secs,
         conflict_copies: crate::conflicts::list(&ctx.vfs, &ctx.config.node_name),
+        tiers: ctx.uploader.as_ref().map(|u| u.cooler().tier_bytes()),
     };
     let mut v = serde_json::to_value(st).unwrap_or_default();
     let summary = crate::status::summary(&v, ctx.vfs.now());

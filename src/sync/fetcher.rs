@@ -235,6 +235,13 @@ impl Fetcher {
                 }),
             },
         };
+        let result = match result.error {
+            Some(FetchError::Frozen(_)) => Downloaded {
+                error: Some(self.thaw_version(object)),
+                ..result
+            },
+            _ => result,
+        };
         let mut map = lock(&self.partials);
         if let Some(p) = map.get_mut(object) {
             self.store.note_usage(&p.temp);
@@ -255,6 +262,39 @@ impl Fetcher {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// A chunk of `object` must be restored before it can be read: asks
+    /// for every chunk of the version not here yet, so one wait covers the
+    /// whole file. Returns the error the reader gets.
+    fn thaw_version(&self, object: &str) -> FetchError {
+        let missing: Vec<String> = {
+            let map = lock(&self.partials);
+            map.get(object).map_or_else(Vec::new, |p| {
+                p.chunks
+                    .iter()
+                    .zip(&p.present)
+                    .filter(|(_, here)| !**here)
+                    .map(|(c, _)| c.name.clone())
+                    .collect()
+            })
+        };
+        let volume = match self.volume.get() {
+            Ok(v) => v,
+            Err(e) => return FetchError::Unavailable(e.to_string()),
+        };
+        let mut asked = 0;
+        for name in &missing {
+            match volume.cloud.objects.thaw(name) {
+                Ok(_) => asked += 1,
+                Err(e) => return e.into(),
+            }
+        }
+        FetchError::Frozen(format!(
+            "in cold storage: a restore of its {asked} chunks was requested, ready in about {}; \
+             reads fail with EAGAIN until then (latus thaw PATH --wait waits for it)",
+            volume.cloud.objects.thaw_wait()
+        ))
     }
 
     /// Every chunk is there: the whole must match the version's hash

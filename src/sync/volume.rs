@@ -229,6 +229,10 @@ impl VolumeHandle {
         &self.cold
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The lock is not held across the network: a reader fetching content
     /// never waits behind the uploader's attempt to reach a slow cloud.
     pub fn get(&self) -> Result<Arc<Volume>, VolumeError> {

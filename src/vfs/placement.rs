@@ -16,7 +16,7 @@ use crate::meta::{Ino, Kind, Placement, ROOT_INO, Record};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlacementInfo {
-    /// The rule in force: auto, pinned, online-only or local-only.
+    /// The rule in force: auto, pinned, online-only, local-only or cold.
     pub rule: &'static str,
     /// The path that sets it (`None` for auto).
     pub from: Option<String>,
@@ -109,7 +109,7 @@ impl Vfs {
         ino: Ino,
         rule: Option<Placement>,
     ) -> super::Result<EvictReport> {
-        if rule == Some(Placement::OnlineOnly) {
+        if matches!(rule, Some(Placement::OnlineOnly | Placement::Cold)) {
             self.settle_below(ino);
         }
         if rule == Some(Placement::LocalOnly) {
@@ -152,8 +152,11 @@ impl Vfs {
                 self.publish_subtree(&mut st, ino)?;
             }
         }
+        self.mark_cold_dirty();
         match rule {
-            Some(Placement::OnlineOnly) => self.evict_below_ino(ino),
+            // Cold: only what the cooler has confirmed cold (more goes as
+            // it confirms the rest).
+            Some(Placement::OnlineOnly | Placement::Cold) => self.evict_below_ino(ino),
             Some(Placement::Pinned) => {
                 self.pin_dirty.store(true, Ordering::Release);
                 Ok(EvictReport::default())
@@ -249,6 +252,16 @@ impl Vfs {
         true
     }
 
+    /// Whether the rule at `ino` lets the local copy of `object` go: always
+    /// online-only, and cold once the cooler confirmed it cold.
+    fn rule_evicts(&self, st: &State, ino: Ino, object: &str) -> bool {
+        match st.tree.rule_at(ino).0 {
+            Some(Placement::OnlineOnly) => true,
+            Some(Placement::Cold) => self.is_cold_ready(object),
+            _ => false,
+        }
+    }
+
     fn has_local_copy(&self, n: &Node) -> bool {
         n.row
             .object
@@ -276,7 +289,7 @@ impl Vfs {
         }
     }
 
-    fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
+    pub(super) fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
         let mut changed = Vec::new();
         let st = lock(&self.state);
@@ -290,7 +303,7 @@ impl Vfs {
             }
             if !self.has_local_copy(n) {
                 if let (Some(o), Some(src)) = (&n.row.object, &source)
-                    && st.tree.rule_at(i).0 == Some(Placement::OnlineOnly)
+                    && self.rule_evicts(&st, i, o)
                     && self.can_evict(&st, o)
                 {
                     report.bytes += src.drop_partial(o);
@@ -300,8 +313,7 @@ impl Vfs {
             let object = n.row.object.clone().expect("has a copy");
             // Pinned below an online-only folder stays; so does what is
             // not uploaded or open.
-            let evictable =
-                st.tree.rule_at(i).0 == Some(Placement::OnlineOnly) && self.can_evict(&st, &object);
+            let evictable = self.rule_evicts(&st, i, &object) && self.can_evict(&st, &object);
             if !evictable {
                 report.kept += 1;
                 continue;
@@ -495,10 +507,11 @@ impl Vfs {
 
     pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {
         let Some(n) = st.tree.get(ino) else { return };
-        if n.row.kind != Kind::File || st.tree.rule_at(ino).0 != Some(Placement::OnlineOnly) {
+        if n.row.kind != Kind::File {
             return;
         }
         if let Some(o) = n.row.object.clone()
+            && self.rule_evicts(st, ino, &o)
             && self.has_local_copy(n)
             && self.can_evict(st, &o)
         {

@@ -299,6 +299,7 @@ fn badge(state: &str) -> String {
         "pending" => "uploading",
         "cloud" => "in the cloud",
         "local-only" => "this node only",
+        "cold" => "in cold storage",
         s => s,
     };
     format!("<span class=\"badge b-{}\">{text}</span>", esc(state))

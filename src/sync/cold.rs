@@ -1,0 +1,393 @@
+//! The cooler: keeps chunks in the tier their versions need.
+//!
+//! A chunk belongs in the cold tier when a cold version uses it and no hot
+//! version does. Cold versions: current versions of files below a `cold`
+//! rule, and (with `cold_after_days`) versions no longer current and older
+//! than that. Hot versions: every other live version (current files of
+//! this node and of the remote tree, conflict copies, versions waiting for
+//! upload). So a chunk a hot file shares stays hot, and one that a hot
+//! file starts using (a restore, a copy) goes back.
+//!
+//! Which chunks this node moved cold is kept in the database (text
+//! `cold:chunks`, JSON name → plaintext size), so a pass only talks to the
+//! cloud about changes. A copy below a cold rule is evicted only once every
+//! chunk of its version is confirmed where it belongs (`Vfs::set_cold_ready`).
+//! Another node learns that a chunk is cold when its read of it fails
+//! (`Frozen`, `ColdOffline`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::engine::Engine;
+use super::history::cold_versions;
+use super::volume::{Volume, VolumeError, VolumeHandle};
+use crate::cloud::{CloudError, CloudErrorKind, Tier};
+use crate::home::Retention;
+use crate::locks::{Mutex, lock};
+use crate::meta::{Meta, MetaError, Record};
+use crate::vfs::{EvictReport, Vfs};
+
+/// Where the chunks this node moved cold are remembered.
+const COLD_CHUNKS: &str = "cold:chunks";
+
+#[derive(Debug, Error)]
+pub enum ColdError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{path}: {source}")]
+    Path {
+        path: String,
+        source: crate::vfs::VfsError,
+    },
+}
+
+impl ColdError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ColdError::Cloud(e) => {
+                e.is_retryable()
+                    || matches!(e.kind, CloudErrorKind::Frozen | CloudErrorKind::ColdOffline)
+            }
+            ColdError::Volume(VolumeError::Cloud(e)) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CoolReport {
+    /// Chunks moved to the cold tier.
+    pub chunks_cooled: u64,
+    /// Chunks moved back to the hot tier (a hot version uses them).
+    pub chunks_warmed: u64,
+    /// Chunks a hot version uses that are being restored before they can
+    /// move back.
+    pub chunks_thawing: u64,
+    /// Local copies freed below cold rules.
+    pub files_freed: u64,
+    pub bytes_freed: u64,
+    /// Roughly how long a restore takes, when one was requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_in: Option<&'static str>,
+}
+
+/// Bytes per tier of the chunks this node knows of (plaintext sizes).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TierBytes {
+    pub hot_bytes: u64,
+    pub cold_bytes: u64,
+    pub cold_chunks: u64,
+    /// The cold tier: an S3 storage class, or the cold folder.
+    pub cold_tier: String,
+}
+
+/// What a thaw request found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ThawReport {
+    pub files: u64,
+    pub chunks: u64,
+    /// Readable now (hot, an instant class, or restored).
+    pub ready: u64,
+    /// Being restored.
+    pub thawing: u64,
+    /// In a cold folder that is not connected.
+    pub offline: u64,
+    /// Roughly how long a restore takes.
+    pub ready_in: &'static str,
+}
+
+pub struct Cooler {
+    vfs: Arc<Vfs>,
+    engine: Arc<Engine>,
+    meta: Arc<Meta>,
+    volume: Arc<VolumeHandle>,
+    retention: Retention,
+    /// Chunks this node moved cold, with their plaintext sizes.
+    cold: Mutex<BTreeMap<String, u64>>,
+    /// One pass at a time (the uploader's thread and a `cold` command).
+    running: Mutex<()>,
+    /// The log's last record at the last pass: new versions since?
+    seen: std::sync::atomic::AtomicU64,
+    bytes: Mutex<TierBytes>,
+}
+
+impl Cooler {
+    pub fn new(
+        vfs: Arc<Vfs>,
+        engine: Arc<Engine>,
+        meta: Arc<Meta>,
+        volume: Arc<VolumeHandle>,
+        retention: Retention,
+    ) -> Self {
+        let cold = meta
+            .text(COLD_CHUNKS)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let cold_tier = match (&volume.cold().cold_dir, volume.url()) {
+            (Some(d), url) if url.starts_with("dir:") => format!("cold folder {}", d.display()),
+            (None, url) if url.starts_with("dir:") => "none (set cold-dir)".to_string(),
+            _ => volume.cold().class().as_str().to_string(),
+        };
+        Self {
+            vfs,
+            engine,
+            meta,
+            volume,
+            retention,
+            cold: Mutex::new(cold),
+            running: Mutex::new(()),
+            seen: std::sync::atomic::AtomicU64::new(u64::MAX),
+            bytes: Mutex::new(TierBytes {
+                cold_tier,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Whether a pass has work: a placement changed, or the log moved
+    /// while cold rules, cold history or cold chunks exist.
+    pub fn due(&self) -> bool {
+        let dirty = self.vfs.take_cold_dirty();
+        let last = super::chain::log_head(&self.meta).map_or(0, |h| h.mivui);
+        let moved = self.seen.swap(last, std::sync::atomic::Ordering::AcqRel) != last;
+        let in_use = self.retention.cold_after_days.is_some()
+            || !lock(&self.cold).is_empty()
+            || !self.vfs.cold_split().cold.is_empty();
+        dirty || (moved && in_use)
+    }
+
+    /// Bytes per tier as of the last pass.
+    pub fn tier_bytes(&self) -> TierBytes {
+        lock(&self.bytes).clone()
+    }
+
+    /// Moves chunks to the tier their versions need, then frees the
+    /// copies below cold rules whose chunks are confirmed cold.
+    pub fn pass(&self) -> Result<CoolReport, ColdError> {
+        let _one = lock(&self.running);
+        let volume = self.volume.get()?;
+        self.meta.commit_pending()?;
+        let split = self.vfs.cold_split();
+        let live = self.engine.live_objects();
+        let log = self.meta.whole_log()?;
+        let mut cold_objects = split.cold.clone();
+        if let Some(days) = self.retention.cold_after_days {
+            cold_objects.extend(cold_versions(&log, &live, days, self.vfs.now()));
+        }
+        // What is live and not cold is hot, whatever this node's rules.
+        let hot_objects: HashSet<&String> = live
+            .iter()
+            .filter(|o| !split.cold.contains(*o))
+            .chain(split.hot.iter())
+            .collect();
+        let chunks_of = |o: &str| self.meta.version_chunks(o).ok().flatten();
+        let mut hot_chunks: HashSet<String> = HashSet::new();
+        for o in &hot_objects {
+            hot_chunks.extend(chunks_of(o).unwrap_or_default().into_iter().map(|c| c.name));
+        }
+        let mut want_cold: BTreeMap<String, u64> = BTreeMap::new();
+        let mut known: BTreeMap<String, u64> = BTreeMap::new();
+        for o in log
+            .iter()
+            .filter_map(|e| e.event.object.as_ref())
+            .chain(&live)
+        {
+            for c in chunks_of(o).unwrap_or_default() {
+                if cold_objects.contains(o) && !hot_chunks.contains(&c.name) {
+                    want_cold.insert(c.name.clone(), c.size);
+                }
+                known.insert(c.name, c.size);
+            }
+        }
+        let mut report = CoolReport::default();
+        let result = self.move_chunks(&volume, &want_cold, &hot_chunks, &known, &mut report);
+        // Versions whose chunks are all where they belong may go.
+        let ready: HashSet<String> = {
+            let cold = lock(&self.cold);
+            split
+                .cold
+                .iter()
+                .filter(|o| {
+                    chunks_of(o).is_some_and(|cs| {
+                        cs.iter()
+                            .all(|c| cold.contains_key(&c.name) || hot_chunks.contains(&c.name))
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        let freed: EvictReport = self.vfs.set_cold_ready(ready);
+        report.files_freed = freed.files;
+        report.bytes_freed = freed.bytes;
+        self.count_bytes(&known);
+        result.map(|()| report)
+    }
+
+    fn move_chunks(
+        &self,
+        volume: &Volume,
+        want_cold: &BTreeMap<String, u64>,
+        hot_chunks: &HashSet<String>,
+        known: &BTreeMap<String, u64>,
+        report: &mut CoolReport,
+    ) -> Result<(), ColdError> {
+        let objects = &volume.cloud.objects;
+        let mut changed = false;
+        let result = (|| {
+            for (name, size) in want_cold {
+                if lock(&self.cold).contains_key(name) {
+                    continue;
+                }
+                match objects.to_cold(name) {
+                    Ok(()) => {}
+                    // Pruned meanwhile: nothing to move.
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(ColdError::from(e)),
+                }
+                lock(&self.cold).insert(name.clone(), *size);
+                report.chunks_cooled += 1;
+                changed = true;
+            }
+            let warm: Vec<String> = lock(&self.cold)
+                .keys()
+                .filter(|n| hot_chunks.contains(*n))
+                .cloned()
+                .collect();
+            for name in warm {
+                match objects.to_hot(&name) {
+                    Ok(()) => {
+                        lock(&self.cold).remove(&name);
+                        report.chunks_warmed += 1;
+                        changed = true;
+                    }
+                    Err(e) if e.kind == CloudErrorKind::Frozen => {
+                        report.chunks_thawing += 1;
+                        report.ready_in = Some(objects.thaw_wait());
+                    }
+                    Err(e) if e.is_not_found() => {
+                        lock(&self.cold).remove(&name);
+                        changed = true;
+                    }
+                    Err(e) => return Err(ColdError::from(e)),
+                }
+            }
+            Ok(())
+        })();
+        // Pruned chunks are no longer anywhere.
+        {
+            let mut cold = lock(&self.cold);
+            let before = cold.len();
+            cold.retain(|n, _| known.contains_key(n));
+            changed |= cold.len() != before;
+        }
+        if changed {
+            self.save()?;
+        }
+        result
+    }
+
+    fn save(&self) -> Result<(), ColdError> {
+        let value = serde_json::to_string(&*lock(&self.cold)).expect("names serialise");
+        self.meta.append(&[Record::SetText {
+            key: COLD_CHUNKS.into(),
+            value,
+        }])?;
+        Ok(())
+    }
+
+    fn count_bytes(&self, known: &BTreeMap<String, u64>) {
+        let cold = lock(&self.cold);
+        let mut b = lock(&self.bytes);
+        b.cold_bytes = cold.values().sum();
+        b.cold_chunks = cold.len() as u64;
+        b.hot_bytes = known
+            .iter()
+            .filter(|(n, _)| !cold.contains_key(*n))
+            .map(|(_, s)| s)
+            .sum();
+    }
+
+    /// The chunks of the current versions at and below `path`.
+    fn chunks_below(&self, path: &str) -> Result<(u64, BTreeMap<String, u64>), ColdError> {
+        self.meta.commit_pending()?;
+        let files = self
+            .vfs
+            .files_below(Some(path), false)
+            .map_err(|source| ColdError::Path {
+                path: path.to_string(),
+                source,
+            })?;
+        let mut chunks = BTreeMap::new();
+        for f in &files {
+            for c in self.meta.version_chunks(&f.object)?.unwrap_or_default() {
+                chunks.insert(c.name, c.size);
+            }
+        }
+        Ok((files.len() as u64, chunks))
+    }
+
+    /// Requests restores of every cold chunk below `path` that needs one,
+    /// and says how many are readable now.
+    pub fn thaw(&self, path: &str) -> Result<ThawReport, ColdError> {
+        let volume = self.volume.get()?;
+        let (files, chunks) = self.chunks_below(path)?;
+        let objects = &volume.cloud.objects;
+        let mut report = ThawReport {
+            files,
+            chunks: chunks.len() as u64,
+            ready_in: objects.thaw_wait(),
+            ..Default::default()
+        };
+        for name in chunks.keys() {
+            let tier = match objects.stat(name)?.map(|s| s.tier) {
+                Some(Tier::Frozen) => objects.thaw(name)?,
+                Some(t) => t,
+                None => continue, // not published yet: nothing to thaw
+            };
+            match tier {
+                Tier::Thawing | Tier::Frozen => report.thawing += 1,
+                Tier::Offline => report.offline += 1,
+                _ => report.ready += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The tier of a file's content: `hot`, `cold`, `thawing`, `ready` or
+    /// `cold (not connected)`; `None` for a folder or unpublished content.
+    pub fn tier_of(&self, path: &str) -> Result<Option<&'static str>, ColdError> {
+        let volume = self.volume.get()?;
+        let (files, chunks) = self.chunks_below(path)?;
+        if files != 1 || chunks.is_empty() {
+            return Ok(None);
+        }
+        let mut tiers = Vec::new();
+        for name in chunks.keys() {
+            if let Some(s) = volume.cloud.objects.stat(name)? {
+                tiers.push(s.tier);
+            }
+        }
+        // The slowest chunk says when the file reads.
+        let worst = [
+            Tier::Offline,
+            Tier::Frozen,
+            Tier::Thawing,
+            Tier::Ready,
+            Tier::Cold,
+        ]
+        .into_iter()
+        .find(|t| tiers.contains(t));
+        Ok(Some(worst.unwrap_or(Tier::Hot).name()))
+    }
+}
