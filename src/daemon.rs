@@ -839,20 +839,26 @@ pub fn answer_history(
                 (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
                 (None, None) => crate::vfs::RestoreTarget::Latest,
             };
-            let report = vfs
-                .restore_plan(&path, target, to.as_deref(), dry_run)
-                .map_err(|e| format!("{path}: {e}"))?;
-            let mut v = serde_json::json!(report);
+            let restore = || {
+                vfs.restore_plan(&path, target, to.as_deref(), dry_run)
+                    .map_err(|e| format!("{path}: {e}"))
+            };
             // A restored version is current, so hot: its chunks come back
-            // from the cold tier (or start thawing) now.
-            if let Some(u) = uploader
-                && !dry_run
-            {
-                match u.cooler().pass() {
-                    Ok(c) if c.chunks_warmed + c.chunks_thawing > 0 => v["cold"] = serde_json::json!(c),
-                    Ok(_) => {}
-                    Err(e) => v["cold_error"] = e.to_string().into(),
+            // from the cold tier (or start thawing) at once.
+            let (report, cool) = match uploader {
+                Some(u) if !dry_run => {
+                    let (r, c) = u.cooler().after(restore);
+                    (r?, Some(c))
                 }
+                _ => (restore()?, None),
+            };
+            let mut v = serde_json::json!(report);
+            match cool {
+                Some(Ok(c)) if c.chunks_warmed + c.chunks_thawing > 0 => {
+                    v["cold"] = serde_json::json!(c)
+                }
+                Some(Err(e)) => v["cold_error"] = e.to_string().into(),
+                _ => {}
             }
             Ok(v)
         }
@@ -875,20 +881,22 @@ pub fn answer_history(
         }
         Request::Placement { path, rule } => {
             let rule = crate::meta::Placement::parse(&rule)?;
-            let freed = vfs
-                .set_placement(&path, rule)
-                .map_err(|e| format!("{path}: {e}"))?;
             let Some(u) = uploader else {
-                return Ok(serde_json::json!(freed));
+                return vfs
+                    .set_placement(&path, rule)
+                    .map(|r| serde_json::json!(r))
+                    .map_err(|e| format!("{path}: {e}"));
             };
             if rule == Some(crate::meta::Placement::Cold) {
-                // Everything below is in the cloud before it can go cold.
+                // What is below is in the cloud before it can go cold.
                 u.wait_idle(std::time::Duration::from_secs(3600))
                     .map_err(|e| format!("{path}: cold: {e}"))?;
             }
             // Chunks move between tiers (cold, or back from it), then the
             // copies confirmed cold go.
-            let cool = u.cooler().pass().map_err(|e| {
+            let (freed, cool) = u.cooler().after(|| vfs.set_placement(&path, rule));
+            let freed = freed.map_err(|e| format!("{path}: {e}"))?;
+            let cool = cool.map_err(|e| {
                 format!("{path}: the rule is set; moving its content between tiers failed (tried again after each sync pass): {e}")
             })?;
             Ok(serde_json::json!({

@@ -13,6 +13,8 @@ mod adversity;
 mod browser;
 #[path = "fuse_tests/cli.rs"]
 mod cli;
+#[path = "fuse_tests/cold.rs"]
+mod cold;
 #[path = "fuse_tests/cloud.rs"]
 mod cloud;
 #[path = "fuse_tests/differential.rs"]

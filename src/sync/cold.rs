@@ -176,6 +176,18 @@ impl Cooler {
     /// copies below cold rules whose chunks are confirmed cold.
     pub fn pass(&self) -> Result<CoolReport, ColdError> {
         let _one = lock(&self.running);
+        self.pass_locked()
+    }
+
+    /// Runs `change` (a restore, a placement) and then a pass, with no
+    /// other pass in between: the report says what the change caused.
+    pub fn after<T>(&self, change: impl FnOnce() -> T) -> (T, Result<CoolReport, ColdError>) {
+        let _one = lock(&self.running);
+        let out = change();
+        (out, self.pass_locked())
+    }
+
+    fn pass_locked(&self) -> Result<CoolReport, ColdError> {
         let volume = self.volume.get()?;
         self.meta.commit_pending()?;
         let split = self.vfs.cold_split();
