@@ -355,6 +355,7 @@ fn cold_read_failed(path: &str, e: &FetchError) {
         FetchError::Frozen(why) => {
             tracing::warn!(path = %path, "{path} is being restored from cold storage: {why}")
         }
+        FetchError::Thawing(why) => tracing::debug!(path = %path, "{path}: {why}"),
         FetchError::ColdOffline(why) => tracing::warn!(
             path = %path,
             "{path} is in cold storage and cannot be read now (ENOMEDIUM): {why}"

@@ -33,6 +33,45 @@ use crate::vfs::{EvictReport, Vfs};
 /// Where the chunks this node moved cold are remembered.
 const COLD_CHUNKS: &str = "cold:chunks";
 
+/// How long reads of a chunk being restored fail at once (`EAGAIN`)
+/// before one asks the cloud again.
+pub(super) const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Chunks this node asked a restore of. A read of one fails fast with
+/// `EAGAIN` rather than asking the cloud again (a restore takes minutes
+/// to hours; the kernel also retries a failed readahead at once): the
+/// cloud is asked again after `RECHECK`, or at once when `thaw` finds the
+/// chunk readable.
+#[derive(Debug, Default)]
+pub struct ThawMarks(Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl ThawMarks {
+    pub fn mark(&self, names: impl IntoIterator<Item = String>) {
+        let now = std::time::Instant::now();
+        let mut m = lock(&self.0);
+        for n in names {
+            m.insert(n, now);
+        }
+    }
+
+    /// Whether a restore of `name` was asked for lately.
+    pub fn waiting(&self, name: &str) -> bool {
+        let mut m = lock(&self.0);
+        match m.get(name) {
+            Some(at) if at.elapsed() < RECHECK => true,
+            Some(_) => {
+                m.remove(name);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn clear(&self, name: &str) {
+        lock(&self.0).remove(name);
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ColdError {
     #[error(transparent)]
@@ -368,9 +407,16 @@ impl Cooler {
                 None => continue, // not published yet: nothing to thaw
             };
             match tier {
-                Tier::Thawing | Tier::Frozen => report.thawing += 1,
+                Tier::Thawing | Tier::Frozen => {
+                    self.volume.thawing().mark([name.clone()]);
+                    report.thawing += 1
+                }
                 Tier::Offline => report.offline += 1,
-                _ => report.ready += 1,
+                _ => {
+                    // Readers may ask the cloud again now.
+                    self.volume.thawing().clear(name);
+                    report.ready += 1
+                }
             }
         }
         Ok(report)

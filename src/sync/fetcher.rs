@@ -225,7 +225,19 @@ impl Fetcher {
                 .collect();
             (p.file.clone(), jobs)
         };
+        let thawing = jobs
+            .iter()
+            .any(|(_, c, _)| self.volume.thawing().waiting(&c.name));
         let result = match self.volume.get() {
+            // Being restored: fail fast, the cloud is asked again later.
+            _ if thawing => Downloaded {
+                done: Vec::new(),
+                error: Some(FetchError::Thawing(format!(
+                    "in cold storage and being restored: reads fail with EAGAIN until it is ready \
+                     (latus thaw PATH --wait waits for it); checked again within {} s",
+                    super::cold::RECHECK.as_secs()
+                ))),
+            },
             Ok(volume) => download(&volume, &jobs, &file),
             Err(e) => Downloaded {
                 done: Vec::new(),
@@ -290,6 +302,7 @@ impl Fetcher {
                 Err(e) => return e.into(),
             }
         }
+        self.volume.thawing().mark(missing);
         FetchError::Frozen(format!(
             "in cold storage: a restore of its {asked} chunks was requested, ready in about {}; \
              reads fail with EAGAIN until then (latus thaw PATH --wait waits for it)",

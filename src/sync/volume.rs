@@ -186,6 +186,7 @@ pub struct VolumeHandle {
     epochs: crate::locks::Mutex<Vec<crypto::EpochKey>>,
     epochs_file: Option<std::path::PathBuf>,
     cold: ColdSettings,
+    thawing: super::cold::ThawMarks,
 }
 
 impl VolumeHandle {
@@ -216,7 +217,13 @@ impl VolumeHandle {
             epochs: crate::locks::Mutex::new(epochs),
             epochs_file,
             cold: ColdSettings::default(),
+            thawing: Default::default(),
         }
+    }
+
+    /// The chunks this node asked restores of (`sync::cold`).
+    pub fn thawing(&self) -> &super::cold::ThawMarks {
+        &self.thawing
     }
 
     /// The cold tier of volumes opened from now on.

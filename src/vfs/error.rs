@@ -70,6 +70,10 @@ pub enum FetchError {
     /// restore was requested. Programs see `EAGAIN` until it is done.
     #[error("{0}")]
     Frozen(String),
+    /// A restore of it was requested lately and is not known to be done:
+    /// `EAGAIN` without asking the cloud (not logged again).
+    #[error("{0}")]
+    Thawing(String),
     /// The content is in a cold folder that is not connected. Programs
     /// see `ENOMEDIUM` until it is.
     #[error("{0}")]
@@ -84,7 +88,7 @@ impl FetchError {
         match self {
             FetchError::Unreachable(_) => libc::ENETUNREACH,
             FetchError::Corrupt(_) | FetchError::Unavailable(_) => libc::EIO,
-            FetchError::Frozen(_) => libc::EAGAIN,
+            FetchError::Frozen(_) | FetchError::Thawing(_) => libc::EAGAIN,
             FetchError::ColdOffline(_) => libc::ENOMEDIUM,
             FetchError::Local { errno, .. } => errno.unwrap_or(libc::EIO),
         }
