@@ -1524,6 +1524,28 @@ mod tests {
     use super::*;
     use crate::cloud::faulty::conformance;
 
+    #[test]
+    fn storage_class_and_restore_status_say_the_tier() {
+        let c = |s: &str| StorageClass::from(s);
+        assert_eq!(tier_of(None, None), Tier::Hot);
+        assert_eq!(tier_of(Some(&c("STANDARD")), None), Tier::Hot);
+        assert_eq!(tier_of(Some(&c("GLACIER_IR")), None), Tier::Cold);
+        assert_eq!(tier_of(Some(&c("GLACIER")), None), Tier::Frozen);
+        assert_eq!(
+            tier_of(Some(&c("DEEP_ARCHIVE")), Some("ongoing-request=\"true\"")),
+            Tier::Thawing
+        );
+        assert_eq!(
+            tier_of(
+                Some(&c("GLACIER")),
+                Some("ongoing-request=\"false\", expiry-date=\"Fri, 23 Dec 2012 00:00:00 GMT\"")
+            ),
+            Tier::Ready
+        );
+        assert_eq!(classify(Some("InvalidObjectState"), 403), CloudErrorKind::Frozen);
+        assert_eq!(percent_encode_key("p/a b+c"), "p/a%20b%2Bc");
+    }
+
     /// Whether a local S3 + DynamoDB server is there to test against. Its
     /// absence fails the test: a skip must not hide a missing server in CI.
     fn local_server() -> bool {

@@ -799,6 +799,56 @@ fn io_kind(e: &io::Error) -> CloudErrorKind {
 mod tests {
     use std::os::unix::fs::symlink;
 
+    /// The cold folder: objects move there and back whole, read from
+    /// either place, and a folder that is not there fails `ColdOffline`
+    /// (and is never made, so an unmounted disk's mount point stays empty).
+    #[test]
+    fn the_cold_folder_holds_moved_objects_and_reads_only_when_connected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cold = tmp.path().join("cold");
+        fs::create_dir(&cold).unwrap();
+        let store = DirObjectStore::open(&tmp.path().join("cloud"), true, &mut Vec::new())
+            .unwrap()
+            .with_cold_dir(Some(cold.clone()));
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        store.put(&a, b"cold one").unwrap();
+        store.put(&b, b"hot one").unwrap();
+        store.to_cold(&a).unwrap();
+        store.to_cold(&a).unwrap(); // again: a no-op
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Cold);
+        assert_eq!(store.stat(&b).unwrap().unwrap().tier, Tier::Hot);
+        assert!(!tmp.path().join("cloud/objects/ab").join(&a).exists());
+        assert!(cold.join("objects/ab").join(&a).exists());
+        assert_eq!(store.get(&a).unwrap(), b"cold one");
+        assert_eq!(store.list().unwrap(), vec![a.clone(), b.clone()]);
+
+        let away = tmp.path().join("unplugged");
+        fs::rename(&cold, &away).unwrap();
+        let e = store.get(&a).unwrap_err();
+        assert_eq!(e.kind, CloudErrorKind::ColdOffline, "{e}");
+        assert!(e.message.contains("not connected"), "{e}");
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Offline);
+        assert_eq!(store.get(&b).unwrap(), b"hot one", "hot objects still read");
+        assert_eq!(
+            store.to_cold(&b).unwrap_err().kind,
+            CloudErrorKind::ColdOffline
+        );
+        assert!(!cold.exists(), "the cold folder is never made");
+
+        fs::rename(&away, &cold).unwrap();
+        store.to_hot(&a).unwrap();
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Hot);
+        assert!(!cold.join("objects/ab").join(&a).exists());
+        store.to_cold(&a).unwrap();
+        store.delete(&a).unwrap();
+        assert!(store.stat(&a).unwrap().is_none(), "deleted from both tiers");
+        let plain = DirObjectStore::open(&tmp.path().join("cloud"), false, &mut Vec::new()).unwrap();
+        assert_eq!(
+            plain.to_cold(&b).unwrap_err().kind,
+            CloudErrorKind::NoColdTier
+        );
+    }
+
     /// Whoever can write the cloud folder cannot make this node read or
     /// write outside it, hang it, or make it read without bound.
     #[test]

@@ -166,3 +166,29 @@ impl EventLog for MemEventLog {
         Ok(records[start..].iter().take(limit).cloned().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_first_cold_tier_reads_only_after_a_thaw() {
+        let s = MemObjectStore::restore_first();
+        s.put("c", b"x").unwrap();
+        s.to_cold("c").unwrap();
+        assert_eq!(s.get("c").unwrap_err().kind, CloudErrorKind::Frozen);
+        assert_eq!(s.to_hot("c").unwrap_err().kind, CloudErrorKind::Frozen);
+        assert_eq!(s.thaw("c").unwrap(), Tier::Ready);
+        assert_eq!(s.get("c").unwrap(), b"x");
+        s.to_hot("c").unwrap();
+        assert_eq!(s.stat("c").unwrap().unwrap().tier, Tier::Hot);
+        let instant = MemObjectStore::new();
+        instant.put("c", b"y").unwrap();
+        instant.to_cold("c").unwrap();
+        assert_eq!(instant.get("c").unwrap(), b"y");
+        // A put stores it hot again (the uploader's answer to a cold chunk
+        // a new version needs).
+        instant.put("c", b"y").unwrap();
+        assert_eq!(instant.stat("c").unwrap().unwrap().tier, Tier::Hot);
+    }
+}
