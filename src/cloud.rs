@@ -167,7 +167,9 @@ pub trait ObjectStore: Send + Sync {
     /// restore is requested).
     fn to_hot(&self, name: &str) -> CloudResult<()> {
         match self.stat(name)? {
-            Some(ObjectStat { tier: Tier::Hot, .. }) => Ok(()),
+            Some(ObjectStat {
+                tier: Tier::Hot, ..
+            }) => Ok(()),
             Some(_) => Err(CloudError::no_cold_tier("to_hot", name)),
             None => Err(CloudError::new(
                 CloudErrorKind::NotFound,

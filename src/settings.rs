@@ -195,7 +195,9 @@ pub fn set(home: &Home, key: &str, value: &str) -> Result<Changed, SettingError>
             v["cold_dir"] = if value == "none" || value.is_empty() {
                 Value::Null
             } else if !std::path::Path::new(value).is_absolute() {
-                return Err(bad("an absolute path (a folder on the disk that holds the cold tier)"));
+                return Err(bad(
+                    "an absolute path (a folder on the disk that holds the cold tier)",
+                ));
             } else {
                 value.into()
             };

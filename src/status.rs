@@ -264,7 +264,8 @@ pub fn path_lines(v: &Value, nodes: Option<&Value>, this_node: &str) -> Vec<Stri
             match tier {
                 "hot" => "hot (reads at once)",
                 "cold" => "cold",
-                "thawing" => "thawing (a restore is under way: reads fail with EAGAIN until it is done)",
+                "thawing" =>
+                    "thawing (a restore is under way: reads fail with EAGAIN until it is done)",
                 "ready" => "ready (restored from cold storage: reads at once for a while)",
                 other => other,
             }

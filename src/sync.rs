@@ -7,8 +7,8 @@
 
 mod chain;
 mod check;
-mod cold;
 mod chunker;
+mod cold;
 mod engine;
 mod fetcher;
 mod history;
@@ -21,8 +21,8 @@ mod volume;
 
 pub use chain::{Admitted, Breach, Guard, Link, LogHead, Refusal, log_head};
 pub use check::{CheckError, CheckReport, check};
-pub use cold::{ColdError, CoolReport, Cooler, ThawReport, TierBytes};
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, for_each_chunk};
+pub use cold::{ColdError, CoolReport, Cooler, ThawReport, TierBytes};
 pub use engine::{ApplyReport, Engine, RemoteRecord};
 pub use fetcher::Fetcher;
 pub use history::{NodeInfo, cold_versions, nodes};

@@ -40,11 +40,11 @@ use crate::meta::{
 use crate::store::ContentStore;
 
 pub use apply::Invalidation;
+pub use cold::{ColdFile, ColdSplit};
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
 pub use overview::{FolderEntry, NamedFile, Waiting};
-pub use cold::{ColdFile, ColdSplit};
 pub use placement::{CacheStatus, DiskStatus, EvictReport, HydrateItem, PlacementInfo};
 pub use restore::{RestoreReport, RestoreTarget, VersionInfo};
 use tree::{Node, Staging, Tree};
@@ -2179,7 +2179,8 @@ impl Vfs {
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
             let p = st.tree.path(ino).unwrap_or_default();
             let visible = st.tree.visible_path(ino, &self.ignore).is_some();
-            let cloud_only = self.is_cloud_only(n)
+            let cloud_only = self
+                .is_cloud_only(n)
                 .then_some(st.tree.rule_at(ino).0 == Some(Placement::Cold));
             let unsent = n.staging.is_some()
                 || !n.row.announced

@@ -13,10 +13,10 @@ mod adversity;
 mod browser;
 #[path = "fuse_tests/cli.rs"]
 mod cli;
-#[path = "fuse_tests/cold.rs"]
-mod cold;
 #[path = "fuse_tests/cloud.rs"]
 mod cloud;
+#[path = "fuse_tests/cold.rs"]
+mod cold;
 #[path = "fuse_tests/differential.rs"]
 mod differential;
 #[path = "fuse_tests/durability.rs"]

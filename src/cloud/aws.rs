@@ -303,11 +303,7 @@ impl AwsObjectStore {
         name: &str,
         class: StorageClass,
     ) -> CloudResult<()> {
-        let source = format!(
-            "{}/{}",
-            self.bucket,
-            percent_encode_key(&self.key(name))
-        );
+        let source = format!("{}/{}", self.bucket, percent_encode_key(&self.key(name)));
         self.s3
             .copy_object()
             .bucket(&self.bucket)
@@ -536,9 +532,9 @@ impl ObjectStore for AwsObjectStore {
                 "no such object",
             )),
             Some(s) if s.tier.is_cold() => Ok(()),
-            Some(_) => self
-                .rt
-                .block_on(retrying(|| self.copy_to_class("to_cold", name, class.clone()))),
+            Some(_) => self.rt.block_on(retrying(|| {
+                self.copy_to_class("to_cold", name, class.clone())
+            })),
         }
     }
 
@@ -1542,7 +1538,10 @@ mod tests {
             ),
             Tier::Ready
         );
-        assert_eq!(classify(Some("InvalidObjectState"), 403), CloudErrorKind::Frozen);
+        assert_eq!(
+            classify(Some("InvalidObjectState"), 403),
+            CloudErrorKind::Frozen
+        );
         assert_eq!(percent_encode_key("p/a b+c"), "p/a%20b%2Bc");
     }
 

@@ -842,7 +842,8 @@ mod tests {
         store.to_cold(&a).unwrap();
         store.delete(&a).unwrap();
         assert!(store.stat(&a).unwrap().is_none(), "deleted from both tiers");
-        let plain = DirObjectStore::open(&tmp.path().join("cloud"), false, &mut Vec::new()).unwrap();
+        let plain =
+            DirObjectStore::open(&tmp.path().join("cloud"), false, &mut Vec::new()).unwrap();
         assert_eq!(
             plain.to_cold(&b).unwrap_err().kind,
             CloudErrorKind::NoColdTier

@@ -96,7 +96,9 @@ impl ObjectStore for MemObjectStore {
     }
 
     fn thaw(&self, name: &str) -> CloudResult<Tier> {
-        self.set_tier(name, "thaw", |t| if t == Tier::Frozen { Tier::Ready } else { t })?;
+        self.set_tier(name, "thaw", |t| {
+            if t == Tier::Frozen { Tier::Ready } else { t }
+        })?;
         Ok(self.stat(name)?.map_or(Tier::Hot, |s| s.tier))
     }
 

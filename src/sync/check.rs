@@ -171,10 +171,12 @@ pub fn check(meta: &Meta, volume: &Volume, read_data: bool) -> Result<CheckRepor
                     Err(_) => false,
                 },
                 Err(e) if e.is_retryable() => return Err(e.into()),
-                Err(e) if matches!(
-                    e.kind,
-                    crate::cloud::CloudErrorKind::Frozen | crate::cloud::CloudErrorKind::ColdOffline
-                ) =>
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        crate::cloud::CloudErrorKind::Frozen
+                            | crate::cloud::CloudErrorKind::ColdOffline
+                    ) =>
                 {
                     report.chunks_cold_unread += 1;
                     continue;

@@ -19,7 +19,12 @@ const MIB: usize = 1 << 20;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A node on `b` with a cold tier: the cold folder (dir) or `class` (aws).
-fn cold_node(b: &Backend, scratch: &Path, class: &str, extra: &[(&str, &str)]) -> (Mounted, PathBuf) {
+fn cold_node(
+    b: &Backend,
+    scratch: &Path,
+    class: &str,
+    extra: &[(&str, &str)],
+) -> (Mounted, PathBuf) {
     let m = Mounted::bare();
     m.latus(&["init", "--cloud", &b.url()]).expect_ok();
     let cold = scratch.join(unique("cold"));
@@ -55,7 +60,10 @@ fn tiers(b: &Backend, cold: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     match b {
         Backend::Dir(cloud) => {
-            for (dir, tier) in [(cloud.join("objects"), "hot"), (cold.join("objects"), "cold")] {
+            for (dir, tier) in [
+                (cloud.join("objects"), "hot"),
+                (cold.join("objects"), "cold"),
+            ] {
                 for name in files_below(&dir) {
                     if name != "volume" {
                         // In both for a moment while it moves.
@@ -141,7 +149,10 @@ fn cold_name(b: &Backend, class: &str) -> String {
 }
 
 /// Names that appeared between `before` and `after`.
-fn new_names(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> BTreeSet<String> {
+fn new_names(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
     after
         .keys()
         .filter(|k| !before.contains_key(*k))
@@ -165,9 +176,16 @@ fn assert_tier(b: &Backend, cold: &Path, names: &BTreeSet<String>, want: &str, w
 fn wait_tier(b: &Backend, cold: &Path, names: &BTreeSet<String>, want: &str, what: &str) {
     let ok = wait_until(WAIT, || {
         let t = tiers(b, cold);
-        names.iter().all(|n| t.get(n).map(String::as_str) == Some(want))
+        names
+            .iter()
+            .all(|n| t.get(n).map(String::as_str) == Some(want))
     });
-    assert!(ok, "{}: {what}: not all {want} after {WAIT:?}: {:?}", b.name(), tiers(b, cold));
+    assert!(
+        ok,
+        "{}: {what}: not all {want} after {WAIT:?}: {:?}",
+        b.name(),
+        tiers(b, cold)
+    );
 }
 
 fn arg(p: &Path) -> &str {
@@ -201,7 +219,11 @@ fn xattr(path: &Path, name: &str) -> String {
     let mut buf = vec![0u8; 256];
     // SAFETY: valid NUL-terminated strings and a buffer we own.
     let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "getxattr {name}: {}", std::io::Error::last_os_error());
+    assert!(
+        r >= 0,
+        "getxattr {name}: {}",
+        std::io::Error::last_os_error()
+    );
     buf.truncate(r as usize);
     String::from_utf8(buf).unwrap()
 }
@@ -216,7 +238,15 @@ fn slow_moto_restores(secs: u64) {
         r#"{{"model_name": "s3::keyrestore", "transition": {{"progression": "time", "seconds": {secs}}}}}"#
     );
     let out = std::process::Command::new("curl")
-        .args(["-sf", "-X", "POST", "-H", "Content-Type: application/json", "--data", &body])
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+        ])
         .arg(format!("{endpoint}/moto-api/state-manager/set-transition"))
         .output()
         .expect("curl");
@@ -247,14 +277,23 @@ fn a_cold_folder_frees_its_copies_and_moves_only_its_own_chunks_cold() {
 
         let out = m.latus(&["cold", arg(&m.p("archive"))]).expect_ok();
         assert!(out.stdout.contains("archive: cold"), "{out}");
-        assert_tier(&b, &cold, &own_chunks, &cold_class, "the cold folder's own chunks");
+        assert_tier(
+            &b,
+            &cold,
+            &own_chunks,
+            &cold_class,
+            "the cold folder's own chunks",
+        );
         assert_tier(&b, &cold, &shared_chunks, hot, "chunks a hot file shares");
         for f in ["archive/own.bin", "archive/copy-of-shared.bin"] {
             assert_eq!(state(&m, f), "cold", "{}: {f}", b.name());
             assert_eq!(xattr(&m.p(f), "user.latus.state"), "cold");
             assert_eq!(xattr(&m.p(f), "user.latus.placement"), "cold");
         }
-        assert_eq!(fs::metadata(m.p("archive/own.bin")).unwrap().len(), own.len() as u64);
+        assert_eq!(
+            fs::metadata(m.p("archive/own.bin")).unwrap().len(),
+            own.len() as u64
+        );
         assert_eq!(state(&m, "work/shared.bin"), "local");
         let st = m.status();
         assert!(
@@ -282,7 +321,13 @@ fn a_cold_folder_frees_its_copies_and_moves_only_its_own_chunks_cold() {
         write(&m.p("archive/newer.bin"), &newer);
         sync_wait(&m);
         let newer_chunks: BTreeSet<String> = new_names(&t2, &tiers(&b, &cold));
-        wait_tier(&b, &cold, &newer_chunks, &cold_class, "a new version below a cold rule");
+        wait_tier(
+            &b,
+            &cold,
+            &newer_chunks,
+            &cold_class,
+            "a new version below a cold rule",
+        );
         assert!(
             wait_until(WAIT, || state(&m, "archive/newer.bin") == "cold"),
             "{}: the new version's copy was not freed",
@@ -357,7 +402,11 @@ fn a_cold_folder_not_connected_fails_reads_with_enomedium_until_it_is_back() {
     let away = scratch.path().join("unplugged");
     fs::rename(&cold, &away).unwrap();
     let err = fs::read(m.p("usb/a.bin")).map(|d| d.len());
-    assert_eq!(errno(err), libc::ENOMEDIUM, "a read with the cold folder away");
+    assert_eq!(
+        errno(err),
+        libc::ENOMEDIUM,
+        "a read with the cold folder away"
+    );
     assert!(
         daemon_log(&m).contains("usb/a.bin is in cold storage and cannot be read now (ENOMEDIUM)"),
         "{}",
@@ -376,7 +425,12 @@ fn cold_after_days_cools_old_versions_and_restore_brings_one_back() {
     for b in backends(scratch.path()) {
         // 0 days: every version cools as soon as it is no longer current
         // (the day arithmetic is unit-tested in `sync::history`).
-        let (m, cold) = cold_node(&b, scratch.path(), "GLACIER_IR", &[("cold-after-days", "0")]);
+        let (m, cold) = cold_node(
+            &b,
+            scratch.path(),
+            "GLACIER_IR",
+            &[("cold-after-days", "0")],
+        );
         let (hot, cold_class) = (hot_name(&b), cold_name(&b, "GLACIER_IR"));
         let t0 = tiers(&b, &cold);
         let v1 = pattern(11, 2 * MIB);
@@ -394,7 +448,9 @@ fn cold_after_days_cools_old_versions_and_restore_brings_one_back() {
         assert_tier(&b, &cold, &v2_chunks, hot, "the current version");
 
         let versions: serde_json::Value = serde_json::from_str(
-            &m.latus(&["versions", "doc.bin", "--json"]).expect_ok().stdout,
+            &m.latus(&["versions", "doc.bin", "--json"])
+                .expect_ok()
+                .stdout,
         )
         .unwrap();
         let first = versions
@@ -408,7 +464,11 @@ fn cold_after_days_cools_old_versions_and_restore_brings_one_back() {
         let out = m
             .latus(&["restore", arg(&m.p("doc.bin")), "--version", &first])
             .expect_ok();
-        assert!(out.stdout.contains("the version was in cold storage"), "{}: {out}", b.name());
+        assert!(
+            out.stdout.contains("the version was in cold storage"),
+            "{}: {out}",
+            b.name()
+        );
         assert_tier(&b, &cold, &v1_chunks, hot, "the restored version");
         assert_reads(&m.p("doc.bin"), &v1);
         let started = Instant::now();
