@@ -888,6 +888,9 @@ pub fn answer_history(
                     .map_err(|e| format!("{path}: {e}"));
             };
             if rule == Some(crate::meta::Placement::Cold) {
+                u.cooler()
+                    .check_tier()
+                    .map_err(|e| format!("{path}: {e}"))?;
                 // What is below is in the cloud before it can go cold.
                 u.wait_idle(std::time::Duration::from_secs(3600))
                     .map_err(|e| format!("{path}: cold: {e}"))?;

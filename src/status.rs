@@ -150,6 +150,16 @@ pub fn lines(v: &Value, nodes: Option<&Value>, now_ns: i64) -> Vec<String> {
         u(&v["directories"]),
         u(&v["symlinks"])
     ));
+    let t = &v["tiers"];
+    if u(&t["cold_bytes"]) > 0 {
+        out.push(format!(
+            "cold storage: {} in {} chunks ({}), {} hot",
+            when::bytes(u(&t["cold_bytes"])),
+            u(&t["cold_chunks"]),
+            t["cold_tier"].as_str().unwrap_or("?"),
+            when::bytes(u(&t["hot_bytes"]))
+        ));
+    }
     if let Some(list) = v["conflict_copies"].as_array()
         && !list.is_empty()
     {

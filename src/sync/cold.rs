@@ -80,6 +80,10 @@ pub enum ColdError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error(
+        "this volume has no cold tier: a dir: cloud needs a cold folder (latus set cold-dir PATH, then mount again)"
+    )]
+    NoTier,
     #[error("{path}: {source}")]
     Path {
         path: String,
@@ -204,6 +208,15 @@ impl Cooler {
             || !lock(&self.cold).is_empty()
             || !self.vfs.cold_split().cold.is_empty();
         dirty || (moved && in_use)
+    }
+
+    /// Refuses a cold rule where the volume has no cold tier (a `dir:`
+    /// cloud without `cold_dir`).
+    pub fn check_tier(&self) -> Result<(), ColdError> {
+        if self.volume.url().starts_with("dir:") && self.volume.cold().cold_dir.is_none() {
+            return Err(ColdError::NoTier);
+        }
+        Ok(())
     }
 
     /// Bytes per tier as of the last pass.

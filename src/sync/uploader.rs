@@ -201,6 +201,8 @@ struct Inner {
     ring: Condvar,
     /// Keeps chunks in the tier their versions need (after each pass).
     cooler: Arc<super::Cooler>,
+    /// The cooler's last failure, logged once until it changes.
+    cold_error: Mutex<Option<String>>,
 }
 
 pub struct Uploader {
@@ -254,6 +256,7 @@ impl Uploader {
         ));
         let inner = Arc::new(Inner {
             cooler,
+            cold_error: Mutex::new(None),
             vfs: vfs.clone(),
             engine,
             guard: Mutex::new(None),
@@ -595,19 +598,29 @@ impl Inner {
             return;
         }
         match self.cooler.pass() {
-            Ok(r) if r.chunks_cooled + r.chunks_warmed + r.files_freed > 0 => {
-                tracing::info!(
-                    chunks_cooled = r.chunks_cooled,
-                    chunks_warmed = r.chunks_warmed,
-                    files_freed = r.files_freed,
-                    "cold storage: chunks moved between tiers"
-                );
+            Ok(r) => {
+                *lock(&self.cold_error) = None;
+                if r.chunks_cooled + r.chunks_warmed + r.files_freed > 0 {
+                    tracing::info!(
+                        chunks_cooled = r.chunks_cooled,
+                        chunks_warmed = r.chunks_warmed,
+                        files_freed = r.files_freed,
+                        "cold storage: chunks moved between tiers"
+                    );
+                }
             }
-            Ok(_) => {}
             Err(e) => {
-                // Tried again after the next pass.
-                self.vfs.mark_cold_dirty();
-                tracing::warn!(error = %e, "cold storage: chunks could not be moved now");
+                // Tried again after the next pass (or, when waiting cannot
+                // help, after the next change); said once per reason.
+                if e.is_retryable() {
+                    self.vfs.mark_cold_dirty();
+                }
+                let said = e.to_string();
+                let mut last = lock(&self.cold_error);
+                if last.as_deref() != Some(said.as_str()) {
+                    tracing::warn!(error = %said, "cold storage: chunks could not be moved now");
+                    *last = Some(said);
+                }
             }
         }
     }

@@ -477,3 +477,18 @@ fn cold_after_days_cools_old_versions_and_restore_brings_one_back() {
         assert!(started.elapsed() < WAIT);
     }
 }
+
+#[test]
+fn cold_is_refused_clearly_where_the_volume_has_no_cold_tier() {
+    let scratch = tempfile::tempdir().unwrap();
+    let m = Mounted::with_cloud(&format!("dir:{}", scratch.path().join("cloud").display()));
+    write(&m.p("a/f.bin"), b"x");
+    sync_wait(&m);
+    let out = m.latus(&["cold", arg(&m.p("a"))]);
+    assert!(
+        !out.ok() && out.stderr.contains("latus set cold-dir"),
+        "{out}"
+    );
+    assert_eq!(state(&m, "a/f.bin"), "local", "nothing was freed");
+    assert_eq!(xattr(&m.p("a"), "user.latus.placement"), "auto");
+}
