@@ -204,10 +204,11 @@ impl Cooler {
         let dirty = self.vfs.take_cold_dirty();
         let last = super::chain::log_head(&self.meta).map_or(0, |h| h.mivui);
         let moved = self.seen.swap(last, std::sync::atomic::Ordering::AcqRel) != last;
-        let in_use = self.retention.cold_after_days.is_some()
-            || !lock(&self.cold).is_empty()
-            || !self.vfs.cold_split().cold.is_empty();
-        dirty || (moved && in_use)
+        dirty
+            || (moved
+                && (self.retention.cold_after_days.is_some()
+                    || !lock(&self.cold).is_empty()
+                    || !self.vfs.cold_split().cold.is_empty()))
     }
 
     /// Refuses a cold rule where the volume has no cold tier (a `dir:`

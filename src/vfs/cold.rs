@@ -76,10 +76,19 @@ impl Vfs {
     }
 
     /// The versions whose chunks are confirmed where a cold rule wants them;
-    /// copies of them below a cold rule are evicted now.
+    /// copies of those newly confirmed are evicted now below cold rules
+    /// (a copy read back later stays cached like any other).
     pub fn set_cold_ready(&self, ready: HashSet<String>) -> super::EvictReport {
-        *lock(&self.cold_ready) = ready;
-        self.evict_below_ino(crate::meta::ROOT_INO)
+        let fresh: HashSet<String> = {
+            let mut known = lock(&self.cold_ready);
+            let fresh = ready.difference(&known).cloned().collect();
+            *known = ready;
+            fresh
+        };
+        if fresh.is_empty() {
+            return super::EvictReport::default();
+        }
+        self.evict_where(crate::meta::ROOT_INO, &|o| fresh.contains(o))
             .unwrap_or_default()
     }
 

@@ -290,6 +290,16 @@ impl Vfs {
     }
 
     pub(super) fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
+        self.evict_where(ino, &|_| true)
+    }
+
+    /// Evicts below `ino` what the rules let go, of the versions `pick`
+    /// selects.
+    pub(super) fn evict_where(
+        &self,
+        ino: Ino,
+        pick: &dyn Fn(&str) -> bool,
+    ) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
         let mut changed = Vec::new();
         let st = lock(&self.state);
@@ -303,6 +313,7 @@ impl Vfs {
             }
             if !self.has_local_copy(n) {
                 if let (Some(o), Some(src)) = (&n.row.object, &source)
+                    && pick(o)
                     && self.rule_evicts(&st, i, o)
                     && self.can_evict(&st, o)
                 {
@@ -313,7 +324,8 @@ impl Vfs {
             let object = n.row.object.clone().expect("has a copy");
             // Pinned below an online-only folder stays; so does what is
             // not uploaded or open.
-            let evictable = self.rule_evicts(&st, i, &object) && self.can_evict(&st, &object);
+            let evictable =
+                pick(&object) && self.rule_evicts(&st, i, &object) && self.can_evict(&st, &object);
             if !evictable {
                 report.kept += 1;
                 continue;
@@ -507,11 +519,12 @@ impl Vfs {
 
     pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {
         let Some(n) = st.tree.get(ino) else { return };
-        if n.row.kind != Kind::File {
+        // (A copy of a cold file read back stays cached, LRU-evicted like
+        // any other: another read of it needs no second restore.)
+        if n.row.kind != Kind::File || st.tree.rule_at(ino).0 != Some(Placement::OnlineOnly) {
             return;
         }
         if let Some(o) = n.row.object.clone()
-            && self.rule_evicts(st, ino, &o)
             && self.has_local_copy(n)
             && self.can_evict(st, &o)
         {

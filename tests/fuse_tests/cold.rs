@@ -314,6 +314,12 @@ fn a_cold_folder_frees_its_copies_and_moves_only_its_own_chunks_cold() {
             "{}",
             b.name()
         );
+        // What was read is cached like any other copy.
+        assert!(
+            wait_until(WAIT, || state(&m, "archive/own.bin") == "local"),
+            "{}: the copy read back was not kept",
+            b.name()
+        );
 
         // A new version written there goes cold after upload.
         let t2 = tiers(&b, &cold);
