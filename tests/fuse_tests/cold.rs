@@ -228,31 +228,6 @@ fn xattr(path: &Path, name: &str) -> String {
     String::from_utf8(buf).unwrap()
 }
 
-/// Makes moto's restores take `secs` seconds (they complete at once by
-/// default, which would hide the wait): its state manager's transition
-/// for restored keys. Applies to the whole server; only these tests
-/// restore.
-fn slow_moto_restores(secs: u64) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let body = format!(
-        r#"{{"model_name": "s3::keyrestore", "transition": {{"progression": "time", "seconds": {secs}}}}}"#
-    );
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &body,
-        ])
-        .arg(format!("{endpoint}/moto-api/state-manager/set-transition"))
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "moto state manager: {out:?}");
-}
-
 fn daemon_log(m: &Mounted) -> String {
     fs::read_to_string(m.home.join("daemon.log")).unwrap_or_default()
 }
@@ -358,7 +333,6 @@ fn a_restore_first_class_fails_reads_with_eagain_until_thawed() {
         bucket: unique("latus-test"),
         table: unique("latus-test"),
     };
-    slow_moto_restores(3);
     let (m, cold) = cold_node(&b, scratch.path(), "GLACIER", &[]);
     let t0 = tiers(&b, &cold);
     let data = pattern(7, 2 * MIB + 5);
@@ -371,6 +345,9 @@ fn a_restore_first_class_fails_reads_with_eagain_until_thawed() {
     assert_eq!(m.path_status(arg(&m.p("old/a.bin")))["tier"], "cold");
 
     // The read learns of the restore it needs, asks for it, and fails.
+    // (moto completes a restore at once; reads of it still fail until
+    // `thaw` has seen it ready: latus does not ask the cloud again for
+    // a minute, as a real restore takes hours.)
     let err = fs::read(m.p("old/a.bin")).map(|d| d.len());
     if err.is_ok() {
         panic!("a frozen file read: {}", daemon_log(&m));
@@ -497,4 +474,44 @@ fn cold_is_refused_clearly_where_the_volume_has_no_cold_tier() {
     );
     assert_eq!(state(&m, "a/f.bin"), "local", "nothing was freed");
     assert_eq!(xattr(&m.p("a"), "user.latus.placement"), "auto");
+}
+
+/// Another node learns that content is cold when it reads it: at once
+/// from a cold folder it can reach, or by a restore it starts (EAGAIN,
+/// then `thaw --wait`).
+#[test]
+fn another_node_reads_cold_content_or_thaws_it_first() {
+    let scratch = tempfile::tempdir().unwrap();
+    for b in backends(scratch.path()) {
+        if matches!(b, Backend::Aws { .. }) {}
+        let nodes = crate::sync::nodes_on(&b, &["a", "b"]);
+        let cold = scratch.path().join(unique("cold"));
+        fs::create_dir(&cold).unwrap();
+        for m in &nodes {
+            match b {
+                Backend::Dir(_) => m.latus(&["set", "cold-dir", arg(&cold)]).expect_ok(),
+                Backend::Aws { .. } => m.latus(&["set", "cold-class", "GLACIER"]).expect_ok(),
+            };
+            m.mount();
+        }
+        let (a, other) = (&nodes[0], &nodes[1]);
+        let data = pattern(21, 2 * MIB + 1);
+        write(&a.p("box/f.bin"), &data);
+        sync_wait(a);
+        a.latus(&["cold", arg(&a.p("box"))]).expect_ok();
+        assert!(
+            wait_until(WAIT, || fs::metadata(other.p("box/f.bin"))
+                .is_ok_and(|m| m.len() == data.len() as u64)),
+            "{}: the file reached the other node",
+            b.name()
+        );
+        if let Backend::Aws { .. } = b {
+            let err = fs::read(other.p("box/f.bin")).map(|d| d.len());
+            assert_eq!(errno(err), libc::EAGAIN, "the other node's first read");
+            other
+                .latus(&["thaw", arg(&other.p("box")), "--wait"])
+                .expect_ok();
+        }
+        assert_reads(&other.p("box/f.bin"), &data);
+    }
 }
