@@ -1,8 +1,10 @@
-//! Placement rules (pinned, online-only, local-only; `auto` is no rule) and
-//! the local cache they steer: what is kept, what is fetched eagerly, and
-//! what may be evicted to keep the cache under its cap. Content not yet in
-//! the cloud, pinned content and local-only content is never evicted, and
-//! neither is a file that is open.
+//! Placement rules (pinned, online-only, local-only, cold; `auto` is no
+//! rule) and the local cache they steer: what is kept, what is fetched
+//! eagerly, and what may be evicted to keep the cache under its cap. Cold
+//! evicts like online-only, but only versions the cooler (`sync::cold`)
+//! has confirmed in the cold tier. Content not yet in the cloud, pinned
+//! content and local-only content is never evicted, and neither is a file
+//! that is open.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
