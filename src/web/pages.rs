@@ -311,6 +311,7 @@ fn placement_buttons(path: &str, csrf: &str, id: &str) -> String {
         ("pinned", "Keep offline"),
         ("online-only", "Free up space"),
         ("local-only", "Local only"),
+        ("cold", "Cold storage"),
         ("auto", "Automatic"),
     ]
     .iter()
