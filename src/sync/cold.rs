@@ -148,6 +148,41 @@ pub struct ThawReport {
     pub ready_in: &'static str,
 }
 
+/// Where each chunk belongs.
+#[derive(Debug, Default)]
+struct TierPlan {
+    /// Chunks only cold versions use, with their sizes.
+    want_cold: BTreeMap<String, u64>,
+    /// Chunks some hot version uses.
+    hot: HashSet<String>,
+    /// Every chunk of every version, with its size.
+    known: BTreeMap<String, u64>,
+}
+
+/// The tiers chunks belong in, from the versions (`all`) and which of them
+/// are cold and hot: cold only when no hot version uses the chunk.
+fn plan_tiers<'a>(
+    all: impl Iterator<Item = &'a String>,
+    cold: &HashSet<String>,
+    hot: &HashSet<&String>,
+    chunks_of: &dyn Fn(&str) -> Option<Vec<crate::event::ChunkRef>>,
+) -> TierPlan {
+    let mut plan = TierPlan::default();
+    for o in hot {
+        plan.hot
+            .extend(chunks_of(o).unwrap_or_default().into_iter().map(|c| c.name));
+    }
+    for o in all {
+        for c in chunks_of(o).unwrap_or_default() {
+            if cold.contains(o) && !plan.hot.contains(&c.name) {
+                plan.want_cold.insert(c.name.clone(), c.size);
+            }
+            plan.known.insert(c.name, c.size);
+        }
+    }
+    plan
+}
+
 pub struct Cooler {
     vfs: Arc<Vfs>,
     engine: Arc<Engine>,
@@ -257,24 +292,15 @@ impl Cooler {
             .chain(split.hot.iter())
             .collect();
         let chunks_of = |o: &str| self.meta.version_chunks(o).ok().flatten();
-        let mut hot_chunks: HashSet<String> = HashSet::new();
-        for o in &hot_objects {
-            hot_chunks.extend(chunks_of(o).unwrap_or_default().into_iter().map(|c| c.name));
-        }
-        let mut want_cold: BTreeMap<String, u64> = BTreeMap::new();
-        let mut known: BTreeMap<String, u64> = BTreeMap::new();
-        for o in log
+        let all = log
             .iter()
             .filter_map(|e| e.event.object.as_ref())
-            .chain(&live)
-        {
-            for c in chunks_of(o).unwrap_or_default() {
-                if cold_objects.contains(o) && !hot_chunks.contains(&c.name) {
-                    want_cold.insert(c.name.clone(), c.size);
-                }
-                known.insert(c.name, c.size);
-            }
-        }
+            .chain(&live);
+        let TierPlan {
+            want_cold,
+            hot: hot_chunks,
+            known,
+        } = plan_tiers(all, &cold_objects, &hot_objects, &chunks_of);
         let mut report = CoolReport::default();
         let result = self.move_chunks(&volume, &want_cold, &hot_chunks, &known, &mut report);
         // Versions whose chunks are all where they belong may go.
@@ -461,5 +487,49 @@ impl Cooler {
         .into_iter()
         .find(|t| tiers.contains(t));
         Ok(Some(worst.unwrap_or(Tier::Hot).name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ChunkRef;
+
+    #[test]
+    fn a_chunk_a_hot_version_shares_stays_hot() {
+        let chunks = |o: &str| -> Option<Vec<ChunkRef>> {
+            let c = |n: &str| ChunkRef {
+                name: n.to_string(),
+                size: 10,
+            };
+            Some(match o {
+                "archive" => vec![c("shared"), c("only-cold")],
+                "work" => vec![c("shared"), c("only-hot")],
+                "old" => vec![c("only-old")],
+                _ => return None,
+            })
+        };
+        let names = ["archive", "work", "old", "unpublished"].map(String::from);
+        let cold: HashSet<String> = ["archive", "old"].map(String::from).into();
+        let work = String::from("work");
+        let hot: HashSet<&String> = [&work].into();
+        let plan = plan_tiers(names.iter(), &cold, &hot, &chunks);
+        let want: Vec<&str> = plan.want_cold.keys().map(String::as_str).collect();
+        assert_eq!(want, vec!["only-cold", "only-old"]);
+        assert!(plan.hot.contains("shared") && plan.hot.contains("only-hot"));
+        assert_eq!(plan.known.len(), 4);
+        // Nothing hot: everything a cold version uses goes cold.
+        let plan = plan_tiers(names.iter(), &cold, &HashSet::new(), &chunks);
+        assert_eq!(plan.want_cold.len(), 3);
+    }
+
+    #[test]
+    fn reads_of_a_chunk_being_restored_wait_until_thawed_or_a_while() {
+        let marks = ThawMarks::default();
+        assert!(!marks.waiting("c"));
+        marks.mark(["c".to_string()]);
+        assert!(marks.waiting("c"));
+        marks.clear("c");
+        assert!(!marks.waiting("c"));
     }
 }

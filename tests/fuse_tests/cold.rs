@@ -397,6 +397,15 @@ fn a_cold_folder_not_connected_fails_reads_with_enomedium_until_it_is_back() {
     );
     let out = m.latus(&["thaw", arg(&m.p("usb"))]);
     assert!(!out.ok() && out.stderr.contains("not connected"), "{out}");
+    // `check` knows the chunks are cold, not missing.
+    let out = m.latus(&["check", "--json"]).expect_ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["chunks_missing"], 0, "{v}");
+    assert_eq!(
+        v["chunks_cold_unread"].as_u64(),
+        Some(chunks.len() as u64),
+        "{v}"
+    );
 
     fs::rename(&away, &cold).unwrap();
     assert_reads(&m.p("usb/a.bin"), &data);
