@@ -464,15 +464,27 @@ impl Cooler {
 
     /// The tier of a file's content: `hot`, `cold`, `thawing`, `ready` or
     /// `cold (not connected)`; `None` for a folder or unpublished content.
+    /// A large file is judged by a sample of its chunks (they move
+    /// together; only chunks shared with other files differ).
     pub fn tier_of(&self, path: &str) -> Result<Option<&'static str>, ColdError> {
-        let volume = self.volume.get()?;
-        let (files, chunks) = self.chunks_below(path)?;
-        if files != 1 || chunks.is_empty() {
+        const SAMPLE: usize = 16;
+        let file = match self.vfs.files_below(Some(path), false) {
+            Ok(files) => match files.as_slice() {
+                [f] if f.path == path.trim_matches('/') => f.clone(),
+                _ => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        };
+        self.meta.commit_pending()?;
+        let chunks = self.meta.version_chunks(&file.object)?.unwrap_or_default();
+        if chunks.is_empty() {
             return Ok(None);
         }
+        let volume = self.volume.get()?;
+        let step = chunks.len().div_ceil(SAMPLE);
         let mut tiers = Vec::new();
-        for name in chunks.keys() {
-            if let Some(s) = volume.cloud.objects.stat(name)? {
+        for c in chunks.iter().step_by(step) {
+            if let Some(s) = volume.cloud.objects.stat(&c.name)? {
                 tiers.push(s.tier);
             }
         }
