@@ -463,7 +463,8 @@ impl Cooler {
     }
 
     /// The tier of a file's content: `hot`, `cold`, `thawing`, `ready` or
-    /// `cold (not connected)`; `None` for a folder or unpublished content.
+    /// `cold (not connected)`; `None` for a folder, unpublished content, or
+    /// content this node has no reason to think cold.
     /// A large file is judged by a sample of its chunks (they move
     /// together; only chunks shared with other files differ).
     pub fn tier_of(&self, path: &str) -> Result<Option<&'static str>, ColdError> {
@@ -477,7 +478,15 @@ impl Cooler {
         };
         self.meta.commit_pending()?;
         let chunks = self.meta.version_chunks(&file.object)?.unwrap_or_default();
-        if chunks.is_empty() {
+        // Only content that may be cold costs a question to the cloud
+        // (`status PATH` stays quick, also offline).
+        let maybe_cold = self.vfs.under_cold_rule(file.ino) || {
+            let cold = lock(&self.cold);
+            chunks
+                .iter()
+                .any(|c| cold.contains_key(&c.name) || self.volume.thawing().waiting(&c.name))
+        };
+        if chunks.is_empty() || !maybe_cold {
             return Ok(None);
         }
         let volume = self.volume.get()?;

@@ -96,6 +96,11 @@ impl Vfs {
         lock(&self.cold_ready).contains(object)
     }
 
+    /// Whether `ino` is below a cold rule.
+    pub fn under_cold_rule(&self, ino: Ino) -> bool {
+        lock(&self.state).tree.rule_at(ino).0 == Some(Placement::Cold)
+    }
+
     /// Whether a placement changed since the last call.
     pub fn take_cold_dirty(&self) -> bool {
         self.cold_dirty.swap(false, Ordering::AcqRel)
