@@ -233,17 +233,17 @@ impl Cooler {
         }
     }
 
-    /// Whether a pass has work: a placement changed, or the log moved
-    /// while cold rules, cold history or cold chunks exist.
+    /// Whether a pass has work: a placement changed or the log moved, and
+    /// cold rules, cold history or chunks this node moved cold exist (a
+    /// volume that uses no cold tier never pays for a pass).
     pub fn due(&self) -> bool {
         let dirty = self.vfs.take_cold_dirty();
         let last = super::chain::log_head(&self.meta).map_or(0, |h| h.mivui);
         let moved = self.seen.swap(last, std::sync::atomic::Ordering::AcqRel) != last;
-        dirty
-            || (moved
-                && (self.retention.cold_after_days.is_some()
-                    || !lock(&self.cold).is_empty()
-                    || !self.vfs.cold_split().cold.is_empty()))
+        (dirty || moved)
+            && (self.retention.cold_after_days.is_some()
+                || !lock(&self.cold).is_empty()
+                || !self.vfs.cold_split().cold.is_empty())
     }
 
     /// Refuses a cold rule where the volume has no cold tier (a `dir:`
