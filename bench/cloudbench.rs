@@ -625,7 +625,7 @@ fn measure_backend(
 ) -> Result<BackendFigures> {
     let b = backend.name();
     let parsed = CloudUrl::parse(url)?;
-    let store = connect_objects(&parsed, true, &mut Vec::new())
+    let store = connect_objects(&parsed, true, &mut Vec::new(), &Default::default())
         .map_err(|error| anyhow!("{error}"))
         .with_context(|| format!("connecting to {url}"))?;
     let before: Vec<String> = store.list().map_err(|error| anyhow!("{error}"))?;

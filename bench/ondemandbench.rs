@@ -305,7 +305,7 @@ impl Bench {
         let mut a = Peer::new(latus, work, "a");
         a.init(url, None)?;
         let parsed = CloudUrl::parse(url)?;
-        let store = connect_objects(&parsed, false, &mut Vec::new())
+        let store = connect_objects(&parsed, false, &mut Vec::new(), &Default::default())
             .map_err(|error| anyhow!("{error}"))
             .with_context(|| format!("connecting to {url}"))?;
         // What `init` stored (the volume's descriptor): not a chunk of the file.

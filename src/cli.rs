@@ -236,6 +236,30 @@ pub enum Cmd {
         /// A folder or file in the latus folder.
         path: PathBuf,
     },
+    /// Cold storage: move the content below PATH to the volume's cold tier
+    /// (cold_class on aws, cold_dir on dir:), then free the local copies.
+    /// Files stay listed; reading one in a restore-first class (GLACIER,
+    /// DEEP_ARCHIVE) starts a restore and fails with EAGAIN until it is
+    /// done (see `latus thaw`); a cold folder that is not connected fails
+    /// reads with ENOMEDIUM. `pin`, `unpin` or `free` move it back.
+    #[command(
+        after_help = "Settings: cold-class GLACIER_IR|GLACIER|DEEP_ARCHIVE, restore-tier Expedited|Standard|Bulk, restore-days N, cold-dir PATH, cold-after-days D\n\nExamples:\n  latus set cold-class GLACIER\n  latus cold ~/Latus/photos/2015"
+    )]
+    Cold {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+    },
+    /// Request restores of the cold content below PATH (GLACIER,
+    /// DEEP_ARCHIVE) so it can be read; --wait shows progress until every
+    /// file is ready.
+    #[command(after_help = "Examples:\n  latus thaw ~/Latus/photos/2015 --wait")]
+    Thaw {
+        /// A folder or file in the latus folder.
+        path: PathBuf,
+        /// Wait until everything below PATH reads.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Never leaves this node: no upload, no event (other nodes stop seeing
     /// it); --off publishes it again.
     #[command(
@@ -259,7 +283,7 @@ pub enum Cmd {
     /// Change a setting in config.json (the cache cap applies at once, the
     /// rest at the next mount).
     #[command(
-        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, conflict-policy newest|first, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
+        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, cold-after-days D|never, cold-class GLACIER_IR|GLACIER|DEEP_ARCHIVE, restore-tier Expedited|Standard|Bulk, restore-days N, cold-dir PATH|none, conflict-policy newest|first, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
     )]
     Set {
         /// The setting's name (see below).
@@ -340,6 +364,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Pin { path } => pin(&home, &path),
         Cmd::Unpin { path } => placement(&home, &path, "auto"),
         Cmd::Free { path } => placement(&home, &path, "online-only"),
+        Cmd::Cold { path } => placement(&home, &path, "cold"),
+        Cmd::Thaw { path, wait } => thaw(&home, &path, wait),
         Cmd::LocalOnly { path, off } => {
             placement(&home, &path, if off { "auto" } else { "local-only" })
         }
@@ -446,6 +472,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     v["objects"],
                     v["bytes"]
                 );
+                if let Some(n) = v["cold"]["chunks_cooled"].as_u64() {
+                    println!("moved {n} chunks of old versions to the cold tier (cold-after-days)");
+                }
             }
             Ok(())
         }
@@ -539,7 +568,7 @@ fn placement(home: &Home, path: &Path, rule: &str) -> Result<()> {
             path: rel.clone(),
             rule: rule.to_string(),
         },
-        false,
+        rule == "cold",
     )?;
     let shown = if rel.is_empty() { "the folder" } else { &rel };
     match rule {
@@ -547,7 +576,96 @@ fn placement(home: &Home, path: &Path, rule: &str) -> Result<()> {
             "{shown}: online-only; freed {} bytes in {} files ({} kept: not yet uploaded or open)",
             v["bytes"], v["files"], v["kept"]
         ),
+        "cold" => println!(
+            "{shown}: cold; {} chunks moved to the cold tier, freed {} bytes in {} files ({} kept: not yet uploaded or open, or shared with hot files)",
+            v["cold"]["chunks_cooled"], v["bytes"], v["files"], v["kept"]
+        ),
         _ => println!("{shown}: {rule}"),
+    }
+    let c = &v["cold"];
+    if c["chunks_warmed"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "{} chunks moved back from the cold tier",
+            c["chunks_warmed"]
+        );
+    }
+    if c["chunks_thawing"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "{} chunks are being restored from cold storage first (ready in about {}); they move back then",
+            c["chunks_thawing"],
+            c["ready_in"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// Requests restores below PATH; with `wait`, polls until every chunk
+/// reads, with a progress bar on a terminal.
+fn thaw(home: &Home, path: &Path, wait: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let rel = relative_path(path, mountpoint_of(home).as_deref())?;
+    let req = Request::Thaw { path: rel.clone() };
+    let shown = if rel.is_empty() { "the folder" } else { &rel };
+    let ask = || -> Result<serde_json::Value> {
+        match control::call(&home.socket_path(), &req, Duration::from_secs(3600)) {
+            Err(ControlError::NotRunning { .. }) => {
+                bail!("thawing asks the cloud through the mounted folder: mount it first")
+            }
+            other => Ok(other?),
+        }
+    };
+    let mut v = ask()?;
+    let total = v["chunks"].as_u64().unwrap_or(0);
+    let bar = if wait && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} chunks ready, {elapsed} so far",
+            )
+            .expect("valid template"),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_message(format!("thawing {shown}"));
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        bar.set_position(v["ready"].as_u64().unwrap_or(0));
+        if v["offline"].as_u64().unwrap_or(0) > 0 {
+            bar.finish_and_clear();
+            bail!(
+                "{shown}: {} chunks are in a cold folder that is not connected: connect it and try again",
+                v["offline"]
+            );
+        }
+        if !wait || v["thawing"].as_u64().unwrap_or(0) == 0 {
+            break;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(60));
+        v = ask()?;
+    }
+    bar.finish_and_clear();
+    let thawing = v["thawing"].as_u64().unwrap_or(0);
+    if thawing == 0 {
+        println!(
+            "{shown}: ready; {} files ({} chunks) read now{}",
+            v["files"],
+            v["chunks"],
+            if wait {
+                format!(" (waited {:.1} s)", started.elapsed().as_secs_f64())
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        println!(
+            "{shown}: thawing; {thawing} of {} chunks are being restored, ready in about {} (latus thaw --wait waits; status PATH shows thawing or ready)",
+            v["chunks"],
+            v["ready_in"].as_str().unwrap_or("?")
+        );
     }
     Ok(())
 }
@@ -777,6 +895,20 @@ fn restore(home: &Home, path: &Path, args: RestoreArgs, json: bool) -> Result<()
     }
     if v["changes_truncated"] == true {
         println!("  ... (more changes not listed)");
+    }
+    let c = &v["cold"];
+    if c.is_object() {
+        println!(
+            "the version was in cold storage: {} chunks moved back to the hot tier{}",
+            c["chunks_warmed"],
+            match c["chunks_thawing"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!(
+                    "; {n} are being restored first (ready in about {}; reads fail with EAGAIN until then)",
+                    c["ready_in"].as_str().unwrap_or("?")
+                ),
+            }
+        );
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod dir;
 mod faulty;
 mod mem;
 pub mod requests;
+mod tier;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use aws::{AwsEventLog, AwsObjectStore, AwsTarget};
 pub use dir::{DirEventLog, DirObjectStore};
 pub use faulty::{CallKind, Fault, FaultControl, FaultyEventLog, FaultyObjectStore};
 pub use mem::{MemEventLog, MemObjectStore};
+pub use tier::{ColdClass, ColdSettings, ObjectStat, RestoreTier, Tier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudErrorKind {
@@ -46,6 +48,13 @@ pub enum CloudErrorKind {
     Denied,
     /// Anything else the service refused (4xx): retrying will not help.
     Rejected,
+    /// The object is in a cold tier that must restore it before it can be
+    /// read (`thaw`); retrying helps once the restore is done.
+    Frozen,
+    /// The object is in a cold folder that is not connected now.
+    ColdOffline,
+    /// This store has no cold tier (none configured).
+    NoColdTier,
 }
 
 #[derive(Debug, Error)]
@@ -84,6 +93,15 @@ impl CloudError {
 
     pub fn is_not_found(&self) -> bool {
         self.kind == CloudErrorKind::NotFound
+    }
+
+    fn no_cold_tier(op: &'static str, name: &str) -> Self {
+        Self::new(
+            CloudErrorKind::NoColdTier,
+            op,
+            name,
+            "this cloud has no cold tier (set cold-class for aws, cold-dir for dir)",
+        )
     }
 }
 
@@ -129,6 +147,50 @@ pub trait ObjectStore: Send + Sync {
     fn delete(&self, name: &str) -> CloudResult<()>;
     /// Every object name (without the backend's prefix).
     fn list(&self) -> CloudResult<Vec<String>>;
+
+    /// The stored length and the tier of the object, `None` if there is
+    /// none. A store without a cold tier has every object hot.
+    fn stat(&self, name: &str) -> CloudResult<Option<ObjectStat>> {
+        Ok(self.size(name)?.map(|size| ObjectStat {
+            size,
+            tier: Tier::Hot,
+        }))
+    }
+
+    /// Moves the object to the cold tier (no-op if it is there). Only
+    /// returns once the cold copy is the one stored.
+    fn to_cold(&self, name: &str) -> CloudResult<()> {
+        Err(CloudError::no_cold_tier("to_cold", name))
+    }
+
+    /// Moves the object back to the hot tier (no-op if it is there). An
+    /// object that must be restored first fails with `Frozen` (and a
+    /// restore is requested).
+    fn to_hot(&self, name: &str) -> CloudResult<()> {
+        match self.stat(name)? {
+            Some(ObjectStat {
+                tier: Tier::Hot, ..
+            }) => Ok(()),
+            Some(_) => Err(CloudError::no_cold_tier("to_hot", name)),
+            None => Err(CloudError::new(
+                CloudErrorKind::NotFound,
+                "to_hot",
+                name,
+                "no such object",
+            )),
+        }
+    }
+
+    /// Asks for a cold object to become readable; returns its tier after
+    /// the request (`Thawing` while a restore runs, else readable).
+    fn thaw(&self, name: &str) -> CloudResult<Tier> {
+        Ok(self.stat(name)?.map_or(Tier::Hot, |s| s.tier))
+    }
+
+    /// Roughly how long a restore takes here, for people.
+    fn thaw_wait(&self) -> &'static str {
+        "at once"
+    }
 }
 
 /// One record of the event log.
@@ -219,14 +281,20 @@ impl CloudUrl {
 
 /// Opens the object store a URL names. `create` makes the bucket or the
 /// folder when missing (at `init`) and adds a line to `created` saying so.
+/// `cold` configures the store's cold tier.
 pub fn connect_objects(
     url: &CloudUrl,
     create: bool,
     created: &mut Vec<String>,
+    cold: &ColdSettings,
 ) -> CloudResult<Arc<dyn ObjectStore>> {
     Ok(match url {
-        CloudUrl::Dir(path) => Arc::new(DirObjectStore::open(path, create, created)?),
-        CloudUrl::Aws(target) => Arc::new(AwsObjectStore::open(target, create, created)?),
+        CloudUrl::Dir(path) => Arc::new(
+            DirObjectStore::open(path, create, created)?.with_cold_dir(cold.cold_dir.clone()),
+        ),
+        CloudUrl::Aws(target) => {
+            Arc::new(AwsObjectStore::open(target, create, created)?.with_cold(cold))
+        }
     })
 }
 

@@ -56,6 +56,10 @@ pub enum Request {
         path: String,
         rule: String,
     },
+    /// Requests restores of the cold content below a path (`thaw`).
+    Thaw {
+        path: String,
+    },
     /// Files below a path whose content is only in the cloud.
     CloudOnly {
         path: String,

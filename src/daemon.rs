@@ -193,7 +193,7 @@ fn run_pinner(vfs: Arc<Vfs>, poll: std::time::Duration, stop: Arc<AtomicBool>) {
 /// folder is missing (a NAS not mounted yet) is unreachable, never a place
 /// to start a new volume that would fork the node away from the others.
 pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> {
-    match Volume::open(&node.config.cloud, &node.key, false) {
+    match Volume::open_cold(&node.config.cloud, &node.key, false, &node.config.cold) {
         Ok((v, created)) => {
             for line in created {
                 tracing::info!("{line}");
@@ -211,12 +211,15 @@ pub fn open_volume(node: &OpenNode) -> Result<Option<Arc<Volume>>, DaemonError> 
 /// Connects the node to its volume: the uploader publishes, the fetcher
 /// brings back content whose local copy is gone.
 pub fn start_uploader(node: &OpenNode, volume: Option<Arc<Volume>>) -> Uploader {
-    let handle = Arc::new(VolumeHandle::new(
-        node.config.cloud.clone(),
-        node.key,
-        volume,
-        Some(node.epochs_file.clone()),
-    ));
+    let handle = Arc::new(
+        VolumeHandle::new(
+            node.config.cloud.clone(),
+            node.key,
+            volume,
+            Some(node.epochs_file.clone()),
+        )
+        .with_cold(node.config.cold.clone()),
+    );
     let fetcher = Fetcher::new(node.meta.clone(), node.store.clone(), handle.clone());
     let vfs = Arc::downgrade(&node.vfs);
     fetcher.on_installed(move |object| {
@@ -740,6 +743,9 @@ pub struct DaemonStatus {
     /// Requests sent to S3 and DynamoDB since the daemon started, by
     /// operation (none on a `dir:` cloud).
     pub cloud_requests: std::collections::BTreeMap<String, crate::cloud::requests::OperationCount>,
+    /// Bytes per tier (hot, cold) of the chunks this node knows of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<crate::sync::TierBytes>,
 }
 
 /// The disk holding the home: full or not, and what latus itself takes.
@@ -786,7 +792,17 @@ fn handle(
             },
         },
         Request::PathStatus { path } => match ctx.vfs.path_status(&path) {
-            Ok(s) => Response::ok(s),
+            Ok(s) => {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                // Where the content is in the cloud (asks it: cold, thawing,
+                // ready); left out when the cloud does not answer.
+                if let Some(u) = &ctx.uploader
+                    && let Ok(Some(tier)) = u.cooler().tier_of(&path)
+                {
+                    v["tier"] = tier.into();
+                }
+                Response::ok(v)
+            }
             Err(e) => Response::err(format!("{path}: {e}")),
         },
         Request::LogHead => match crate::sync::log_head(ctx.vfs.meta()) {
@@ -846,9 +862,28 @@ pub fn answer_history(
                 (None, Some(t)) => crate::vfs::RestoreTarget::At(t),
                 (None, None) => crate::vfs::RestoreTarget::Latest,
             };
-            vfs.restore_plan(&path, target, to.as_deref(), dry_run)
-                .map(|r| serde_json::json!(r))
-                .map_err(|e| format!("{path}: {e}"))
+            let restore = || {
+                vfs.restore_plan(&path, target, to.as_deref(), dry_run)
+                    .map_err(|e| format!("{path}: {e}"))
+            };
+            // A restored version is current, so hot: its chunks come back
+            // from the cold tier (or start thawing) at once.
+            let (report, cool) = match uploader {
+                Some(u) if !dry_run => {
+                    let (r, c) = u.cooler().after(restore);
+                    (r?, Some(c))
+                }
+                _ => (restore()?, None),
+            };
+            let mut v = serde_json::json!(report);
+            match cool {
+                Some(Ok(c)) if c.chunks_warmed + c.chunks_thawing > 0 => {
+                    v["cold"] = serde_json::json!(c)
+                }
+                Some(Err(e)) => v["cold_error"] = e.to_string().into(),
+                _ => {}
+            }
+            Ok(v)
         }
         Request::Nodes => {
             vfs.meta().commit_pending().map_err(|e| e.to_string())?;
@@ -869,7 +904,38 @@ pub fn answer_history(
         }
         Request::Placement { path, rule } => {
             let rule = crate::meta::Placement::parse(&rule)?;
-            vfs.set_placement(&path, rule)
+            let Some(u) = uploader else {
+                return vfs
+                    .set_placement(&path, rule)
+                    .map(|r| serde_json::json!(r))
+                    .map_err(|e| format!("{path}: {e}"));
+            };
+            if rule == Some(crate::meta::Placement::Cold) {
+                u.cooler()
+                    .check_tier()
+                    .map_err(|e| format!("{path}: {e}"))?;
+                // What is below is in the cloud before it can go cold.
+                u.wait_idle(std::time::Duration::from_secs(3600))
+                    .map_err(|e| format!("{path}: cold: {e}"))?;
+            }
+            // Chunks move between tiers (cold, or back from it), then the
+            // copies confirmed cold go.
+            let (freed, cool) = u.cooler().after(|| vfs.set_placement(&path, rule));
+            let freed = freed.map_err(|e| format!("{path}: {e}"))?;
+            let cool = cool.map_err(|e| {
+                format!("{path}: the rule is set; moving its content between tiers failed (tried again after each sync pass): {e}")
+            })?;
+            Ok(serde_json::json!({
+                "files": freed.files + cool.files_freed,
+                "bytes": freed.bytes + cool.bytes_freed,
+                "kept": freed.kept.saturating_sub(cool.files_freed),
+                "cold": cool,
+            }))
+        }
+        Request::Thaw { path } => {
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.cooler()
+                .thaw(&path)
                 .map(|r| serde_json::json!(r))
                 .map_err(|e| format!("{path}: {e}"))
         }

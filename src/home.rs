@@ -154,6 +154,10 @@ pub struct Config {
     /// (the change first in the log). The other becomes a conflict copy.
     #[serde(default, skip_serializing_if = "ConflictPolicy::is_default")]
     pub conflict_policy: ConflictPolicy,
+    /// The volume's cold tier (`cold_class`, `restore_tier`,
+    /// `restore_days`, `cold_dir`).
+    #[serde(flatten)]
+    pub cold: crate::cloud::ColdSettings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +187,10 @@ pub struct Retention {
     /// Keep every version younger than D days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_days: Option<u32>,
+    /// Versions no longer current and older than D days move to the cold
+    /// tier instead of being deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_after_days: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +355,7 @@ impl Home {
             cache_bytes: None,
             hydration: Default::default(),
             conflict_policy: ConflictPolicy::default(),
+            cold: Default::default(),
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         // Written last and atomically: a home with config.json is complete.

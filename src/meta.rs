@@ -16,7 +16,9 @@
 //!   (version history).
 //! - `text`: name (&str) → &str, the log guard's state (`sync::chain`):
 //!   `head:<mivui>` (the log's hash chain as this node read it) and
-//!   `seq:<node id>` (the last sequence number read of each node).
+//!   `seq:<node id>` (the last sequence number read of each node);
+//!   `cold:chunks`, JSON chunk name → plaintext size, the chunks this node
+//!   moved to the cold tier (`sync::cold`).
 //!
 //! Durability: `append` puts records in the journal with one `write` (they
 //! survive kill -9 of the process at once); the committer applies them to

@@ -28,6 +28,11 @@ pub const KNOWN: &[&str] = &[
     "poll-ms",
     "keep-versions",
     "keep-days",
+    "cold-after-days",
+    "cold-class",
+    "restore-tier",
+    "restore-days",
+    "cold-dir",
     "conflict-policy",
     "hydration",
     "hydration-default",
@@ -55,6 +60,22 @@ pub fn current(cfg: &Config) -> Vec<(&'static str, String)> {
             cfg.retention
                 .keep_days
                 .map_or("forever".into(), |n| n.to_string()),
+        ),
+        (
+            "cold-after-days",
+            cfg.retention
+                .cold_after_days
+                .map_or("never".into(), |n| n.to_string()),
+        ),
+        ("cold-class", cfg.cold.class().as_str().to_string()),
+        ("restore-tier", cfg.cold.tier().as_str().to_string()),
+        ("restore-days", cfg.cold.days().to_string()),
+        (
+            "cold-dir",
+            cfg.cold
+                .cold_dir
+                .as_ref()
+                .map_or("none".into(), |d| d.display().to_string()),
         ),
         (
             "conflict-policy",
@@ -139,6 +160,46 @@ pub fn set(home: &Home, key: &str, value: &str) -> Result<Changed, SettingError>
                     return Err(bad("0 would remove every old version; use at least 1"));
                 }
                 n.into()
+            };
+        }
+        "cold-after-days" => {
+            v["retention"]["cold_after_days"] = if value == "never" || value.is_empty() {
+                Value::Null
+            } else {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad("expected a number of days, or `never`"))?
+                    .into()
+            };
+        }
+        "cold-class" => {
+            let class = crate::cloud::ColdClass::parse(value)
+                .ok_or_else(|| bad("expected GLACIER_IR, GLACIER or DEEP_ARCHIVE"))?;
+            v["cold_class"] = class.as_str().into();
+        }
+        "restore-tier" => {
+            let tier = crate::cloud::RestoreTier::parse(value)
+                .ok_or_else(|| bad("expected Expedited, Standard or Bulk"))?;
+            v["restore_tier"] = tier.as_str().into();
+        }
+        "restore-days" => {
+            let n: u32 = value
+                .parse()
+                .map_err(|_| bad("expected a number of days"))?;
+            if n == 0 {
+                return Err(bad("a restored copy stays readable at least 1 day"));
+            }
+            v["restore_days"] = n.into();
+        }
+        "cold-dir" => {
+            v["cold_dir"] = if value == "none" || value.is_empty() {
+                Value::Null
+            } else if !std::path::Path::new(value).is_absolute() {
+                return Err(bad(
+                    "an absolute path (a folder on the disk that holds the cold tier)",
+                ));
+            } else {
+                value.into()
             };
         }
         "conflict-policy" => {

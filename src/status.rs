@@ -156,6 +156,16 @@ pub fn lines(v: &Value, nodes: Option<&Value>, now_ns: i64) -> Vec<String> {
             u(&v["special_files"])
         ));
     }
+    let t = &v["tiers"];
+    if u(&t["cold_bytes"]) > 0 {
+        out.push(format!(
+            "cold storage: {} in {} chunks ({}), {} hot",
+            when::bytes(u(&t["cold_bytes"])),
+            u(&t["cold_chunks"]),
+            t["cold_tier"].as_str().unwrap_or("?"),
+            when::bytes(u(&t["hot_bytes"]))
+        ));
+    }
     if let Some(list) = v["conflict_copies"].as_array()
         && !list.is_empty()
     {
@@ -260,9 +270,23 @@ pub fn path_lines(v: &Value, nodes: Option<&Value>, this_node: &str) -> Vec<Stri
         "pending" => "waiting to upload (changed here, not yet in the cloud)",
         "cloud" => "in the cloud only (downloads when opened)",
         "local-only" => "on this node only (never uploaded)",
+        "cold" => "in cold storage only (read from there; see `tier`)",
         other => other,
     };
     let mut out = vec![format!("{shown}: {state}")];
+    if let Some(tier) = v["tier"].as_str() {
+        out.push(format!(
+            "tier: {}",
+            match tier {
+                "hot" => "hot (reads at once)",
+                "cold" => "cold",
+                "thawing" =>
+                    "thawing (a restore is under way: reads fail with EAGAIN until it is done)",
+                "ready" => "ready (restored from cold storage: reads at once for a while)",
+                other => other,
+            }
+        ));
+    }
     let kind = v["kind"].as_str().unwrap_or("file");
     if kind == "file" {
         out.push(format!("size: {}", when::bytes(u(&v["size"]))));

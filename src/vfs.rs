@@ -12,6 +12,7 @@
 //!   ignored names and files not yet closed produce no events.
 
 mod apply;
+mod cold;
 mod error;
 mod hasher;
 mod overview;
@@ -34,11 +35,12 @@ use crate::event::{Detection, Event, EventType};
 use crate::ignore::IgnoreRules;
 use crate::locks::{Mutex, lock};
 use crate::meta::{
-    Ino, InodeRow, Kind, Loaded, Meta, Nanos, ROOT_INO, Record, Recovery, RemoteRow,
+    Ino, InodeRow, Kind, Loaded, Meta, Nanos, Placement, ROOT_INO, Record, Recovery, RemoteRow,
 };
 use crate::store::ContentStore;
 
 pub use apply::Invalidation;
+pub use cold::{ColdFile, ColdSplit};
 pub use error::{FetchError, Result, VfsError};
 use hasher::{HashDone, HashJob};
 pub use hasher::{sha512_empty, sha512_of};
@@ -299,6 +301,12 @@ pub struct Vfs {
     disk: placement::DiskGuard,
     /// Something may need an eager download (a pin, files the log brought).
     pin_dirty: std::sync::atomic::AtomicBool,
+    /// Versions whose chunks are confirmed in the cold tier (or kept hot
+    /// for a hot file that shares them): their copies below a cold rule may
+    /// go. Kept by `sync::cold`.
+    cold_ready: Mutex<HashSet<String>>,
+    /// A placement changed: the cooler has work (`sync::cold`).
+    cold_dirty: std::sync::atomic::AtomicBool,
     /// Event times and file times come from here.
     clock: Arc<dyn Clock>,
     /// This node's changes yield to concurrent ones earlier in the log
@@ -342,6 +350,24 @@ pub trait ContentSource: Send + Sync {
     /// Returns once a complete copy of `object` that is being checked and
     /// put in place is there (or failed), so it can be evicted as a whole.
     fn settle(&self, object: &str);
+}
+
+/// One line per failed read of content only in the cloud; a cold file
+/// says why and what to do.
+fn cold_read_failed(path: &str, e: &FetchError) {
+    match e {
+        FetchError::Frozen(why) => {
+            tracing::warn!(path = %path, "{path} is being restored from cold storage: {why}")
+        }
+        FetchError::Thawing(why) => tracing::debug!(path = %path, "{path}: {why}"),
+        FetchError::ColdOffline(why) => tracing::warn!(
+            path = %path,
+            "{path} is in cold storage and cannot be read now (ENOMEDIUM): {why}"
+        ),
+        e => {
+            tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed")
+        }
+    }
 }
 
 /// The system clock (what the daemon's core uses unless told otherwise).
@@ -462,6 +488,8 @@ impl Vfs {
             over_cap: std::sync::atomic::AtomicBool::new(false),
             disk: Default::default(),
             pin_dirty: std::sync::atomic::AtomicBool::new(true),
+            cold_ready: Mutex::new(HashSet::new()),
+            cold_dirty: std::sync::atomic::AtomicBool::new(true),
             clock,
             conflict_first: std::sync::atomic::AtomicBool::new(false),
             remote_rows: Mutex::new(remote),
@@ -1744,7 +1772,7 @@ impl Vfs {
         let data = source
             .read_range(&object, len, hash.as_deref(), offset, want, limit)
             .map_err(|e| {
-                tracing::error!(path = %path, error = %e, "a read of content only in the cloud failed");
+                cold_read_failed(&path, &e);
                 VfsError::Fetch { path, source: e }
             })?;
         self.store.touch(&object);
@@ -2174,7 +2202,7 @@ impl Vfs {
         if name == XATTR_PLACEMENT {
             let v = std::str::from_utf8(value).map_err(|_| VfsError::Invalid("placement"))?;
             let rule = crate::meta::Placement::parse(v.trim_end_matches('\0')).map_err(|_| {
-                VfsError::Invalid("placement: auto, pinned, online-only or local-only")
+                VfsError::Invalid("placement: auto, pinned, online-only, local-only or cold")
             })?;
             return self.set_placement_ino(ino, rule).map(|_| ());
         }
@@ -2314,7 +2342,9 @@ impl Vfs {
             let n = st.tree.get(ino).ok_or(VfsError::NotFound)?;
             let p = st.tree.path(ino).unwrap_or_default();
             let visible = st.tree.visible_path(ino, &self.ignore).is_some();
-            let cloud_only = self.is_cloud_only(n);
+            let cloud_only = self
+                .is_cloud_only(n)
+                .then_some(st.tree.rule_at(ino).0 == Some(Placement::Cold));
             let unsent = n.staging.is_some()
                 || !n.row.announced
                 || n.row
@@ -2339,7 +2369,8 @@ impl Vfs {
             state: match (visible, unsent || !published) {
                 (false, _) => "local-only",
                 (true, true) => "pending",
-                (true, false) if cloud_only => "cloud",
+                (true, false) if cloud_only == Some(true) => "cold",
+                (true, false) if cloud_only.is_some() => "cloud",
                 (true, false) => "local",
             },
             path: status_path,
@@ -2380,6 +2411,8 @@ impl Vfs {
                 .is_some_and(|o| st.pinned.contains_key(o));
         if unsent || st.touched.contains_key(&path) {
             "pending"
+        } else if self.is_cloud_only(n) && st.tree.rule_at(ino).0 == Some(Placement::Cold) {
+            "cold"
         } else if self.is_cloud_only(n) {
             "cloud"
         } else {

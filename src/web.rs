@@ -357,6 +357,12 @@ async fn placement(State(app): St, Form(f): Form<Params>) -> Redirect {
             v["kept"]
         ),
         "pinned" => "Kept offline: downloading what is in the cloud".into(),
+        "cold" => format!(
+            "Cold storage: {} chunks moved to the cold tier, freed {} in {} files",
+            v["cold"]["chunks_cooled"],
+            crate::when::bytes(v["bytes"].as_u64().unwrap_or(0)),
+            v["files"]
+        ),
         other => format!("Placement: {other}"),
     });
     let parent = path.rsplit_once('/').map_or("", |(d, _)| d);

@@ -15,6 +15,8 @@ mod browser;
 mod cli;
 #[path = "fuse_tests/cloud.rs"]
 mod cloud;
+#[path = "fuse_tests/cold.rs"]
+mod cold;
 #[path = "fuse_tests/differential.rs"]
 mod differential;
 #[path = "fuse_tests/durability.rs"]

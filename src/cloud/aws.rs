@@ -65,12 +65,16 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{Blob, ByteStream};
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, GlacierJobParameters, MetadataDirective,
+    RestoreRequest, StorageClass, Tier as S3Tier,
+};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 use super::{
-    CloudError, CloudErrorKind, CloudResult, CloudUrlError, EventLog, LogRecord, ObjectStore,
+    CloudError, CloudErrorKind, CloudResult, CloudUrlError, ColdSettings, EventLog, LogRecord,
+    ObjectStat, ObjectStore, Tier,
 };
 
 /// Tries per call, the first included.
@@ -243,6 +247,8 @@ pub struct AwsObjectStore {
     prefix: String,
     /// `max-keys` of each listing page; the server's default when `None`.
     list_page: Option<i32>,
+    /// The cold tier's storage class and restores.
+    cold: ColdSettings,
 }
 
 impl AwsObjectStore {
@@ -268,6 +274,7 @@ impl AwsObjectStore {
             bucket: target.bucket.clone(),
             prefix: target.prefix.clone(),
             list_page: None,
+            cold: ColdSettings::default(),
         };
         if create {
             store
@@ -281,6 +288,80 @@ impl AwsObjectStore {
 
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// Sets the cold tier's storage class and restore settings.
+    pub fn with_cold(mut self, cold: &ColdSettings) -> Self {
+        self.cold = cold.clone();
+        self
+    }
+
+    /// Copies the object onto itself with storage class `class` (S3 keeps
+    /// the old object until the copy is complete).
+    async fn copy_to_class(
+        &self,
+        op: &'static str,
+        name: &str,
+        class: StorageClass,
+    ) -> CloudResult<()> {
+        let source = format!("{}/{}", self.bucket, percent_encode_key(&self.key(name)));
+        self.s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .copy_source(source)
+            .storage_class(class)
+            .metadata_directive(MetadataDirective::Copy)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_error(e, op, self.what(name)))
+    }
+
+    async fn head(&self, name: &str) -> CloudResult<Option<ObjectStat>> {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "size", self.what(name)));
+        let h = match head {
+            Ok(h) => h,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let size = h
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| malformed("size", self.what(name), "an object of no stated length"))?;
+        let tier = tier_of(h.storage_class(), h.restore());
+        Ok(Some(ObjectStat { size, tier }))
+    }
+
+    async fn restore(&self, name: &str) -> CloudResult<()> {
+        let job = GlacierJobParameters::builder()
+            .tier(S3Tier::from(self.cold.tier().as_str()))
+            .build()
+            .map_err(|e| malformed("thaw", self.what(name), e.to_string()))?;
+        let request = RestoreRequest::builder()
+            .days(self.cold.days() as i32)
+            .glacier_job_parameters(job)
+            .build();
+        match self
+            .s3
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(sdk_error(e, "thaw", self.what(name))),
+        }
     }
 
     fn what(&self, name: &str) -> String {
@@ -418,26 +499,7 @@ impl ObjectStore for AwsObjectStore {
     }
 
     fn size(&self, name: &str) -> CloudResult<Option<u64>> {
-        let head = self.rt.block_on(retrying(|| async {
-            self.s3
-                .head_object()
-                .bucket(&self.bucket)
-                .key(self.key(name))
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "size", self.what(name)))
-        }));
-        match head {
-            Ok(h) => Ok(Some(
-                h.content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .ok_or_else(|| {
-                        malformed("size", self.what(name), "an object of no stated length")
-                    })?,
-            )),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.stat(name)?.map(|s| s.size))
     }
 
     fn delete(&self, name: &str) -> CloudResult<()> {
@@ -456,6 +518,105 @@ impl ObjectStore for AwsObjectStore {
     fn list(&self) -> CloudResult<Vec<String>> {
         self.rt.block_on(self.list_all())
     }
+
+    fn stat(&self, name: &str) -> CloudResult<Option<ObjectStat>> {
+        self.rt.block_on(retrying(|| self.head(name)))
+    }
+
+    fn to_cold(&self, name: &str) -> CloudResult<()> {
+        let class = StorageClass::from(self.cold.class().as_str());
+        match self.stat(name)? {
+            None => Err(CloudError::new(
+                CloudErrorKind::NotFound,
+                "to_cold",
+                self.what(name),
+                "no such object",
+            )),
+            Some(s) if s.tier.is_cold() => Ok(()),
+            Some(_) => self.rt.block_on(retrying(|| {
+                self.copy_to_class("to_cold", name, class.clone())
+            })),
+        }
+    }
+
+    /// An archived object is copied back only once restored: until then
+    /// this requests the restore and fails with `Frozen`.
+    fn to_hot(&self, name: &str) -> CloudResult<()> {
+        match self.stat(name)? {
+            None => Err(CloudError::new(
+                CloudErrorKind::NotFound,
+                "to_hot",
+                self.what(name),
+                "no such object",
+            )),
+            Some(s) if s.tier == Tier::Hot => Ok(()),
+            Some(s) if s.tier.readable() => self.rt.block_on(retrying(|| {
+                self.copy_to_class("to_hot", name, StorageClass::Standard)
+            })),
+            Some(_) => {
+                self.thaw(name)?;
+                Err(CloudError::new(
+                    CloudErrorKind::Frozen,
+                    "to_hot",
+                    self.what(name),
+                    format!(
+                        "being restored from cold storage (ready in about {})",
+                        self.thaw_wait()
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn thaw(&self, name: &str) -> CloudResult<Tier> {
+        match self.stat(name)? {
+            Some(s) if s.tier == Tier::Frozen => {
+                self.rt.block_on(retrying(|| self.restore(name)))?;
+                Ok(self.stat(name)?.map_or(Tier::Thawing, |s| s.tier))
+            }
+            Some(s) => Ok(s.tier),
+            None => Err(CloudError::new(
+                CloudErrorKind::NotFound,
+                "thaw",
+                self.what(name),
+                "no such object",
+            )),
+        }
+    }
+
+    fn thaw_wait(&self) -> &'static str {
+        self.cold.tier().typical_wait(self.cold.class())
+    }
+}
+
+/// The tier of an object from HeadObject's storage class and restore
+/// status (`x-amz-restore: ongoing-request="true"` while it runs, `"false"`
+/// with an expiry date once the restored copy is readable).
+fn tier_of(class: Option<&StorageClass>, restore: Option<&str>) -> Tier {
+    match class.map(StorageClass::as_str) {
+        None | Some("STANDARD") => Tier::Hot,
+        Some("GLACIER") | Some("DEEP_ARCHIVE") => match restore {
+            Some(r) if r.contains("ongoing-request=\"true\"") => Tier::Thawing,
+            Some(r) if r.contains("ongoing-request=\"false\"") => Tier::Ready,
+            _ => Tier::Frozen,
+        },
+        // GLACIER_IR and the infrequent-access classes read at once.
+        Some(_) => Tier::Cold,
+    }
+}
+
+/// `x-amz-copy-source` names the key URL-encoded (`/` kept).
+fn percent_encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -1332,8 +1493,12 @@ fn classify(code: Option<&str>, status: u16) -> CloudErrorKind {
         "NotFound",
         "ResourceNotFoundException",
     ];
+    // A GET (or copy) of an archived object that is not restored.
+    const FROZEN: &[&str] = &["InvalidObjectState", "ObjectNotInActiveTierError"];
     let is = |codes: &[&str]| code.is_some_and(|c| codes.contains(&c));
-    if is(THROTTLED) || status == 429 || status == 503 {
+    if is(FROZEN) {
+        CloudErrorKind::Frozen
+    } else if is(THROTTLED) || status == 429 || status == 503 {
         CloudErrorKind::Throttled
     } else if is(TIMED_OUT) {
         CloudErrorKind::Unreachable
@@ -1356,6 +1521,31 @@ mod tests {
 
     use super::*;
     use crate::cloud::faulty::conformance;
+
+    #[test]
+    fn storage_class_and_restore_status_say_the_tier() {
+        let c = |s: &str| StorageClass::from(s);
+        assert_eq!(tier_of(None, None), Tier::Hot);
+        assert_eq!(tier_of(Some(&c("STANDARD")), None), Tier::Hot);
+        assert_eq!(tier_of(Some(&c("GLACIER_IR")), None), Tier::Cold);
+        assert_eq!(tier_of(Some(&c("GLACIER")), None), Tier::Frozen);
+        assert_eq!(
+            tier_of(Some(&c("DEEP_ARCHIVE")), Some("ongoing-request=\"true\"")),
+            Tier::Thawing
+        );
+        assert_eq!(
+            tier_of(
+                Some(&c("GLACIER")),
+                Some("ongoing-request=\"false\", expiry-date=\"Fri, 23 Dec 2012 00:00:00 GMT\"")
+            ),
+            Tier::Ready
+        );
+        assert_eq!(
+            classify(Some("InvalidObjectState"), 403),
+            CloudErrorKind::Frozen
+        );
+        assert_eq!(percent_encode_key("p/a b+c"), "p/a%20b%2Bc");
+    }
 
     /// Whether a local S3 + DynamoDB server is there to test against. Its
     /// absence fails the test: a skip must not hide a missing server in CI.

@@ -47,7 +47,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use super::{
     CloudError, CloudErrorKind, CloudResult, EventLog, LogRecord, MAX_OBJECT, MAX_RECORD,
-    ObjectStore,
+    ObjectStat, ObjectStore, Tier,
 };
 use crate::locks::{Mutex, lock};
 
@@ -59,6 +59,11 @@ const ORIGINATOR_LEN: usize = 16;
 pub struct DirObjectStore {
     /// `PATH/objects`.
     root: PathBuf,
+    /// The cold folder (`cold_dir`), laid out like `PATH`: objects in
+    /// `COLD/objects/XX/NAME`. Connected when `COLD` is a folder; it is
+    /// never created here, so a disk that is not mounted is never written
+    /// into its empty mount point.
+    cold: Option<PathBuf>,
 }
 
 impl DirObjectStore {
@@ -68,7 +73,13 @@ impl DirObjectStore {
         ensure_dir(&root)
             .and_then(|()| real_dir(&root))
             .map_err(|e| io_error("open", &root, e))?;
-        Ok(Self { root })
+        Ok(Self { root, cold: None })
+    }
+
+    /// Gives the store a cold folder.
+    pub fn with_cold_dir(mut self, cold: Option<PathBuf>) -> Self {
+        self.cold = cold;
+        self
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -86,8 +97,8 @@ impl DirObjectStore {
     }
 }
 
-impl ObjectStore for DirObjectStore {
-    fn put(&self, name: &str, data: &[u8]) -> CloudResult<()> {
+impl DirObjectStore {
+    fn put_hot(&self, name: &str, data: &[u8]) -> CloudResult<()> {
         check_name("put", name)?;
         let shard_dir = self.root.join(shard(name));
         // `create_dir`, not `create_dir_all`: if the cloud folder is gone
@@ -101,14 +112,14 @@ impl ObjectStore for DirObjectStore {
         write_atomically(&shard_dir, name, &[data]).map_err(|e| self.error("put", name, e))
     }
 
-    fn get(&self, name: &str) -> CloudResult<Vec<u8>> {
+    fn get_hot(&self, name: &str) -> CloudResult<Vec<u8>> {
         check_name("get", name)?;
         real_dir(&self.root.join(shard(name)))
             .and_then(|()| read_regular(&self.path(name), MAX_OBJECT))
             .map_err(|e| self.error("get", name, e))
     }
 
-    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
+    fn size_hot(&self, name: &str) -> CloudResult<Option<u64>> {
         check_name("size", name)?;
         match fs::symlink_metadata(self.path(name)) {
             // Only a regular file is an object (`get` reads nothing else).
@@ -121,7 +132,7 @@ impl ObjectStore for DirObjectStore {
         }
     }
 
-    fn delete(&self, name: &str) -> CloudResult<()> {
+    fn delete_hot(&self, name: &str) -> CloudResult<()> {
         check_name("delete", name)?;
         match fs::remove_file(self.path(name)) {
             Ok(()) => Ok(()),
@@ -132,7 +143,7 @@ impl ObjectStore for DirObjectStore {
         }
     }
 
-    fn list(&self) -> CloudResult<Vec<String>> {
+    fn list_hot(&self) -> CloudResult<Vec<String>> {
         let mut names = Vec::new();
         for shard in visible_entries(&self.root).map_err(|e| self.error("list", "", e))? {
             let shard_dir = self.root.join(shard);
@@ -149,6 +160,152 @@ impl ObjectStore for DirObjectStore {
         names.sort();
         Ok(names)
     }
+}
+
+impl ObjectStore for DirObjectStore {
+    fn put(&self, name: &str, data: &[u8]) -> CloudResult<()> {
+        self.put_hot(name, data)
+    }
+
+    /// Hot first, then the cold folder.
+    fn get(&self, name: &str) -> CloudResult<Vec<u8>> {
+        match self.get_hot(name) {
+            Err(e) if e.is_not_found() => match self.cold_store("get", name)? {
+                Some(cold) => cold.get_hot(name),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    fn size(&self, name: &str) -> CloudResult<Option<u64>> {
+        match self.stat(name)? {
+            Some(ObjectStat {
+                tier: Tier::Offline,
+                ..
+            }) => Err(cold_offline("size", name, self.cold.as_deref())),
+            s => Ok(s.map(|s| s.size)),
+        }
+    }
+
+    fn delete(&self, name: &str) -> CloudResult<()> {
+        self.delete_hot(name)?;
+        // A cold folder not connected keeps its copy (`check` lists it).
+        if let Ok(Some(cold)) = self.cold_store("delete", name) {
+            cold.delete_hot(name)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> CloudResult<Vec<String>> {
+        let mut names = self.list_hot()?;
+        if let Ok(Some(cold)) = self.cold_store("list", "") {
+            names.extend(cold.list_hot()?);
+            names.sort();
+            names.dedup();
+        }
+        Ok(names)
+    }
+
+    /// Size 0 and `Offline` for an object that is not hot while the cold
+    /// folder is not connected (it may be there).
+    fn stat(&self, name: &str) -> CloudResult<Option<ObjectStat>> {
+        if let Some(size) = self.size_hot(name)? {
+            return Ok(Some(ObjectStat {
+                size,
+                tier: Tier::Hot,
+            }));
+        }
+        match self.cold_store("stat", name) {
+            Ok(Some(cold)) => Ok(cold.size_hot(name)?.map(|size| ObjectStat {
+                size,
+                tier: Tier::Cold,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind == CloudErrorKind::ColdOffline => Ok(Some(ObjectStat {
+                size: 0,
+                tier: Tier::Offline,
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copied into the cold folder (synced), then removed here.
+    fn to_cold(&self, name: &str) -> CloudResult<()> {
+        let cold = self
+            .cold_store("to_cold", name)?
+            .ok_or_else(|| no_cold_dir("to_cold", name))?;
+        let data = match self.get_hot(name) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() && cold.size_hot(name)?.is_some() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        cold.put_hot(name, &data)?;
+        self.delete_hot(name)
+    }
+
+    /// Copied back here (synced), then removed from the cold folder.
+    fn to_hot(&self, name: &str) -> CloudResult<()> {
+        if self.size_hot(name)?.is_some() {
+            if let Ok(Some(cold)) = self.cold_store("to_hot", name) {
+                cold.delete_hot(name)?;
+            }
+            return Ok(());
+        }
+        let cold = self
+            .cold_store("to_hot", name)?
+            .ok_or_else(|| no_cold_dir("to_hot", name))?;
+        let data = cold.get_hot(name)?;
+        self.put_hot(name, &data)?;
+        cold.delete_hot(name)
+    }
+}
+
+impl DirObjectStore {
+    /// The cold folder as a store of its own; `None` when there is none
+    /// configured, `ColdOffline` when it is not connected.
+    fn cold_store(&self, op: &'static str, name: &str) -> CloudResult<Option<DirObjectStore>> {
+        let Some(cold) = &self.cold else {
+            return Ok(None);
+        };
+        if !cold.is_dir() {
+            return Err(cold_offline(op, name, Some(cold)));
+        }
+        let store = DirObjectStore {
+            root: cold.join("objects"),
+            cold: None,
+        };
+        store.ensure_root()?;
+        Ok(Some(store))
+    }
+
+    /// Makes `COLD/objects` (only inside a cold folder that is there).
+    fn ensure_root(&self) -> CloudResult<()> {
+        ensure_dir(&self.root)
+            .and_then(|()| real_dir(&self.root))
+            .map_err(|e| io_error("to_cold", &self.root, e))
+    }
+}
+
+fn cold_offline(op: &'static str, name: &str, cold: Option<&Path>) -> CloudError {
+    CloudError::new(
+        CloudErrorKind::ColdOffline,
+        op,
+        name,
+        format!(
+            "the cold folder {} is not connected: connect the disk that holds it",
+            cold.map_or_else(String::new, |c| c.display().to_string())
+        ),
+    )
+}
+
+fn no_cold_dir(op: &'static str, name: &str) -> CloudError {
+    CloudError::new(
+        CloudErrorKind::NoColdTier,
+        op,
+        name,
+        "this dir: cloud has no cold folder (latus set cold-dir PATH)",
+    )
 }
 
 pub struct DirEventLog {
@@ -641,6 +798,57 @@ fn io_kind(e: &io::Error) -> CloudErrorKind {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
+
+    /// The cold folder: objects move there and back whole, read from
+    /// either place, and a folder that is not there fails `ColdOffline`
+    /// (and is never made, so an unmounted disk's mount point stays empty).
+    #[test]
+    fn the_cold_folder_holds_moved_objects_and_reads_only_when_connected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cold = tmp.path().join("cold");
+        fs::create_dir(&cold).unwrap();
+        let store = DirObjectStore::open(&tmp.path().join("cloud"), true, &mut Vec::new())
+            .unwrap()
+            .with_cold_dir(Some(cold.clone()));
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        store.put(&a, b"cold one").unwrap();
+        store.put(&b, b"hot one").unwrap();
+        store.to_cold(&a).unwrap();
+        store.to_cold(&a).unwrap(); // again: a no-op
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Cold);
+        assert_eq!(store.stat(&b).unwrap().unwrap().tier, Tier::Hot);
+        assert!(!tmp.path().join("cloud/objects/ab").join(&a).exists());
+        assert!(cold.join("objects/ab").join(&a).exists());
+        assert_eq!(store.get(&a).unwrap(), b"cold one");
+        assert_eq!(store.list().unwrap(), vec![a.clone(), b.clone()]);
+
+        let away = tmp.path().join("unplugged");
+        fs::rename(&cold, &away).unwrap();
+        let e = store.get(&a).unwrap_err();
+        assert_eq!(e.kind, CloudErrorKind::ColdOffline, "{e}");
+        assert!(e.message.contains("not connected"), "{e}");
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Offline);
+        assert_eq!(store.get(&b).unwrap(), b"hot one", "hot objects still read");
+        assert_eq!(
+            store.to_cold(&b).unwrap_err().kind,
+            CloudErrorKind::ColdOffline
+        );
+        assert!(!cold.exists(), "the cold folder is never made");
+
+        fs::rename(&away, &cold).unwrap();
+        store.to_hot(&a).unwrap();
+        assert_eq!(store.stat(&a).unwrap().unwrap().tier, Tier::Hot);
+        assert!(!cold.join("objects/ab").join(&a).exists());
+        store.to_cold(&a).unwrap();
+        store.delete(&a).unwrap();
+        assert!(store.stat(&a).unwrap().is_none(), "deleted from both tiers");
+        let plain =
+            DirObjectStore::open(&tmp.path().join("cloud"), false, &mut Vec::new()).unwrap();
+        assert_eq!(
+            plain.to_cold(&b).unwrap_err().kind,
+            CloudErrorKind::NoColdTier
+        );
+    }
 
     /// Whoever can write the cloud folder cannot make this node read or
     /// write outside it, hang it, or make it read without bound.

@@ -40,6 +40,8 @@ pub enum CallKind {
     List,
     Append,
     Read,
+    /// A move between tiers or a restore request.
+    Tier,
 }
 
 /// Calls made through the wrappers, per operation, failed ones included.
@@ -52,6 +54,7 @@ pub struct Counts {
     pub lists: u64,
     pub appends: u64,
     pub reads: u64,
+    pub tiers: u64,
     /// Calls that failed because of an injected fault.
     pub failed: u64,
 }
@@ -66,6 +69,7 @@ impl Counts {
             CallKind::List => &mut self.lists,
             CallKind::Append => &mut self.appends,
             CallKind::Read => &mut self.reads,
+            CallKind::Tier => &mut self.tiers,
         }
     }
 }
@@ -228,6 +232,7 @@ fn op_name(op: CallKind) -> &'static str {
         CallKind::List => "list",
         CallKind::Append => "append",
         CallKind::Read => "read",
+        CallKind::Tier => "tier",
     }
 }
 
@@ -301,6 +306,30 @@ impl ObjectStore for FaultyObjectStore {
     fn list(&self) -> CloudResult<Vec<String>> {
         self.control
             .run(CallKind::List, "", || self.inner.list(), nothing)
+    }
+
+    fn stat(&self, name: &str) -> CloudResult<Option<super::ObjectStat>> {
+        self.control
+            .run(CallKind::Size, name, || self.inner.stat(name), nothing)
+    }
+
+    fn to_cold(&self, name: &str) -> CloudResult<()> {
+        self.control
+            .run(CallKind::Tier, name, || self.inner.to_cold(name), nothing)
+    }
+
+    fn to_hot(&self, name: &str) -> CloudResult<()> {
+        self.control
+            .run(CallKind::Tier, name, || self.inner.to_hot(name), nothing)
+    }
+
+    fn thaw(&self, name: &str) -> CloudResult<super::Tier> {
+        self.control
+            .run(CallKind::Tier, name, || self.inner.thaw(name), nothing)
+    }
+
+    fn thaw_wait(&self) -> &'static str {
+        self.inner.thaw_wait()
     }
 }
 

@@ -75,6 +75,7 @@ pub(super) fn status(ctx: &StatusContext) -> serde_json::Value {
         eta_secs,
         conflict_copies: crate::conflicts::list(&ctx.vfs, &ctx.config.node_name),
         cloud_requests: crate::cloud::requests::snapshot(),
+        tiers: ctx.uploader.as_ref().map(|u| u.cooler().tier_bytes()),
     };
     let mut v = serde_json::to_value(st).unwrap_or_default();
     let summary = crate::status::summary(&v, ctx.vfs.now());

@@ -94,6 +94,9 @@ pub enum Placement {
     OnlineOnly,
     /// Never leaves this node: no upload, no event.
     LocalOnly,
+    /// Only in the volume's cold tier: like online-only, and the chunks
+    /// move to the cold tier before the local copies go.
+    Cold,
 }
 
 impl Placement {
@@ -103,18 +106,20 @@ impl Placement {
             Some(Placement::Pinned) => "pinned",
             Some(Placement::OnlineOnly) => "online-only",
             Some(Placement::LocalOnly) => "local-only",
+            Some(Placement::Cold) => "cold",
         }
     }
 
-    /// `auto` (no rule), `pinned`, `online-only` or `local-only`.
+    /// `auto` (no rule), `pinned`, `online-only`, `local-only` or `cold`.
     pub fn parse(s: &str) -> Result<Option<Placement>, String> {
         match s.trim() {
             "auto" | "" => Ok(None),
             "pinned" => Ok(Some(Placement::Pinned)),
             "online-only" => Ok(Some(Placement::OnlineOnly)),
             "local-only" => Ok(Some(Placement::LocalOnly)),
+            "cold" => Ok(Some(Placement::Cold)),
             other => Err(format!(
-                "{other:?} is not a placement (auto, pinned, online-only, local-only)"
+                "{other:?} is not a placement (auto, pinned, online-only, local-only, cold)"
             )),
         }
     }

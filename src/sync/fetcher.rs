@@ -225,7 +225,19 @@ impl Fetcher {
                 .collect();
             (p.file.clone(), jobs)
         };
+        let thawing = jobs
+            .iter()
+            .any(|(_, c, _)| self.volume.thawing().waiting(&c.name));
         let result = match self.volume.get() {
+            // Being restored: fail fast, the cloud is asked again later.
+            _ if thawing => Downloaded {
+                done: Vec::new(),
+                error: Some(FetchError::Thawing(format!(
+                    "in cold storage and being restored: reads fail with EAGAIN until it is ready \
+                     (latus thaw PATH --wait waits for it); checked again within {} s",
+                    super::cold::RECHECK.as_secs()
+                ))),
+            },
             Ok(volume) => download(&volume, &jobs, &file),
             Err(e) => Downloaded {
                 done: Vec::new(),
@@ -234,6 +246,13 @@ impl Fetcher {
                     e => FetchError::Unavailable(e.to_string()),
                 }),
             },
+        };
+        let result = match result.error {
+            Some(FetchError::Frozen(_)) => Downloaded {
+                error: Some(self.thaw_version(object)),
+                ..result
+            },
+            _ => result,
         };
         let mut map = lock(&self.partials);
         if let Some(p) = map.get_mut(object) {
@@ -255,6 +274,40 @@ impl Fetcher {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// A chunk of `object` must be restored before it can be read: asks
+    /// for every chunk of the version not here yet, so one wait covers the
+    /// whole file. Returns the error the reader gets.
+    fn thaw_version(&self, object: &str) -> FetchError {
+        let missing: Vec<String> = {
+            let map = lock(&self.partials);
+            map.get(object).map_or_else(Vec::new, |p| {
+                p.chunks
+                    .iter()
+                    .zip(&p.present)
+                    .filter(|(_, here)| !**here)
+                    .map(|(c, _)| c.name.clone())
+                    .collect()
+            })
+        };
+        let volume = match self.volume.get() {
+            Ok(v) => v,
+            Err(e) => return FetchError::Unavailable(e.to_string()),
+        };
+        let mut asked = 0;
+        for name in &missing {
+            match volume.cloud.objects.thaw(name) {
+                Ok(_) => asked += 1,
+                Err(e) => return e.into(),
+            }
+        }
+        self.volume.thawing().mark(missing);
+        FetchError::Frozen(format!(
+            "in cold storage: a restore of its {asked} chunks was requested, ready in about {}; \
+             reads fail with EAGAIN until then (latus thaw PATH --wait waits for it)",
+            volume.cloud.objects.thaw_wait()
+        ))
     }
 
     /// Every chunk is there: the whole must match the version's hash

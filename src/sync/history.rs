@@ -94,6 +94,11 @@ pub fn plan_prune(
     if rule.keep_versions.is_none() && rule.keep_days.is_none() {
         return PrunePlan::default();
     }
+    // Cooled, not deleted.
+    let cooled = rule
+        .cold_after_days
+        .map(|d| cold_versions(log, live, d, now_ns))
+        .unwrap_or_default();
     let mut by_path: HashMap<&str, Vec<&LogEntry>> = HashMap::new();
     for e in log
         .iter()
@@ -113,7 +118,7 @@ pub fn plan_prune(
             let by_count = rule.keep_versions.is_some_and(|k| newest_rank < k as usize);
             let by_age = min_time.is_some_and(|t| e.event.time >= t);
             let object = e.event.object.as_deref().expect("filtered");
-            if by_count || by_age || live.contains(object) {
+            if by_count || by_age || live.contains(object) || cooled.contains(object) {
                 kept.push(e);
             } else {
                 doomed.push(e);
@@ -144,6 +149,23 @@ pub fn plan_prune(
         }
     }
     plan
+}
+
+/// Versions that are no longer current (not in `live`) and older than
+/// `days` days at `now_ns`: with `cold_after_days`, they belong in the cold
+/// tier (`sync::cold`) and `prune` keeps them.
+pub fn cold_versions(
+    log: &[LogEntry],
+    live: &HashSet<String>,
+    days: u32,
+    now_ns: i64,
+) -> HashSet<String> {
+    let before = now_ns - i64::from(days) * 86_400 * 1_000_000_000;
+    log.iter()
+        .filter(|e| e.event.event_type.carries_content() && e.event.time <= before)
+        .filter_map(|e| e.event.object.clone())
+        .filter(|o| !live.contains(o))
+        .collect()
 }
 
 #[cfg(test)]
@@ -233,6 +255,7 @@ mod tests {
         let rule = Retention {
             keep_versions: Some(1),
             keep_days: None,
+            cold_after_days: None,
         };
         let plan = plan_prune(&log, &chunks, &live, &rule, 100);
         assert_eq!(plan.versions, vec![1, 2]);
@@ -243,6 +266,7 @@ mod tests {
         let rule = Retention {
             keep_versions: Some(2),
             keep_days: None,
+            cold_after_days: None,
         };
         assert_eq!(
             plan_prune(&log, &chunks, &live, &rule, 100).versions,
@@ -251,11 +275,48 @@ mod tests {
         let rule = Retention {
             keep_versions: None,
             keep_days: Some(1),
+            cold_after_days: None,
         };
         let day = 86_400 * 1_000_000_000i64;
         assert_eq!(
             plan_prune(&log, &chunks, &live, &rule, day + 2).versions,
             vec![1]
         );
+    }
+
+    #[test]
+    fn old_versions_cool_instead_of_going() {
+        let a = Uuid::from_u128(1);
+        let day = 86_400 * 1_000_000_000i64;
+        let log = vec![
+            entry(1, a, EventType::Create, "f", "v1", 0),
+            entry(2, a, EventType::Modify, "f", "v2", 5 * day),
+            entry(3, a, EventType::Modify, "f", "v3", 9 * day),
+        ];
+        let live: HashSet<String> = ["v3".to_string()].into();
+        let now = 10 * day;
+        let cold = |d| {
+            let mut v: Vec<String> = cold_versions(&log, &live, d, now).into_iter().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(cold(3), vec!["v1", "v2"], "the current version never cools");
+        assert_eq!(cold(6), vec!["v1"]);
+        assert!(cold(11).is_empty());
+        assert_eq!(cold(0), vec!["v1", "v2"]);
+        let chunks = |o: &str| -> Option<Vec<ChunkRef>> {
+            Some(vec![ChunkRef {
+                name: format!("c-{o}"),
+                size: 1,
+            }])
+        };
+        let rule = Retention {
+            keep_versions: Some(1),
+            keep_days: None,
+            cold_after_days: Some(6),
+        };
+        let plan = plan_prune(&log, &chunks, &live, &rule, now);
+        assert_eq!(plan.versions, vec![2], "v1 is cold, kept; v2 goes");
+        assert_eq!(plan.chunks, vec!["c-v2"]);
     }
 }

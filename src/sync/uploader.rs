@@ -92,6 +92,8 @@ pub enum UploadError {
         "this node's own place in the log is not known yet (its last append went unanswered); try again after the next sync pass"
     )]
     OwnSeqUnknown,
+    #[error("cold storage: {0}")]
+    Cold(#[from] super::ColdError),
 }
 
 impl From<std::io::Error> for UploadError {
@@ -197,6 +199,10 @@ struct Inner {
     progress: Condvar,
     bell: Mutex<Bell>,
     ring: Condvar,
+    /// Keeps chunks in the tier their versions need (after each pass).
+    cooler: Arc<super::Cooler>,
+    /// The cooler's last failure, logged once until it changes.
+    cold_error: Mutex<Option<String>>,
 }
 
 pub struct Uploader {
@@ -241,7 +247,16 @@ impl Uploader {
             .ok()
             .flatten()
             .filter(|s| !s.is_empty());
+        let cooler = Arc::new(super::Cooler::new(
+            vfs.clone(),
+            engine.clone(),
+            meta.clone(),
+            volume.clone(),
+            config.retention.clone(),
+        ));
         let inner = Arc::new(Inner {
+            cooler,
+            cold_error: Mutex::new(None),
             vfs: vfs.clone(),
             engine,
             guard: Mutex::new(None),
@@ -295,6 +310,11 @@ impl Uploader {
         inner.read_log(&volume)?;
         inner.meta.commit_pending()?;
         Ok(self.status())
+    }
+
+    /// The cooler (`latus cold`, `thaw`, tiers in `status`).
+    pub fn cooler(&self) -> &Arc<super::Cooler> {
+        &self.inner.cooler
     }
 
     pub fn status(&self) -> UploaderStatus {
@@ -434,6 +454,7 @@ impl Uploader {
             objects: plan.chunks.len() as u64,
             bytes: plan.bytes,
             dry_run,
+            cold: None,
         };
         if dry_run {
             return Ok(report);
@@ -456,6 +477,9 @@ impl Uploader {
         )?;
         self.wait_log_seen(m);
         report.dry_run = false;
+        if rule.cold_after_days.is_some() {
+            report.cold = Some(i.cooler.pass()?);
+        }
         Ok(report)
     }
 
@@ -552,6 +576,7 @@ impl Inner {
                 Ok(()) => {
                     backoff = Duration::from_secs(1);
                     wait = Duration::from_millis(self.config.poll_ms.max(50));
+                    self.cool();
                 }
                 Err(e) => {
                     if e.is_retryable() {
@@ -561,6 +586,40 @@ impl Inner {
                     }
                     wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// New versions below cold rules, and history past `cold_after_days`,
+    /// go cold; chunks hot files use come back.
+    fn cool(&self) {
+        if !self.cooler.due() {
+            return;
+        }
+        match self.cooler.pass() {
+            Ok(r) => {
+                *lock(&self.cold_error) = None;
+                if r.chunks_cooled + r.chunks_warmed + r.files_freed > 0 {
+                    tracing::info!(
+                        chunks_cooled = r.chunks_cooled,
+                        chunks_warmed = r.chunks_warmed,
+                        files_freed = r.files_freed,
+                        "cold storage: chunks moved between tiers"
+                    );
+                }
+            }
+            Err(e) => {
+                // Tried again after the next pass (or, when waiting cannot
+                // help, after the next change); said once per reason.
+                if e.is_retryable() {
+                    self.vfs.mark_cold_dirty();
+                }
+                let said = e.to_string();
+                let mut last = lock(&self.cold_error);
+                if last.as_deref() != Some(said.as_str()) {
+                    tracing::warn!(error = %said, "cold storage: chunks could not be moved now");
+                    *last = Some(said);
                 }
             }
         }
@@ -801,13 +860,17 @@ impl Inner {
         }
         let result = (|| {
             // Taken as there only with the length it must have: a local
-            // copy may later be evicted on the strength of it.
-            match volume.cloud.objects.size(name)? {
-                Some(n) if Keys::is_sealed_chunk_len(data.len(), n) => {
+            // copy may later be evicted on the strength of it. A chunk in a
+            // cold tier that cannot be read now is stored hot again (a new
+            // version must read at once; the cooler moves it back if only
+            // cold versions use it).
+            match volume.cloud.objects.stat(name)? {
+                Some(s) if Keys::is_sealed_chunk_len(data.len(), s.size) && s.tier.readable() => {
                     lock(&self.status).deduplicated_chunks += 1;
                     return Ok(());
                 }
-                Some(n) => tracing::warn!(
+                Some(s) if !s.tier.readable() => {}
+                Some(crate::cloud::ObjectStat { size: n, .. }) => tracing::warn!(
                     object = name,
                     stored = n,
                     "the cloud holds this chunk with a wrong length: uploading it again"
@@ -1255,6 +1318,9 @@ pub struct PruneReport {
     /// Plaintext bytes of the removed objects.
     pub bytes: u64,
     pub dry_run: bool,
+    /// With `cold_after_days`: what moved between tiers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<super::CoolReport>,
 }
 
 struct Content {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError, ObjectStore};
+use crate::cloud::{self, Cloud, CloudError, CloudUrl, CloudUrlError, ColdSettings, ObjectStore};
 use crate::crypto::{self, KEY_LEN, Keys};
 
 const MARKER: &str = "volume";
@@ -65,10 +65,20 @@ impl Volume {
         key: &[u8; KEY_LEN],
         create: bool,
     ) -> Result<(Self, Vec<String>), VolumeError> {
+        Self::open_cold(url, key, create, &ColdSettings::default())
+    }
+
+    /// `open`, with the volume's cold tier configured by `cold`.
+    pub fn open_cold(
+        url: &str,
+        key: &[u8; KEY_LEN],
+        create: bool,
+        cold: &ColdSettings,
+    ) -> Result<(Self, Vec<String>), VolumeError> {
         let parsed = CloudUrl::parse(url)?;
         let keys = Arc::new(Keys::derive(key));
         let mut created = Vec::new();
-        let objects = cloud::connect_objects(&parsed, create, &mut created)?;
+        let objects = cloud::connect_objects(&parsed, create, &mut created, cold)?;
         let marker = read_marker(&*objects, &keys, create, &mut created)
             .map_err(|e| e.unwrap_or_else(|| VolumeError::Missing(url.to_string())))?;
         let log = cloud::connect_log(&parsed, marker.volume_id, create, &mut created)?;
@@ -175,6 +185,8 @@ pub struct VolumeHandle {
     opened: crate::locks::Mutex<Option<Arc<Volume>>>,
     epochs: crate::locks::Mutex<Vec<crypto::EpochKey>>,
     epochs_file: Option<std::path::PathBuf>,
+    cold: ColdSettings,
+    thawing: super::cold::ThawMarks,
 }
 
 impl VolumeHandle {
@@ -204,7 +216,28 @@ impl VolumeHandle {
             opened: crate::locks::Mutex::new(opened),
             epochs: crate::locks::Mutex::new(epochs),
             epochs_file,
+            cold: ColdSettings::default(),
+            thawing: Default::default(),
         }
+    }
+
+    /// The chunks this node asked restores of (`sync::cold`).
+    pub fn thawing(&self) -> &super::cold::ThawMarks {
+        &self.thawing
+    }
+
+    /// The cold tier of volumes opened from now on.
+    pub fn with_cold(mut self, cold: ColdSettings) -> Self {
+        self.cold = cold;
+        self
+    }
+
+    pub fn cold(&self) -> &ColdSettings {
+        &self.cold
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The lock is not held across the network: a reader fetching content
@@ -213,7 +246,7 @@ impl VolumeHandle {
         if let Some(v) = crate::locks::lock(&self.opened).as_ref() {
             return Ok(v.clone());
         }
-        let (opened, _) = Volume::open(&self.url, &self.key, false)?;
+        let (opened, _) = Volume::open_cold(&self.url, &self.key, false, &self.cold)?;
         apply_epochs(&opened.keys, &crate::locks::lock(&self.epochs));
         let mut v = crate::locks::lock(&self.opened);
         Ok(v.get_or_insert_with(|| Arc::new(opened)).clone())

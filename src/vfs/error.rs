@@ -66,6 +66,18 @@ pub enum FetchError {
     /// unusable, or an object is missing in the cloud. `EIO`.
     #[error("{0}")]
     Unavailable(String),
+    /// The content is in a cold tier that restores before a read: a
+    /// restore was requested. Programs see `EAGAIN` until it is done.
+    #[error("{0}")]
+    Frozen(String),
+    /// A restore of it was requested lately and is not known to be done:
+    /// `EAGAIN` without asking the cloud (not logged again).
+    #[error("{0}")]
+    Thawing(String),
+    /// The content is in a cold folder that is not connected. Programs
+    /// see `ENOMEDIUM` until it is.
+    #[error("{0}")]
+    ColdOffline(String),
     /// This node failed to write the copy (its own errno: `ENOSPC`...).
     #[error("the local copy: {message}")]
     Local { message: String, errno: Option<i32> },
@@ -76,6 +88,8 @@ impl FetchError {
         match self {
             FetchError::Unreachable(_) => libc::ENETUNREACH,
             FetchError::Corrupt(_) | FetchError::Unavailable(_) => libc::EIO,
+            FetchError::Frozen(_) | FetchError::Thawing(_) => libc::EAGAIN,
+            FetchError::ColdOffline(_) => libc::ENOMEDIUM,
             FetchError::Local { errno, .. } => errno.unwrap_or(libc::EIO),
         }
     }
@@ -96,7 +110,12 @@ impl From<std::io::Error> for FetchError {
 
 impl From<crate::cloud::CloudError> for FetchError {
     fn from(e: crate::cloud::CloudError) -> Self {
-        if e.is_retryable() {
+        use crate::cloud::CloudErrorKind;
+        if e.kind == CloudErrorKind::Frozen {
+            FetchError::Frozen(e.to_string())
+        } else if e.kind == CloudErrorKind::ColdOffline {
+            FetchError::ColdOffline(e.to_string())
+        } else if e.is_retryable() {
             FetchError::Unreachable(e.to_string())
         } else if e.is_not_found() {
             FetchError::Unavailable(format!("cloud object {} is missing", e.what))

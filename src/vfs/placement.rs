@@ -1,8 +1,10 @@
-//! Placement rules (pinned, online-only, local-only; `auto` is no rule) and
-//! the local cache they steer: what is kept, what is fetched eagerly, and
-//! what may be evicted to keep the cache under its cap. Content not yet in
-//! the cloud, pinned content and local-only content is never evicted, and
-//! neither is a file that is open.
+//! Placement rules (pinned, online-only, local-only, cold; `auto` is no
+//! rule) and the local cache they steer: what is kept, what is fetched
+//! eagerly, and what may be evicted to keep the cache under its cap. Cold
+//! evicts like online-only, but only versions the cooler (`sync::cold`)
+//! has confirmed in the cold tier. Content not yet in the cloud, pinned
+//! content and local-only content is never evicted, and neither is a file
+//! that is open.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use crate::meta::{Ino, Kind, Placement, ROOT_INO, Record};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlacementInfo {
-    /// The rule in force: auto, pinned, online-only or local-only.
+    /// The rule in force: auto, pinned, online-only, local-only or cold.
     pub rule: &'static str,
     /// The path that sets it (`None` for auto).
     pub from: Option<String>,
@@ -109,7 +111,7 @@ impl Vfs {
         ino: Ino,
         rule: Option<Placement>,
     ) -> super::Result<EvictReport> {
-        if rule == Some(Placement::OnlineOnly) {
+        if matches!(rule, Some(Placement::OnlineOnly | Placement::Cold)) {
             self.settle_below(ino);
         }
         if rule == Some(Placement::LocalOnly) {
@@ -152,8 +154,11 @@ impl Vfs {
                 self.publish_subtree(&mut st, ino)?;
             }
         }
+        self.mark_cold_dirty();
         match rule {
-            Some(Placement::OnlineOnly) => self.evict_below_ino(ino),
+            // Cold: only what the cooler has confirmed cold (more goes as
+            // it confirms the rest).
+            Some(Placement::OnlineOnly | Placement::Cold) => self.evict_below_ino(ino),
             Some(Placement::Pinned) => {
                 self.pin_dirty.store(true, Ordering::Release);
                 Ok(EvictReport::default())
@@ -250,6 +255,16 @@ impl Vfs {
         true
     }
 
+    /// Whether the rule at `ino` lets the local copy of `object` go: always
+    /// online-only, and cold once the cooler confirmed it cold.
+    fn rule_evicts(&self, st: &State, ino: Ino, object: &str) -> bool {
+        match st.tree.rule_at(ino).0 {
+            Some(Placement::OnlineOnly) => true,
+            Some(Placement::Cold) => self.is_cold_ready(object),
+            _ => false,
+        }
+    }
+
     fn has_local_copy(&self, n: &Node) -> bool {
         n.row
             .object
@@ -277,7 +292,17 @@ impl Vfs {
         }
     }
 
-    fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
+    pub(super) fn evict_below_ino(&self, ino: Ino) -> super::Result<EvictReport> {
+        self.evict_where(ino, &|_| true)
+    }
+
+    /// Evicts below `ino` what the rules let go, of the versions `pick`
+    /// selects.
+    pub(super) fn evict_where(
+        &self,
+        ino: Ino,
+        pick: &dyn Fn(&str) -> bool,
+    ) -> super::Result<EvictReport> {
         let mut report = EvictReport::default();
         let mut changed = Vec::new();
         let st = lock(&self.state);
@@ -291,7 +316,8 @@ impl Vfs {
             }
             if !self.has_local_copy(n) {
                 if let (Some(o), Some(src)) = (&n.row.object, &source)
-                    && st.tree.rule_at(i).0 == Some(Placement::OnlineOnly)
+                    && pick(o)
+                    && self.rule_evicts(&st, i, o)
                     && self.can_evict(&st, o)
                 {
                     report.bytes += src.drop_partial(o);
@@ -302,7 +328,7 @@ impl Vfs {
             // Pinned below an online-only folder stays; so does what is
             // not uploaded or open.
             let evictable =
-                st.tree.rule_at(i).0 == Some(Placement::OnlineOnly) && self.can_evict(&st, &object);
+                pick(&object) && self.rule_evicts(&st, i, &object) && self.can_evict(&st, &object);
             if !evictable {
                 report.kept += 1;
                 continue;
@@ -496,6 +522,8 @@ impl Vfs {
 
     pub(super) fn evict_if_online_only(&self, st: &State, ino: Ino) {
         let Some(n) = st.tree.get(ino) else { return };
+        // (A copy of a cold file read back stays cached, LRU-evicted like
+        // any other: another read of it needs no second restore.)
         if n.row.kind != Kind::File || st.tree.rule_at(ino).0 != Some(Placement::OnlineOnly) {
             return;
         }

@@ -299,6 +299,7 @@ fn badge(state: &str) -> String {
         "pending" => "uploading",
         "cloud" => "in the cloud",
         "local-only" => "this node only",
+        "cold" => "in cold storage",
         s => s,
     };
     format!("<span class=\"badge b-{}\">{text}</span>", esc(state))
@@ -310,6 +311,7 @@ fn placement_buttons(path: &str, csrf: &str, id: &str) -> String {
         ("pinned", "Keep offline"),
         ("online-only", "Free up space"),
         ("local-only", "Local only"),
+        ("cold", "Cold storage"),
         ("auto", "Automatic"),
     ]
     .iter()
