@@ -24,7 +24,9 @@
 //!
 //! Version changes: 1 — first format; 2 — the database records its format
 //! (`state` row `db_format`), `config.json` names the latus that wrote the
-//! format (`written_by`), and a newer home is refused.
+//! format (`written_by`), and a newer home is refused; 3 — the database
+//! may hold rows an older latus cannot read (database format 3), so an older
+//! latus refuses the home by its format instead.
 
 mod upgrade;
 
@@ -88,7 +90,7 @@ pub enum HomeError {
 }
 
 /// The home format this latus writes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// The oldest home format this latus opens (and upgrades).
 pub const OLDEST_FORMAT: u32 = 1;
 

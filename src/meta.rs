@@ -33,7 +33,10 @@
 //! backup; a newer one is refused before anything is written to it.
 //!
 //! Version changes: 1 — first format; 2 — `state` row `db_format` (a
-//! database without it is format 1).
+//! database without it is format 1); 3 — inode rows may be FIFOs, sockets
+//! and device nodes (`rdev`), have hard links (`links`) or the `cold`
+//! placement, and `state` may hold `cold:chunks`: nothing to convert, the
+//! mark only.
 
 #[cfg(test)]
 mod power_cut;
@@ -79,7 +82,7 @@ const WAL_APPLIED: &str = "wal_applied";
 const DB_FORMAT_KEY: &str = "db_format";
 
 /// The database format this latus writes (and the newest it reads).
-pub const DB_FORMAT: u32 = 2;
+pub const DB_FORMAT: u32 = 3;
 /// The journal's frame format (`wal`).
 pub const JOURNAL_FORMAT: u32 = wal::FORMAT;
 

@@ -47,7 +47,7 @@ impl Home {
                 backups.push(b);
             }
         }
-        // 1 → 2: the database records its format.
+        // 1 → 2: the database records its format; 2 → 3: the new mark only.
         if self.db_path().exists() {
             crate::meta::mark_db_format(&self.db_path())
                 .map_err(|e| fail("the database's format mark", e.to_string()))?;

@@ -172,7 +172,7 @@ fn a_home_written_by_latus_0_1_is_upgraded_once_and_keeps_files_history_and_sync
     check_fixture_files(&b);
     b.unmount();
 
-    // Once: the next mount finds format 2 and takes no second backup.
+    // Once: the next mount finds the current format and takes no second backup.
     a.unmount();
     assert_eq!(
         latus::meta::db_format(&a.home.join("latus.redb")).unwrap(),
