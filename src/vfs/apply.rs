@@ -315,6 +315,13 @@ impl Vfs {
             return Ok(());
         }
         let mut row = st.tree.get(ino).expect("checked").row.clone();
+        // The new name's cached miss goes before the old name's entry: a
+        // reader between the two sees the folder under both names, never
+        // under neither.
+        st.invalidations.push(Invalidation::Entry {
+            parent,
+            name: name.to_string(),
+        });
         st.invalidations.push(Invalidation::Entry {
             parent: row.parent,
             name: row.name.clone(),
@@ -322,10 +329,6 @@ impl Vfs {
         row.parent = parent;
         row.name = name.to_string();
         row.ctime = self.now();
-        st.invalidations.push(Invalidation::Entry {
-            parent,
-            name: name.to_string(),
-        });
         self.pin_dirty
             .store(true, std::sync::atomic::Ordering::Release);
         self.journal(st, vec![Record::PutInode(row)])
