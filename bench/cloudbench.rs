@@ -14,12 +14,15 @@
 //!    (open, check the name, SHA-512); each stage alone for reference.
 //! 2. Raw: PUT, then GET after dropping the page cache, of objects of the
 //!    sizes the pipeline stores (the sealed chunks of that same file), with
-//!    the uploader's 4 parallel requests, through latus's own backend code.
+//!    the uploader's 16 parallel requests, through latus's own backend code.
 //! 3. Upload: a fresh latus node on that cloud; the file is written into the
 //!    mount (not timed), then `latus sync --wait` is timed.
 //! 4. Download: unmount, delete the node's local copies, drop the page cache,
 //!    mount again and read the file through the mount (fetched, verified,
 //!    then served): throughput and time to first byte.
+//! 5. Small files: `--small-files` new 4 KiB files written into the mount
+//!    (not timed), then `latus sync --wait` timed, beside a raw PUT of as
+//!    many objects of that size on 16 threads.
 //!
 //! Prints a table, then one JSON line. Goal (issue 3): each direction of the
 //! pipeline reaches 80% of min(raw, CPU limit). With `aws`, the objects this
@@ -54,7 +57,9 @@ use common::{
 };
 
 /// Parallel uploads of the uploader (`UPLOAD_WORKERS` in src/sync/uploader.rs).
-const UPLOAD_WORKERS: usize = 4;
+const UPLOAD_WORKERS: usize = 16;
+/// Threads for the raw PUT of small objects (the best a client does here).
+const SMALL_WORKERS: usize = 16;
 /// Chunks in flight between its chunker and its workers (`CHUNK_QUEUE` there).
 const CHUNK_QUEUE: usize = 8;
 /// Sealed chunks kept in memory for the in-memory CPU figures.
@@ -79,6 +84,9 @@ struct Options {
     /// [default: dir, and aws too when AWS_ENDPOINT_URL is set]
     #[arg(long, value_enum)]
     cloud: Vec<Backend>,
+    /// New 4 KiB files written at once, then made durable (`sync --wait`)
+    #[arg(long, default_value_t = 1000)]
+    small_files: usize,
     /// Cloud URL for `--cloud aws`
     /// [default: aws://latus-cloudbench?table=latus-cloudbench&prefix=cloudbench-RUN/]
     #[arg(long)]
@@ -160,7 +168,18 @@ fn main() -> Result<()> {
             Backend::Aws => options.aws_url.clone().unwrap_or_else(default_aws_url),
         };
         eprintln!("{}: {url}", backend.name());
-        let result = measure_backend(&latus, work.path(), backend, &url, &data, &cpu, cold_cache);
+        let result = measure_backend(
+            &latus,
+            work.path(),
+            backend,
+            &url,
+            &data,
+            &cpu,
+            Steps {
+                cold_cache,
+                small_files: options.small_files,
+            },
+        );
         match result {
             Ok(figures) => figures.add_rows(&mut table, backend, &cpu),
             Err(error) => {
@@ -515,6 +534,11 @@ struct BackendFigures {
     deduplicated_chunks: u64,
     download: Sample,
     first_byte: Duration,
+    small_files: usize,
+    /// PUT of as many sealed 4 KiB objects as there are small files.
+    small_put: Sample,
+    /// The small files written, until `sync --wait` returns.
+    small_durable: Duration,
     cpu_use: Vec<(&'static str, CpuUse)>,
 }
 
@@ -592,6 +616,23 @@ impl BackendFigures {
             None,
             Some(self.first_byte.as_secs_f64()),
         );
+        let small = self.small_files;
+        row(
+            format!("raw PUT {small} objects of 4 KiB, {SMALL_WORKERS} threads"),
+            Unit::Seconds,
+            Some(self.small_put.seconds()),
+            None,
+        );
+        row(
+            format!("{small} new 4 KiB files durable (sync --wait)"),
+            Unit::Seconds,
+            Some(self.small_put.seconds()),
+            Some(self.small_durable.as_secs_f64()),
+        );
+        table.notes.push(format!(
+            "{b}: {small} new 4 KiB files durable in {:.2} s (goal for 1,000: 4 s)",
+            self.small_durable.as_secs_f64()
+        ));
         table
             .goals
             .push(Goal::new(b, "upload", upload, put, cpu.upload_limit()));
@@ -614,6 +655,15 @@ impl BackendFigures {
     }
 }
 
+/// How a backend's steps run.
+#[derive(Clone, Copy)]
+struct Steps {
+    /// The page cache can be dropped before reads.
+    cold_cache: bool,
+    /// New 4 KiB files made durable at once.
+    small_files: usize,
+}
+
 fn measure_backend(
     latus: &Path,
     work: &Path,
@@ -621,8 +671,12 @@ fn measure_backend(
     url: &str,
     data: &Path,
     cpu: &CpuFigures,
-    cold_cache: bool,
+    steps: Steps,
 ) -> Result<BackendFigures> {
+    let Steps {
+        cold_cache,
+        small_files,
+    } = steps;
     let b = backend.name();
     let parsed = CloudUrl::parse(url)?;
     let store = connect_objects(&parsed, true, &mut Vec::new(), &Default::default())
@@ -757,6 +811,37 @@ fn measure_backend(
         same_content(data, &file)?,
         "the file read back through the mount differs from the file written"
     );
+
+    eprint!("{b}: raw PUT of {small_files} small objects ... ");
+    let small_size = 4096 + SEAL_OVERHEAD;
+    let small_names: Vec<String> = (0..small_files).map(|_| random_name()).collect();
+    let small_put = parallel(SMALL_WORKERS, small_files, |index, buffer| {
+        buffer[..8].copy_from_slice(&(index as u64).to_le_bytes());
+        store
+            .put(&small_names[index], &buffer[..small_size])
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(small_size as u64)
+    })?;
+    eprintln!("{:.2} s", small_put.seconds());
+    eprint!("{b}: {small_files} new 4 KiB files, until sync --wait returns ... ");
+    let folder = node.mountpoint.join("small");
+    fs::create_dir(&folder)?;
+    let mut noise = Noise::new();
+    let mut block = vec![0; 4096];
+    for index in 0..small_files {
+        noise.fill(&mut block);
+        fs::write(folder.join(format!("f{index:05}")), &block)?;
+    }
+    let start = Instant::now();
+    node.sync_wait()?;
+    let small_durable = start.elapsed();
+    eprintln!("{:.2} s", small_durable.as_secs_f64());
+    parallel(SMALL_WORKERS, small_files, |index, _| {
+        store
+            .delete(&small_names[index])
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(0)
+    })?;
     node.unmount()?;
 
     Ok(BackendFigures {
@@ -772,6 +857,9 @@ fn measure_backend(
         deduplicated_chunks: count("deduplicated_chunks"),
         download,
         first_byte,
+        small_files,
+        small_put,
+        small_durable,
         cpu_use,
     })
 }

@@ -297,6 +297,10 @@ impl Sample {
     pub fn per_second(self) -> f64 {
         self.amount as f64 / self.elapsed.as_secs_f64()
     }
+
+    pub fn seconds(self) -> f64 {
+        self.elapsed.as_secs_f64()
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -4,7 +4,8 @@
 //! batch are chunked, named, sealed and stored, in parallel with bounded
 //! memory, skipping chunks the store already holds; (2) the sealed events
 //! are appended to the log in journal order. No event is appended before
-//! its chunks are stored.
+//! its chunks are stored; the next batch's chunks are stored while a
+//! batch's events are appended.
 //!
 //! Crash safety: chunks are content-addressed (a re-run finds them with
 //! `exists` and skips them); an event appended just before a crash is found
@@ -38,9 +39,14 @@ use crate::store::ContentStore;
 use crate::vfs::{Vfs, VfsError};
 
 const BATCH_EVENTS: usize = 256;
-const UPLOAD_WORKERS: usize = 4;
-/// Chunks in flight between the chunker and the upload workers.
+/// Requests in flight at once: many small chunks are bound by round
+/// trips, not bytes.
+const UPLOAD_WORKERS: usize = 16;
+/// Chunks waiting between the chunker and the upload workers.
 const CHUNK_QUEUE: usize = 8;
+/// Plaintext bytes chunked and not yet stored (bounds memory when chunks
+/// are large: about sixteen average chunks).
+const IN_FLIGHT_BYTES: usize = 16 << 20;
 const LOG_PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long new work waits for more before a pass starts.
@@ -675,17 +681,48 @@ impl Inner {
             self.say_hello(&volume)?;
             self.greeted.store(now.max(1), Ordering::Release);
         }
+        // Batches overlap: the next batch's chunks are stored while this
+        // one's events are appended (chunks first holds per batch).
         let mut pushed = false;
-        while !self.stopping() {
-            let after = self.meta.state(PUBLISHED_THROUGH)?;
-            let batch = self.meta.unpublished_events(after, BATCH_EVENTS)?;
-            if batch.is_empty() {
-                break;
-            }
-            let contents = self.upload_contents(&volume, &batch)?;
-            self.append_in_order(&volume, batch, contents)?;
-            self.meta.commit_pending()?;
+        let mut batch = self
+            .meta
+            .unpublished_events(self.meta.state(PUBLISHED_THROUGH)?, BATCH_EVENTS)?;
+        let mut contents = if batch.is_empty() || self.stopping() {
+            Vec::new()
+        } else {
+            self.upload_contents(&volume, &batch)?
+        };
+        while !batch.is_empty() && !self.stopping() {
+            let started = Instant::now();
+            let events = batch.len();
+            let last = batch.last().map_or(0, |e| e.id);
+            let (appended, next) = std::thread::scope(|s| {
+                let appending = s.spawn(|| {
+                    self.append_in_order(&volume, batch, contents)?;
+                    self.meta.commit_pending()?;
+                    Ok::<_, UploadError>(started.elapsed())
+                });
+                let next = (|| {
+                    let next = self.meta.unpublished_events(last, BATCH_EVENTS)?;
+                    if next.is_empty() || self.stopping() {
+                        return Ok((Vec::new(), Vec::new()));
+                    }
+                    let contents = self.upload_contents(&volume, &next)?;
+                    Ok::<_, UploadError>((next, contents))
+                })();
+                let appended = appending
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (appended, next)
+            });
+            let appended = appended?;
+            tracing::debug!(
+                events,
+                append_ms = appended.as_millis() as u64,
+                "batch published"
+            );
             pushed = true;
+            (batch, contents) = next?;
         }
         if pushed {
             // Reading its own records back confirms them (see `engine`).
@@ -715,6 +752,7 @@ impl Inner {
     ) -> Result<Vec<Option<Content>>, UploadError> {
         let (tx, rx) = sync_channel::<ChunkJob>(CHUNK_QUEUE);
         let rx = Mutex::new(rx);
+        let in_flight = InFlight::new();
         let failure: Mutex<Option<CloudError>> = Mutex::new(None);
         let names: Mutex<Vec<Vec<Option<ChunkRef>>>> = Mutex::new(vec![Vec::new(); batch.len()]);
         let scanned = std::thread::scope(|s| {
@@ -724,6 +762,7 @@ impl Inner {
                         let job = lock(&rx).recv();
                         let Ok(job) = job else { return };
                         if lock(&failure).is_some() {
+                            in_flight.give_back(job.data.len());
                             continue; // drain
                         }
                         let name = volume.keys.chunk_name(&job.data);
@@ -741,6 +780,7 @@ impl Inner {
                         if let Err(e) = self.store_chunk(volume, &name, &job.data) {
                             lock(&failure).get_or_insert(e);
                         }
+                        in_flight.give_back(job.data.len());
                     }
                 });
             }
@@ -750,7 +790,7 @@ impl Inner {
                 if result.is_err() || lock(&failure).is_some() || self.stopping() {
                     break;
                 }
-                match self.chunk_event(e, ev, volume.keys.chunker_seed(), &tx) {
+                match self.chunk_event(e, ev, volume.keys.chunker_seed(), &tx, &in_flight) {
                     Ok(c) => out.push(c),
                     Err(err) => result = Err(err),
                 }
@@ -788,6 +828,7 @@ impl Inner {
         ev: &Event,
         seed: u64,
         tx: &std::sync::mpsc::SyncSender<ChunkJob>,
+        in_flight: &InFlight,
     ) -> Result<Option<Scan>, UploadError> {
         if !ev.event_type.carries_content() {
             return Ok(None);
@@ -831,11 +872,18 @@ impl Inner {
         let mut chunk = 0;
         let hash = for_each_chunk::<UploadError>(&file, ev.size, seed, |_, data| {
             // A closed channel means a worker failed; the failure is reported.
-            let _ = tx.send(ChunkJob {
-                event: index,
-                index: chunk,
-                data,
-            });
+            in_flight.take(data.len());
+            let len = data.len();
+            if tx
+                .send(ChunkJob {
+                    event: index,
+                    index: chunk,
+                    data,
+                })
+                .is_err()
+            {
+                in_flight.give_back(len);
+            }
             chunk += 1;
             Ok(())
         })
@@ -1340,4 +1388,33 @@ struct ChunkJob {
     event: usize,
     index: usize,
     data: Vec<u8>,
+}
+
+/// Bytes of chunks handed out and not yet stored: the chunker waits
+/// before going over `IN_FLIGHT_BYTES` (one chunk always goes).
+struct InFlight {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        Self {
+            bytes: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self, n: usize) {
+        let mut bytes = lock(&self.bytes);
+        while *bytes > 0 && *bytes + n > IN_FLIGHT_BYTES {
+            bytes = self.freed.wait(bytes).expect("lock poisoned");
+        }
+        *bytes += n;
+    }
+
+    fn give_back(&self, n: usize) {
+        *lock(&self.bytes) -= n;
+        self.freed.notify_all();
+    }
 }
