@@ -175,8 +175,14 @@ impl Fetcher {
                 .filter(|&i| !p.present[i] && !p.loading[i])
                 .collect();
             let waiting = need.clone().any(|i| !p.present[i] && p.loading[i]);
-            let background: Vec<usize> =
-                ahead.filter(|&i| !p.present[i] && !p.loading[i]).collect();
+            // Readahead starts once the reader's own chunks are here: on
+            // two cores it would otherwise share the link and the CPU with
+            // the chunk the reader waits for.
+            let background: Vec<usize> = if mine.is_empty() && !waiting {
+                ahead.filter(|&i| !p.present[i] && !p.loading[i]).collect()
+            } else {
+                Vec::new()
+            };
             for &i in mine.iter().chain(&background) {
                 p.loading[i] = true;
             }
@@ -386,7 +392,9 @@ fn download(volume: &Volume, jobs: &[(usize, ChunkRef, u64)], file: &File) -> Do
 }
 
 fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Result<(), FetchError> {
+    let started = std::time::Instant::now();
     let sealed = volume.cloud.objects.get(&c.name)?;
+    let got = started.elapsed();
     let plain = volume.keys.open_chunk(&c.name, &sealed).map_err(|e| {
         tracing::error!(object = %c.name, error = %e, "a cloud object failed authentication");
         FetchError::Corrupt(format!(
@@ -402,7 +410,15 @@ fn fetch_chunk(volume: &Volume, c: &ChunkRef, file: &File, offset: u64) -> Resul
             c.name
         )));
     }
-    Ok(file.write_all_at(&plain, offset)?)
+    file.write_all_at(&plain, offset)?;
+    tracing::debug!(
+        offset,
+        bytes = c.size,
+        get_us = got.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "chunk fetched"
+    );
+    Ok(())
 }
 
 impl ContentSource for Fetcher {
