@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::event::{Detection, Event, EventType};
 use crate::ignore::IgnoreRules;
-use crate::locks::{Mutex, lock};
+use crate::locks::{Mutex, exclude, lock, share};
 use crate::meta::{
     Ino, InodeRow, Kind, Loaded, Meta, Nanos, Placement, ROOT_INO, Record, Recovery, RemoteRow,
 };
@@ -1839,6 +1839,7 @@ impl Vfs {
                     mtime: n.row.mtime,
                     ctime: n.row.ctime,
                     truncated_only: false,
+                    writes: Default::default(),
                 });
             }
             _ => {
@@ -1911,15 +1912,35 @@ impl Vfs {
         self.ensure_room()?;
         self.ensure_local(ino)?;
         self.stage_large_copy(ino, None)?;
+        // The bytes go in outside the core's lock, so writers of different
+        // files do not wait for each other. A commit of this version waits
+        // for them (`Staging::writes`, taken before the core's lock is let
+        // go); a write that finds another version staged afterwards is done
+        // again into that one.
+        let writes;
+        let (file, object, guard) = {
+            let mut st = lock(&self.state);
+            let mode = Self::file_mode(&st, fh, ino)?;
+            if !mode.write {
+                return Err(VfsError::BadHandle(fh));
+            }
+            let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
+            ensure_staging(&self.store, n, None)?;
+            let s = n.staging.as_ref().expect("staging ensured");
+            writes = s.writes.clone();
+            (s.file.clone(), s.object.clone(), share(&writes))
+        };
+        let written = file.write_all_at(data, offset);
+        drop(guard);
+        written?;
         let mut st = lock(&self.state);
-        let mode = Self::file_mode(&st, fh, ino)?;
-        if !mode.write {
-            return Err(VfsError::BadHandle(fh));
-        }
         let n = st.tree.get_mut(ino).ok_or(VfsError::NotFound)?;
-        ensure_staging(&self.store, n, None)?;
+        if n.staging.as_ref().is_none_or(|s| s.object != object) {
+            ensure_staging(&self.store, n, None)?;
+            let s = n.staging.as_ref().expect("staging ensured");
+            s.file.write_all_at(data, offset)?;
+        }
         let s = n.staging.as_mut().expect("staging ensured");
-        s.file.write_all_at(data, offset)?;
         s.size = s.size.max(offset + data.len() as u64);
         s.truncated_only = false;
         // With writeback caching the kernel keeps the write times and sends
@@ -2039,6 +2060,9 @@ impl Vfs {
             return Ok(());
         }
         let n = st.tree.get_mut(ino).expect("checked");
+        // Writes still putting bytes into this version finish first.
+        let writes = n.staging.as_ref().map(|s| s.writes.clone());
+        let _no_writes = writes.as_deref().map(exclude);
         let mut row = n.row.clone();
         let mut old_object = None;
         let mut new_file = None;
@@ -2460,6 +2484,7 @@ fn ensure_staging(store: &ContentStore, n: &mut Node, truncate_to: Option<u64>) 
         mtime: n.row.mtime,
         ctime: n.row.ctime,
         truncated_only: false,
+        writes: Default::default(),
     });
     Ok(())
 }

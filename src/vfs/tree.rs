@@ -21,6 +21,9 @@ pub struct Staging {
     /// duplicate descriptor (a shell's `>` redirect closes one before it
     /// writes) commits nothing; a later close or the release does.
     pub truncated_only: bool,
+    /// Held shared by writes while their bytes go in (outside the core's
+    /// lock), alone by the commit that makes this the file's version.
+    pub writes: Arc<std::sync::RwLock<()>>,
 }
 
 pub struct Node {
