@@ -24,6 +24,9 @@
 //!    (not timed), then `latus sync --wait` timed, beside a raw PUT of as
 //!    many objects of that size on 16 threads.
 //!
+//! `--s3-latency-ms N` puts a proxy adding N ms each way in front of S3, for
+//! the figures of a store that is not on this machine.
+//!
 //! Prints a table, then one JSON line. Goal (issue 3): each direction of the
 //! pipeline reaches 80% of min(raw, CPU limit). With `aws`, the objects this
 //! run created are deleted afterwards; the event log's items stay in the table.
@@ -51,10 +54,12 @@ use uuid::Uuid;
 // Each bench uses its own part of the shared helpers.
 #[allow(dead_code)]
 mod common;
+mod delay_proxy;
 use common::{
     Line, MIB, Node, Sample, Unit, WorkDir, can_drop_caches, close, drop_caches, kernel_release,
     latus_binary, print_lines, ratio_cell, read_full, run, same_content,
 };
+use delay_proxy::DelayProxy;
 
 /// Parallel uploads of the uploader (`UPLOAD_WORKERS` in src/sync/uploader.rs).
 const UPLOAD_WORKERS: usize = 16;
@@ -87,6 +92,11 @@ struct Options {
     /// New 4 KiB files written at once, then made durable (`sync --wait`)
     #[arg(long, default_value_t = 1000)]
     small_files: usize,
+    /// Puts a proxy adding this many milliseconds each way in front of
+    /// the S3 endpoint (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`),
+    /// for the figures of a store that is not on this machine
+    #[arg(long, default_value_t = 0)]
+    s3_latency_ms: u64,
     /// Cloud URL for `--cloud aws`
     /// [default: aws://latus-cloudbench?table=latus-cloudbench&prefix=cloudbench-RUN/]
     #[arg(long)]
@@ -116,6 +126,9 @@ impl Backend {
 
 fn main() -> Result<()> {
     let options = Options::parse();
+    if options.s3_latency_ms > 0 {
+        delay_s3(Duration::from_millis(options.s3_latency_ms))?;
+    }
     ensure!(options.size_mib > 0, "--size-mib must be at least 1");
     let latus = latus_binary(options.latus.clone())?;
     let threads = options
@@ -198,6 +211,30 @@ fn main() -> Result<()> {
         "{} backend(s) failed",
         table.failures.len()
     );
+    Ok(())
+}
+
+/// Sends this process's S3 requests, and its nodes', through a proxy
+/// that delays them. Runs before any other thread exists.
+fn delay_s3(delay: Duration) -> Result<()> {
+    let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        .context("--s3-latency-ms needs AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL")?;
+    let host = endpoint
+        .strip_prefix("http://")
+        .context("--s3-latency-ms needs an http:// endpoint")?;
+    let host = host.split('/').next().unwrap_or(host);
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let proxy = DelayProxy::bind(upstream, delay)?;
+    let url = format!("http://{}", proxy.addr()?);
+    // SAFETY: called first thing in main, while this is the only thread.
+    unsafe { std::env::set_var("AWS_ENDPOINT_URL_S3", &url) };
+    eprintln!("S3 through {url}, {} ms each way", delay.as_millis());
+    proxy.serve();
     Ok(())
 }
 

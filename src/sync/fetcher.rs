@@ -175,10 +175,10 @@ impl Fetcher {
                 .filter(|&i| !p.present[i] && !p.loading[i])
                 .collect();
             let waiting = need.clone().any(|i| !p.present[i] && p.loading[i]);
-            // Readahead starts once the reader's own chunks are here: on
+            // Readahead starts once this reader fetches nothing itself: on
             // two cores it would otherwise share the link and the CPU with
             // the chunk the reader waits for.
-            let background: Vec<usize> = if mine.is_empty() && !waiting {
+            let background: Vec<usize> = if mine.is_empty() {
                 ahead.filter(|&i| !p.present[i] && !p.loading[i]).collect()
             } else {
                 Vec::new()
