@@ -573,3 +573,43 @@ fn renaming_an_ignored_folder_keeps_ignored_names_unannounced() {
         "ignored names leaked into events"
     );
 }
+
+/// Regression (CI, `a_renamed_folder_of_1000_files_arrives_as_one_rename`):
+/// the kernel dropped the old name's entry before the new name's cached
+/// miss, and a reader in between found the folder under neither name.
+#[test]
+fn a_remote_rename_invalidates_the_new_name_before_the_old_one() {
+    use crate::sync::planner::{Action, Plan};
+    let n = Node::new();
+    let dir = n
+        .vfs
+        .mkdir(ROOT_INO, OsStr::new("big"), 0o755, ME)
+        .unwrap()
+        .ino;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    n.vfs.set_invalidator(move |i| lock(&sink).push(i));
+    n.vfs
+        .carry_out(|_| Plan {
+            actions: vec![Action::Rename {
+                ino: dir,
+                path: "renamed".into(),
+            }],
+            waits: false,
+            again: false,
+        })
+        .unwrap();
+    assert_eq!(
+        lock(&seen).clone(),
+        vec![
+            Invalidation::Entry {
+                parent: ROOT_INO,
+                name: "renamed".into()
+            },
+            Invalidation::Entry {
+                parent: ROOT_INO,
+                name: "big".into()
+            },
+        ]
+    );
+}
