@@ -265,23 +265,23 @@ impl Keys {
     /// start of one).
     pub fn open_chunk(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let all = self.all();
+        let mut first = None;
         for e in &all {
-            if let Ok(framed) = open(&e.content, name.as_bytes(), sealed) {
-                let plain = unpadded(framed)?;
-                if !all.iter().any(|k| k.chunk_name(&plain) == name) {
-                    return Err(CryptoError::Tampered);
+            match open(&e.content, name.as_bytes(), sealed) {
+                Ok(framed) => {
+                    let plain = unpadded(framed)?;
+                    if !all.iter().any(|k| k.chunk_name(&plain) == name) {
+                        return Err(CryptoError::Tampered);
+                    }
+                    return Ok(plain);
                 }
-                return Ok(plain);
+                // The error the volume key's own attempt gave.
+                Err(err) => {
+                    first.get_or_insert(err);
+                }
             }
         }
-        // The error the volume key's own attempt gives.
-        open(
-            &crate::locks::lock(&self.epochs)[0].content,
-            name.as_bytes(),
-            sealed,
-        )
-        .map(drop)?;
-        Err(CryptoError::Tampered)
+        Err(first.unwrap_or(CryptoError::Tampered))
     }
 
     pub fn seal_event(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
