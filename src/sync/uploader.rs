@@ -684,14 +684,8 @@ impl Inner {
         // Batches overlap: the next batch's chunks are stored while this
         // one's events are appended (chunks first holds per batch).
         let mut pushed = false;
-        let mut batch = self
-            .meta
-            .unpublished_events(self.meta.state(PUBLISHED_THROUGH)?, BATCH_EVENTS)?;
-        let mut contents = if batch.is_empty() || self.stopping() {
-            Vec::new()
-        } else {
-            self.upload_contents(&volume, &batch)?
-        };
+        let (mut batch, mut contents) =
+            self.stored_batch(&volume, self.meta.state(PUBLISHED_THROUGH)?)?;
         while !batch.is_empty() && !self.stopping() {
             let started = Instant::now();
             let events = batch.len();
@@ -702,14 +696,7 @@ impl Inner {
                     self.meta.commit_pending()?;
                     Ok::<_, UploadError>(started.elapsed())
                 });
-                let next = (|| {
-                    let next = self.meta.unpublished_events(last, BATCH_EVENTS)?;
-                    if next.is_empty() || self.stopping() {
-                        return Ok((Vec::new(), Vec::new()));
-                    }
-                    let contents = self.upload_contents(&volume, &next)?;
-                    Ok::<_, UploadError>((next, contents))
-                })();
+                let next = self.stored_batch(&volume, last);
                 let appended = appending
                     .join()
                     .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -729,6 +716,21 @@ impl Inner {
             self.read_log(&volume)?;
         }
         Ok(())
+    }
+
+    /// The next batch of unpublished events after event `after`, with its
+    /// chunks in the store (empty when there is none or the node stops).
+    fn stored_batch(
+        &self,
+        volume: &Volume,
+        after: u64,
+    ) -> Result<(Vec<Event>, Vec<Option<Content>>), UploadError> {
+        let batch = self.meta.unpublished_events(after, BATCH_EVENTS)?;
+        if batch.is_empty() || self.stopping() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let contents = self.upload_contents(volume, &batch)?;
+        Ok((batch, contents))
     }
 
     fn refresh_pending(&self, after: u64) -> Result<(), UploadError> {

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use crate::ignore::IgnoreRules;
+use crate::locks::RwLock;
 use crate::meta::{Ino, InodeRow, Kind, Nanos, Placement, ROOT_INO, Record};
 use crate::store::ObjectId;
 
@@ -23,7 +24,7 @@ pub struct Staging {
     pub truncated_only: bool,
     /// Held shared by writes while their bytes go in (outside the core's
     /// lock), alone by the commit that makes this the file's version.
-    pub writes: Arc<std::sync::RwLock<()>>,
+    pub writes: Arc<RwLock<()>>,
 }
 
 pub struct Node {
