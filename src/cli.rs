@@ -283,7 +283,7 @@ pub enum Cmd {
     /// Change a setting in config.json (the cache cap applies at once, the
     /// rest at the next mount).
     #[command(
-        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, cold-after-days D|never, cold-class GLACIER_IR|GLACIER|DEEP_ARCHIVE, restore-tier Expedited|Standard|Bulk, restore-days N, cold-dir PATH|none, conflict-policy newest|first, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
+        after_help = "Settings: cache-size SIZE, poll-ms MS, keep-versions N|all, keep-days D|forever, cold-after-days D|never, cold-class GLACIER_IR|GLACIER|DEEP_ARCHIVE, restore-tier Expedited|Standard|Bulk, restore-days N, cold-dir PATH|none, conflict-policy newest|first, checkpoint-every N|never, hydration PROGRAM=download|refuse|range:SIZE|default, hydration-default ACTION, ignore PATTERN[,PATTERN...], name NAME\n\nExamples:\n  latus set cache-size 20G\n  latus set poll-ms 500\n  latus set hydration baloo_file=refuse"
     )]
     Set {
         /// The setting's name (see below).
@@ -294,13 +294,14 @@ pub enum Cmd {
     /// What happened in the volume (every node's changes, with times),
     /// oldest first; --json prints this node's event journal.
     #[command(
-        after_help = "Examples:\n  latus log\n  latus log --last 20\n  latus log --json --since 100\n  latus log --volume --json\n  latus log head"
+        after_help = "Examples:\n  latus log\n  latus log --last 20\n  latus log --json --since 100\n  latus log --volume --json\n  latus log head\n  latus log checkpoint"
     )]
     Log {
         /// `head`: the log's head hash as this node read it, to compare
         /// with another node's out of band (equal at the same number: the
-        /// two saw the same log).
-        #[arg(value_parser = ["head"])]
+        /// two saw the same log). `checkpoint`: make a sealed checkpoint of
+        /// the log now, so nodes joining later start from it.
+        #[arg(value_parser = ["head", "checkpoint"])]
         what: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
@@ -419,6 +420,22 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Status { path, json } => status(&home, path.as_deref(), json),
+        Cmd::Log {
+            what: Some(what),
+            json,
+            ..
+        } if what == "checkpoint" => {
+            let v = history_call(&home, Request::Checkpoint, true)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "checkpoint at record {}: {} entries in {} parts ({} bytes sealed)",
+                    v["mivui"], v["rows"], v["parts"], v["bytes"]
+                );
+            }
+            Ok(())
+        }
         Cmd::Log {
             what: Some(_),
             json,

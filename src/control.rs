@@ -23,6 +23,8 @@ pub enum Request {
     },
     /// The log's head as this node read it (`sync::chain`).
     LogHead,
+    /// Makes a checkpoint of the log now (`sync::checkpoint`).
+    Checkpoint,
     SyncWait {
         timeout_secs: u64,
     },

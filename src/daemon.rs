@@ -956,6 +956,12 @@ pub fn answer_history(
             vfs.enforce_cache_cap();
             Ok(serde_json::json!({ "cap_bytes": bytes }))
         }
+        Request::Checkpoint => {
+            let u = uploader.ok_or_else(needs_cloud)?;
+            u.checkpoint()
+                .map(|r| serde_json::json!(r))
+                .map_err(|e| e.to_string())
+        }
         Request::Check { read_data } => {
             let u = uploader.ok_or_else(needs_cloud)?;
             u.check(read_data)

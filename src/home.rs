@@ -143,6 +143,10 @@ pub struct Config {
     /// Version history kept by `latus prune` (all when both are unset).
     #[serde(default)]
     pub retention: Retention,
+    /// A checkpoint of the log (`sync::checkpoint`) after this many
+    /// records since the newest one; 0: this node makes none by itself.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
     /// The local cache's cap in bytes (content beyond it that is safely in
     /// the cloud is evicted, least recently used first); unset: a tenth of
     /// the disk holding the home.
@@ -174,6 +178,10 @@ impl ConflictPolicy {
     fn is_default(&self) -> bool {
         *self == Self::Newest
     }
+}
+
+fn default_checkpoint_every() -> u64 {
+    crate::sync::checkpoint::DEFAULT_EVERY
 }
 
 fn default_poll_ms() -> u64 {
@@ -353,6 +361,7 @@ impl Home {
             ignore: IgnoreRules::defaults(),
             created: unix_now_secs(),
             poll_ms: default_poll_ms(),
+            checkpoint_every: default_checkpoint_every(),
             retention: Retention::default(),
             cache_bytes: None,
             hydration: Default::default(),

@@ -69,6 +69,11 @@ const TEXT: TableDefinition<&str, &str> = TableDefinition::new("text");
 pub const PUBLISHED_THROUGH: &str = "published_through";
 /// The highest `mivui` this node has read from the log.
 pub const LOG_SEEN: &str = "log_seen";
+/// The `mivui` of the checkpoint this node started from (0: it read the
+/// whole log): its history holds nothing older than that.
+pub const HISTORY_FROM: &str = "history_from";
+/// The newest checkpoint of the log this node knows of (made or read).
+pub const CHECKPOINT_SEEN: &str = "checkpoint_seen";
 /// The highest local event id this node has read back from the log.
 pub const OWN_SEEN: &str = "own_seen";
 /// This node's event ids stay above this: the highest local id its records
@@ -863,6 +868,35 @@ impl Meta {
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
             Err(x) => Err(e(x.into())),
         }
+    }
+
+    /// Every `text` value whose key starts with `prefix` (committed
+    /// records only), in key order.
+    pub fn texts_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, MetaError> {
+        let e = db_err(&self.db_path);
+        let rtx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = match rtx.open_table(TEXT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(x) => return Err(e(x.into())),
+        };
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The log entry `mivui`, if this node keeps it (committed records).
+    pub fn log_entry(&self, mivui: u64) -> Result<Option<LogEntry>, MetaError> {
+        Ok(self
+            .log_since(mivui.saturating_sub(1), 1)?
+            .pop()
+            .filter(|e| e.mivui == mivui))
     }
 
     /// The chunks of a published local version.

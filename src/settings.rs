@@ -34,6 +34,7 @@ pub const KNOWN: &[&str] = &[
     "restore-days",
     "cold-dir",
     "conflict-policy",
+    "checkpoint-every",
     "hydration",
     "hydration-default",
     "ignore",
@@ -105,6 +106,13 @@ pub fn current(cfg: &Config) -> Vec<(&'static str, String)> {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        (
+            "checkpoint-every",
+            match cfg.checkpoint_every {
+                0 => "never".into(),
+                n => format!("{n} records"),
+            },
+        ),
         ("name", cfg.node_name.clone()),
     ]
 }
@@ -147,6 +155,19 @@ pub fn set(home: &Home, key: &str, value: &str) -> Result<Changed, SettingError>
                 return Err(bad("between 100 and 3600000 milliseconds"));
             }
             v["poll_ms"] = ms.into();
+        }
+        "checkpoint-every" => {
+            let n: u64 = if value == "never" {
+                0
+            } else {
+                value
+                    .parse()
+                    .map_err(|_| bad("expected a number of log records, or `never`"))?
+            };
+            if n != 0 && n < 100 {
+                return Err(bad("at least 100 records (or `never`)"));
+            }
+            v["checkpoint_every"] = n.into();
         }
         "keep-versions" | "keep-days" => {
             let field = key.replace('-', "_");

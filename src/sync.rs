@@ -6,6 +6,7 @@
 //! history and retention (`history`).
 
 mod chain;
+pub mod checkpoint;
 mod check;
 mod chunker;
 mod cold;

@@ -150,9 +150,11 @@ pub fn check(meta: &Meta, volume: &Volume, read_data: bool) -> Result<CheckRepor
     missing.sort();
     report.chunks_missing = missing.len() as u64;
     report.missing = missing.iter().take(LISTED).map(|s| s.to_string()).collect();
+    // The volume marker and the checkpoints' objects are not content.
+    let checkpoints = super::checkpoint::objects(volume)?;
     let mut orphans: Vec<&String> = present
         .iter()
-        .filter(|n| !needed.contains(*n) && n.as_str() != "volume")
+        .filter(|n| !needed.contains(*n) && n.as_str() != "volume" && !checkpoints.contains(*n))
         .collect();
     orphans.sort();
     report.orphans = orphans.len() as u64;

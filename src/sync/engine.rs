@@ -110,6 +110,78 @@ impl Engine {
         live
     }
 
+    /// The remote tree's rows as the log stands at this node's cursor
+    /// (the uploader's thread, which alone applies the log, calls this
+    /// between pages).
+    pub fn remote_rows(&self) -> Vec<crate::meta::RemoteRow> {
+        let st = lock(&self.state);
+        st.remote.nodes.values().map(|n| n.row.clone()).collect()
+    }
+
+    /// Starts this node's remote tree from a checkpoint (a node that has
+    /// read nothing of the log): its rows, versions and log entries, the
+    /// guard's state and the cursor at the checkpoint. Written in pages; the
+    /// cursor last, so a crash midway starts over (rows are written whole
+    /// again, by their numbers).
+    pub fn install_checkpoint(&self, snap: super::checkpoint::Snapshot) -> Result<()> {
+        const PAGE: usize = 10_000;
+        let mut st = lock(&self.state);
+        let stale: Vec<Record> = st
+            .remote
+            .nodes
+            .keys()
+            .filter(|&&rid| rid != REMOTE_ROOT)
+            .map(|&rid| Record::DelRemote(rid))
+            .collect();
+        for page in stale.chunks(PAGE) {
+            self.meta.append(page)?;
+        }
+        let super::checkpoint::Snapshot {
+            mivui,
+            rows,
+            versions,
+            entries,
+            texts,
+            ..
+        } = snap;
+        let mut records: Vec<Record> = Vec::with_capacity(PAGE);
+        let flush = |records: &mut Vec<Record>, force: bool| -> Result<()> {
+            if force || records.len() >= PAGE {
+                self.meta.append(records)?;
+                records.clear();
+            }
+            Ok(())
+        };
+        for (object, chunks) in versions {
+            records.push(Record::PutVersion { object, chunks });
+            flush(&mut records, false)?;
+        }
+        for e in entries {
+            records.push(Record::PutLog(e));
+            flush(&mut records, false)?;
+        }
+        for row in &rows {
+            records.push(Record::PutRemote(row.clone()));
+            flush(&mut records, false)?;
+        }
+        records.extend(
+            texts
+                .into_iter()
+                .map(|(key, value)| Record::SetText { key, value }),
+        );
+        for key in [crate::meta::HISTORY_FROM, crate::meta::CHECKPOINT_SEEN, LOG_SEEN] {
+            records.push(Record::SetState {
+                key: key.to_string(),
+                value: mivui,
+            });
+        }
+        flush(&mut records, true)?;
+        st.remote = RemoteTree::from_rows(rows);
+        // The whole tree is planned at the next apply.
+        st.deferred.insert(String::new());
+        Ok(())
+    }
+
     /// Applies a page of the log, in order, recording it in version
     /// history and advancing the cursor with each record; then plans the
     /// paths that waited and may be due now.
@@ -245,6 +317,11 @@ impl Engine {
         records.push(Record::SetState {
             key: LOG_SEEN.to_string(),
             value: mivui,
+        });
+        // Each node's newest record (what a checkpoint keeps for `nodes`).
+        records.push(Record::SetText {
+            key: format!("last:{originator}"),
+            value: mivui.to_string(),
         });
         if own && local_id > 0 {
             records.push(Record::SetState {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::chain::{Breach, Guard};
+use super::checkpoint::{self, CheckpointError, Snapshot};
 use super::chunker::for_each_chunk;
 use super::engine::{Engine, RemoteRecord};
 use super::history::plan_prune;
@@ -34,7 +35,9 @@ use crate::event::{ChunkRef, Event, EventType};
 use crate::home::{Config, Retention};
 use crate::locks::{Condvar, Mutex, MutexGuard, lock};
 use crate::log_budget::LogBudget;
-use crate::meta::{LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record};
+use crate::meta::{
+    CHECKPOINT_SEEN, HISTORY_FROM, LOG_SEEN, Meta, MetaError, PUBLISHED_THROUGH, Record,
+};
 use crate::store::ContentStore;
 use crate::vfs::{Vfs, VfsError};
 
@@ -94,6 +97,12 @@ pub enum UploadError {
     /// applied or published until it is.
     #[error("the volume's log cannot be trusted: {0}")]
     Breach(Breach),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "this node joined from a checkpoint at record {0} and does not know the history before it, which may share content with what prune would remove: prune on a node that read the whole log"
+    )]
+    HistoryFromCheckpoint(u64),
     #[error(
         "this node's own place in the log is not known yet (its last append went unanswered); try again after the next sync pass"
     )]
@@ -116,6 +125,7 @@ impl UploadError {
         match self {
             UploadError::Cloud(e) => e.is_retryable(),
             UploadError::Volume(VolumeError::Cloud(e)) => e.is_retryable(),
+            UploadError::Checkpoint(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -132,6 +142,11 @@ pub struct UploaderStatus {
     pub uploaded_bytes: u64,
     pub deduplicated_chunks: u64,
     pub log_seen: u64,
+    /// The newest checkpoint of the log this node knows of (made or read;
+    /// 0: none), and the one it started from (0: it read the whole log,
+    /// and its history goes back to the start).
+    pub checkpoint: u64,
+    pub history_from: u64,
     /// Other nodes' events applied here, conflicts kept as copies, and log
     /// records refused (unsafe paths, records that do not open).
     pub remote_applied: u64,
@@ -205,6 +220,11 @@ struct Inner {
     progress: Condvar,
     bell: Mutex<Bell>,
     ring: Condvar,
+    /// Held by a pass and by `checkpoint`: a checkpoint sees the remote
+    /// tree and the cursor of one moment, between pages of the log.
+    passing: Mutex<()>,
+    /// A checkpoint that was refused is not tried again this run.
+    checkpoint_refused: std::sync::atomic::AtomicBool,
     /// Keeps chunks in the tier their versions need (after each pass).
     cooler: Arc<super::Cooler>,
     /// The cooler's last failure, logged once until it changes.
@@ -260,7 +280,11 @@ impl Uploader {
             volume.clone(),
             config.retention.clone(),
         ));
+        let checkpoint = meta.state(CHECKPOINT_SEEN).unwrap_or(0);
+        let history_from = meta.state(HISTORY_FROM).unwrap_or(0);
         let inner = Arc::new(Inner {
+            passing: Mutex::new(()),
+            checkpoint_refused: std::sync::atomic::AtomicBool::new(false),
             cooler,
             cold_error: Mutex::new(None),
             vfs: vfs.clone(),
@@ -279,6 +303,8 @@ impl Uploader {
             greeted: std::sync::atomic::AtomicI64::new(0),
             status: Mutex::new(UploaderStatus {
                 cloud_damage,
+                checkpoint,
+                history_from,
                 ..Default::default()
             }),
             progress: Condvar::new(),
@@ -451,6 +477,12 @@ impl Uploader {
         let i = &self.inner;
         let volume = i.volume()?;
         i.meta.commit_pending()?;
+        // Its history starts at a checkpoint: versions from before it that
+        // other files still keep may share chunks it would delete.
+        let from = i.meta.state(HISTORY_FROM)?;
+        if from > 0 {
+            return Err(UploadError::HistoryFromCheckpoint(from));
+        }
         let log = i.meta.whole_log()?;
         let live = i.engine.live_objects();
         let chunks_of = |o: &str| i.meta.version_chunks(o).ok().flatten();
@@ -487,6 +519,19 @@ impl Uploader {
             report.cold = Some(i.cooler.pass()?);
         }
         Ok(report)
+    }
+
+    /// Makes a checkpoint of the log as this node has read it, now
+    /// (`latus log checkpoint`), after reading the log to its end.
+    pub fn checkpoint(&self) -> Result<checkpoint::Made, UploadError> {
+        let i = &self.inner;
+        let volume = i.volume()?;
+        let _passing = lock(&i.passing);
+        i.read_log(&volume)?;
+        if let Some(b) = lock(&i.status).log_breach.clone() {
+            return Err(UploadError::PassFailed(b));
+        }
+        i.write_checkpoint(&volume)
     }
 
     /// The volume against its log (`latus check`).
@@ -665,6 +710,7 @@ impl Inner {
 
     /// Publishes everything pending, then reads the log to its end.
     fn pass(&self) -> Result<(), UploadError> {
+        let _passing = lock(&self.passing);
         self.meta.commit_pending()?;
         // Counted before the cloud is reached, so status shows the queue
         // of a node that is offline.
@@ -715,6 +761,7 @@ impl Inner {
             // Reading its own records back confirms them (see `engine`).
             self.read_log(&volume)?;
         }
+        self.checkpoint_if_due(&volume)?;
         Ok(())
     }
 
@@ -1006,6 +1053,9 @@ impl Inner {
     /// sealed with another key) is logged and skipped.
     fn read_log(&self, volume: &Volume) -> Result<(), UploadError> {
         let mut seen = self.meta.state(LOG_SEEN)?;
+        if seen == 0 {
+            seen = self.start_from_checkpoint(volume)?;
+        }
         let appends_before = lock(&self.own).appends;
         loop {
             let page = volume.cloud.log.read_after(seen, LOG_PAGE)?;
@@ -1184,6 +1234,164 @@ impl Inner {
         }
         self.meta.append(&[Guard::head_record(seen, &head)])?;
         Ok(Guard::at(seen, head))
+    }
+
+    /// A node that has read nothing of the log starts from the volume's
+    /// newest checkpoint, if it has one; returns the cursor to read after.
+    /// A checkpoint that is refused is said once and the whole log read.
+    /// Only a node whose journal holds no event of its own does: records it
+    /// may have appended are found again by reading them back (`absorb_own`),
+    /// which a checkpoint would skip.
+    fn start_from_checkpoint(&self, volume: &Volume) -> Result<u64, UploadError> {
+        if self.checkpoint_refused.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        self.meta.commit_pending()?;
+        if !self.meta.events_since(0, 1)?.is_empty() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let snap = match checkpoint::read(volume) {
+            Ok(Some(snap)) => snap,
+            Ok(None) => return Ok(0),
+            Err(CheckpointError::Refused(why)) => {
+                tracing::error!(%why, "the volume's checkpoint is refused; reading the whole log instead");
+                self.checkpoint_refused.store(true, Ordering::Release);
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (mivui, rows) = (snap.mivui, snap.rows.len());
+        self.engine.install_checkpoint(snap)?;
+        self.meta.commit_pending()?;
+        *lock(&self.guard) = None;
+        {
+            let mut st = lock(&self.status);
+            st.checkpoint = mivui;
+            st.history_from = mivui;
+            st.log_seen = mivui;
+        }
+        tracing::info!(
+            mivui,
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "started from the volume's checkpoint; reading the log after it"
+        );
+        Ok(mivui)
+    }
+
+    /// Makes a checkpoint when the log has grown by `checkpoint_every`
+    /// records since the newest one this node knows of (asking the cloud
+    /// first, as another node may have made one). Failing to make one
+    /// does not fail the pass.
+    fn checkpoint_if_due(&self, volume: &Volume) -> Result<(), UploadError> {
+        let every = self.config.checkpoint_every;
+        let seen = self.meta.state(LOG_SEEN)?;
+        let known = self.meta.state(CHECKPOINT_SEEN)?;
+        if every == 0 || seen < known.saturating_add(every) || lock(&self.status).log_breach.is_some()
+        {
+            return Ok(());
+        }
+        let newest = match checkpoint::newest(volume) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the volume's checkpoint");
+                return Ok(());
+            }
+        };
+        if newest > known {
+            self.meta.append(&[Record::SetState {
+                key: CHECKPOINT_SEEN.to_string(),
+                value: newest,
+            }])?;
+            lock(&self.status).checkpoint = newest;
+            if seen < newest.saturating_add(every) {
+                return Ok(());
+            }
+        }
+        match self.write_checkpoint(volume) {
+            Ok(made) => tracing::info!(
+                mivui = made.mivui,
+                rows = made.rows,
+                bytes = made.bytes,
+                "made a checkpoint of the log"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not make a checkpoint of the log"),
+        }
+        Ok(())
+    }
+
+    /// The remote tree and the log guard's state at the cursor.
+    fn snapshot(&self) -> Result<Snapshot, UploadError> {
+        self.meta.commit_pending()?;
+        let mivui = self.meta.state(LOG_SEEN)?;
+        let head = super::chain::log_head(&self.meta)?.head;
+        let rows = self.engine.remote_rows();
+        let mut versions = Vec::new();
+        let mut wanted = std::collections::BTreeSet::new();
+        for r in &rows {
+            if let Some(o) = &r.object
+                && let Some(c) = self.meta.version_chunks(o)?
+            {
+                versions.push((o.clone(), c));
+            }
+            if r.mivui > 0 {
+                wanted.insert(r.mivui);
+            }
+        }
+        let mut texts = Vec::new();
+        for prefix in ["seq:", "sign:", "box:", "removed:", "last:"] {
+            texts.extend(self.meta.texts_with_prefix(prefix)?);
+        }
+        // Each node's newest record and every removal, for `nodes`.
+        for (k, v) in &texts {
+            if (k.starts_with("last:") || k.starts_with("removed:"))
+                && let Ok(m) = v.parse::<u64>()
+            {
+                wanted.insert(m);
+            }
+        }
+        let first = mivui.saturating_sub(checkpoint::RECENT_HEADS - 1).max(1);
+        for m in first..=mivui {
+            let key = format!("head:{m}");
+            if let Some(h) = self.meta.text(&key)? {
+                texts.push((key, h));
+            }
+        }
+        let mut entries = Vec::new();
+        for m in wanted {
+            if let Some(e) = self.meta.log_entry(m)? {
+                entries.push(e);
+            }
+        }
+        Ok(Snapshot {
+            mivui,
+            head,
+            rows,
+            versions,
+            entries,
+            texts,
+        })
+    }
+
+    fn write_checkpoint(&self, volume: &Volume) -> Result<checkpoint::Made, UploadError> {
+        let snap = self.snapshot()?;
+        if snap.mivui == 0 {
+            return Ok(checkpoint::Made::default());
+        }
+        let made = checkpoint::write(
+            volume,
+            &self.signer,
+            self.config.node_id,
+            self.vfs.now(),
+            &snap,
+        )?;
+        self.meta.append(&[Record::SetState {
+            key: CHECKPOINT_SEEN.to_string(),
+            value: made.mivui,
+        }])?;
+        lock(&self.status).checkpoint = made.mivui;
+        Ok(made)
     }
 
     /// Says (once per kind of breach) that the log cannot be trusted.

@@ -1,0 +1,368 @@
+//! Sealed checkpoints of the remote tree: a node joining a volume whose
+//! log holds millions of records starts from the newest checkpoint and
+//! reads only the records after it.
+//!
+//! A checkpoint at `mivui` M holds what folding the log up to M gave: the
+//! remote tree's rows, the chunks of their versions, the log entries that
+//! wrote them (and each node's newest one, for `nodes`), and the log
+//! guard's state at M (each node's sequence number and keys, removals, and
+//! the heads of the last `RECENT_HEADS` records), so the chain checks of
+//! `chain` go on from M as if the node had read everything before.
+//!
+//! In the cloud:
+//! - parts: JSON, sealed and named like chunks (keyed hash of the
+//!   plaintext), so a part cannot be altered or swapped without failing to
+//!   open;
+//! - the pointer object `checkpoint`: the manifest (M, the head at M, the
+//!   parts, who made it), sealed with the events key bound to the volume
+//!   and signed by the node that made it.
+//!
+//! The cloud can at most hide the newest checkpoint or show an older one:
+//! the node then reads more of the log, and everything after the
+//! checkpoint is checked as always. A checkpoint that does not open or
+//! does not agree with itself is refused (logged) and the node reads the
+//! whole log instead. Any node makes one from time to time
+//! (`checkpoint_every` records after the last, or `latus log checkpoint`);
+//! the parts of the one before the previous are deleted then.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::volume::Volume;
+use crate::cloud::CloudError;
+use crate::crypto::{NodeSigner, verify_signature};
+use crate::event::ChunkRef;
+use crate::meta::{LogEntry, MetaError, RemoteRow};
+
+/// The pointer object's name.
+pub const POINTER: &str = "checkpoint";
+/// Version of the manifest and parts.
+pub const FORMAT: u32 = 1;
+/// A checkpoint after this many records since the newest one (default).
+pub const DEFAULT_EVERY: u64 = 50_000;
+/// Rows per part (a part is a few MB of JSON).
+const ROWS_PER_PART: usize = 10_000;
+/// Heads before M kept in a checkpoint: records after M whose authors had
+/// read up to one of them are checked against it (as `chain` keeps them).
+pub const RECENT_HEADS: u64 = 4096;
+const AAD: &[u8] = b"latus checkpoint";
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The checkpoint is not one a node of this volume made as it says.
+    #[error("the volume's checkpoint is refused: {0}")]
+    Refused(String),
+}
+
+impl CheckpointError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Cloud(e) if e.is_retryable())
+    }
+}
+
+/// What the folded log up to `mivui` is: everything a checkpoint holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub mivui: u64,
+    /// The log's head at `mivui` (hex).
+    pub head: String,
+    pub rows: Vec<RemoteRow>,
+    pub versions: Vec<(String, Vec<ChunkRef>)>,
+    pub entries: Vec<LogEntry>,
+    /// The log guard's `text` state (`seq:`, `sign:`, `box:`, `removed:`,
+    /// `head:` of recent records).
+    pub texts: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    volume: Uuid,
+    mivui: u64,
+    head: String,
+    rows: u64,
+    parts: Vec<String>,
+    /// The previous checkpoint's parts (kept until the next one, for nodes
+    /// reading it meanwhile).
+    #[serde(default)]
+    older: Vec<String>,
+    made_by: Uuid,
+    made_at: i64,
+    signer: String,
+    signature: String,
+}
+
+impl Manifest {
+    fn signed_parts(&self) -> Vec<Vec<u8>> {
+        vec![
+            AAD.to_vec(),
+            self.format.to_be_bytes().to_vec(),
+            self.volume.as_bytes().to_vec(),
+            self.mivui.to_be_bytes().to_vec(),
+            self.head.as_bytes().to_vec(),
+            self.rows.to_be_bytes().to_vec(),
+            self.parts.join(",").into_bytes(),
+            self.made_by.as_bytes().to_vec(),
+            self.made_at.to_be_bytes().to_vec(),
+        ]
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Part {
+    rows: Vec<RemoteRow>,
+    #[serde(default)]
+    versions: Vec<(String, Vec<ChunkRef>)>,
+    #[serde(default)]
+    entries: Vec<LogEntry>,
+    #[serde(default)]
+    texts: Vec<(String, String)>,
+}
+
+/// What making a checkpoint did (`latus log checkpoint`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Made {
+    pub mivui: u64,
+    pub rows: u64,
+    pub parts: u64,
+    /// Sealed bytes stored.
+    pub bytes: u64,
+    /// Parts of the checkpoint before the previous one, deleted.
+    pub deleted: u64,
+}
+
+fn aad(volume: &Volume) -> Vec<u8> {
+    let mut a = AAD.to_vec();
+    a.extend_from_slice(volume.id.as_bytes());
+    a
+}
+
+/// The newest checkpoint's `mivui`, or 0 if there is none (one GET).
+/// A pointer that does not open counts as none.
+pub fn newest(volume: &Volume) -> Result<u64, CheckpointError> {
+    match manifest(volume) {
+        Ok(m) => Ok(m.map_or(0, |m| m.mivui)),
+        Err(CheckpointError::Refused(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every object the checkpoints use (what `check` must not call orphans).
+/// A pointer that does not open names none.
+pub fn objects(volume: &Volume) -> Result<HashSet<String>, CloudError> {
+    let mut out = HashSet::from([POINTER.to_string()]);
+    match manifest(volume) {
+        Ok(Some(m)) => {
+            out.extend(m.parts);
+            out.extend(m.older);
+        }
+        Err(CheckpointError::Cloud(e)) => return Err(e),
+        _ => {}
+    }
+    Ok(out)
+}
+
+fn manifest(volume: &Volume) -> Result<Option<Manifest>, CheckpointError> {
+    let sealed = match volume.cloud.objects.get(POINTER) {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let refused = |why: String| CheckpointError::Refused(why);
+    let plain = volume
+        .keys
+        .open_event(&aad(volume), &sealed)
+        .map_err(|e| refused(format!("its pointer does not open ({e})")))?;
+    let m: Manifest = serde_json::from_slice(&plain)
+        .map_err(|e| refused(format!("its pointer is malformed ({e})")))?;
+    if m.format != FORMAT {
+        return Err(refused(format!(
+            "format {} (this version reads {FORMAT})",
+            m.format
+        )));
+    }
+    if m.volume != volume.id {
+        return Err(refused("it belongs to another volume".into()));
+    }
+    let parts: Vec<Vec<u8>> = m.signed_parts();
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    if !verify_signature(&m.signer, &parts, &m.signature) {
+        return Err(refused("its signature does not verify".into()));
+    }
+    Ok(Some(m))
+}
+
+/// Stores `snap` as the volume's newest checkpoint, made by `node` at
+/// `now`, and deletes the parts of the checkpoint before the previous.
+pub fn write(
+    volume: &Volume,
+    signer: &NodeSigner,
+    node: Uuid,
+    now: i64,
+    snap: &Snapshot,
+) -> Result<Made, CheckpointError> {
+    let previous = match manifest(volume) {
+        Ok(m) => m,
+        Err(CheckpointError::Refused(why)) => {
+            tracing::warn!(%why, "replacing a checkpoint pointer that does not open");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut made = Made {
+        mivui: snap.mivui,
+        rows: snap.rows.len() as u64,
+        ..Made::default()
+    };
+    let versions: BTreeMap<&str, &Vec<ChunkRef>> = snap
+        .versions
+        .iter()
+        .map(|(o, c)| (o.as_str(), c))
+        .collect();
+    let entries: BTreeMap<u64, &LogEntry> = snap.entries.iter().map(|e| (e.mivui, e)).collect();
+    let mut names = Vec::new();
+    let mut placed = HashSet::new();
+    let mut store = |part: &Part| -> Result<(), CheckpointError> {
+        let plain = serde_json::to_vec(part).expect("checkpoint parts serialise");
+        let name = volume.keys.chunk_name(&plain);
+        let sealed = volume.keys.seal_chunk(&name, &plain);
+        volume.cloud.objects.put(&name, &sealed)?;
+        made.bytes += sealed.len() as u64;
+        names.push(name);
+        Ok(())
+    };
+    // The guard's state first, then rows with what they name.
+    store(&Part {
+        texts: snap.texts.clone(),
+        ..Part::default()
+    })?;
+    for rows in snap.rows.chunks(ROWS_PER_PART) {
+        let mut part = Part {
+            rows: rows.to_vec(),
+            ..Part::default()
+        };
+        for r in rows {
+            if let Some(o) = &r.object
+                && let Some(c) = versions.get(o.as_str())
+                && placed.insert(o.clone())
+            {
+                part.versions.push((o.clone(), (*c).clone()));
+            }
+            if let Some(e) = entries.get(&r.mivui)
+                && placed.insert(format!("log:{}", r.mivui))
+            {
+                part.entries.push((*e).clone());
+            }
+        }
+        store(&part)?;
+    }
+    // Entries no row wrote (each node's newest record).
+    let rest: Vec<LogEntry> = snap
+        .entries
+        .iter()
+        .filter(|e| !placed.contains(&format!("log:{}", e.mivui)))
+        .cloned()
+        .collect();
+    if !rest.is_empty() {
+        store(&Part {
+            entries: rest,
+            ..Part::default()
+        })?;
+    }
+    made.parts = names.len() as u64;
+    let mut m = Manifest {
+        format: FORMAT,
+        volume: volume.id,
+        mivui: snap.mivui,
+        head: snap.head.clone(),
+        rows: snap.rows.len() as u64,
+        parts: names,
+        older: previous.as_ref().map(|p| p.parts.clone()).unwrap_or_default(),
+        made_by: node,
+        made_at: now,
+        signer: signer.public_hex(),
+        signature: String::new(),
+    };
+    let parts = m.signed_parts();
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    m.signature = signer.sign(&parts);
+    let plain = serde_json::to_vec(&m).expect("manifests serialise");
+    volume
+        .cloud
+        .objects
+        .put(POINTER, &volume.keys.seal_event(&aad(volume), &plain))?;
+    // The checkpoint before the previous one: no node starts from it now.
+    if let Some(p) = previous {
+        let keep: HashSet<&String> = m.parts.iter().chain(&m.older).collect();
+        for name in p.older.iter().filter(|n| !keep.contains(n)) {
+            volume.cloud.objects.delete(name)?;
+            made.deleted += 1;
+        }
+    }
+    Ok(made)
+}
+
+/// The newest checkpoint, opened and checked, if the volume has one.
+pub fn read(volume: &Volume) -> Result<Option<Snapshot>, CheckpointError> {
+    let Some(m) = manifest(volume)? else {
+        return Ok(None);
+    };
+    let refused = |why: String| CheckpointError::Refused(why);
+    let mut snap = Snapshot {
+        mivui: m.mivui,
+        head: m.head.clone(),
+        ..Snapshot::default()
+    };
+    for name in &m.parts {
+        let sealed = volume.cloud.objects.get(name).map_err(|e| {
+            if e.is_not_found() {
+                refused(format!("its part {name} is missing"))
+            } else {
+                e.into()
+            }
+        })?;
+        let plain = volume
+            .keys
+            .open_chunk(name, &sealed)
+            .map_err(|e| refused(format!("its part {name} does not open ({e})")))?;
+        let part: Part = serde_json::from_slice(&plain)
+            .map_err(|e| refused(format!("its part {name} is malformed ({e})")))?;
+        snap.rows.extend(part.rows);
+        snap.versions.extend(part.versions);
+        snap.entries.extend(part.entries);
+        snap.texts.extend(part.texts);
+    }
+    if snap.rows.len() as u64 != m.rows {
+        return Err(refused(format!(
+            "it holds {} rows, its manifest says {}",
+            snap.rows.len(),
+            m.rows
+        )));
+    }
+    let text = |key: &str| snap.texts.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    if text(&format!("head:{}", m.mivui)) != Some(&m.head) {
+        return Err(refused("its head does not match its manifest".into()));
+    }
+    // The maker's key as the log had it: a holder of the volume key cannot
+    // sign as another node.
+    if let Some(known) = text(&format!("sign:{}", m.made_by))
+        && *known != m.signer
+    {
+        return Err(refused(format!(
+            "it is signed with another key than its maker's ({})",
+            m.made_by
+        )));
+    }
+    if snap.entries.iter().any(|e| e.mivui > m.mivui) || snap.rows.iter().any(|r| r.mivui > m.mivui)
+    {
+        return Err(refused("it holds records after its own number".into()));
+    }
+    Ok(Some(snap))
+}
