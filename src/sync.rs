@@ -6,8 +6,8 @@
 //! history and retention (`history`).
 
 mod chain;
-pub mod checkpoint;
 mod check;
+pub mod checkpoint;
 mod chunker;
 mod cold;
 mod engine;

@@ -371,3 +371,61 @@ fn sweep() {
     );
     assert!(failures.is_empty(), "failed seeds: {failures:?}");
 }
+
+/// A node joining after a checkpoint starts from it: it reads only the
+/// records after it, and shows the same tree as the nodes that read the
+/// whole log (including a rename and a delete made after the checkpoint).
+#[test]
+fn a_node_joining_after_a_checkpoint_starts_from_it() {
+    use Op::*;
+    let write = |node, path, fill| Write {
+        node,
+        path,
+        at: At::Replace,
+        fill,
+        len: 100,
+    };
+    let o = check_ops(
+        "checkpoint",
+        vec![
+            Mkdir { node: 0, path: 0 },
+            write(0, 5, 1),
+            write(1, F, 2),
+            write(2, G_TXT, 3),
+            Sync { node: 0 },
+            Sync { node: 1 },
+            Sync { node: 2 },
+            Sync { node: 0 },
+            Checkpoint { node: 0 },
+            Rename {
+                node: 1,
+                from: F,
+                to: 1,
+            },
+            Unlink {
+                node: 2,
+                path: G_TXT,
+            },
+            write(0, 6, 4),
+            Sync { node: 1 },
+            Sync { node: 2 },
+            Sync { node: 0 },
+        ],
+    );
+    let joined = o
+        .trace
+        .iter()
+        .find_map(|l| l.strip_prefix("joined from checkpoint "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the joining node's line");
+    let made = o
+        .trace
+        .iter()
+        .find_map(|l| l.split("Checkpoint { node: 0 } -> at ").nth(1))
+        .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .expect("the checkpoint was made");
+    assert!(
+        made > 0 && joined == made,
+        "made at {made}, joined from {joined}"
+    );
+}

@@ -221,11 +221,8 @@ pub fn write(
         rows: snap.rows.len() as u64,
         ..Made::default()
     };
-    let versions: BTreeMap<&str, &Vec<ChunkRef>> = snap
-        .versions
-        .iter()
-        .map(|(o, c)| (o.as_str(), c))
-        .collect();
+    let versions: BTreeMap<&str, &Vec<ChunkRef>> =
+        snap.versions.iter().map(|(o, c)| (o.as_str(), c)).collect();
     let entries: BTreeMap<u64, &LogEntry> = snap.entries.iter().map(|e| (e.mivui, e)).collect();
     let mut names = Vec::new();
     let mut placed = HashSet::new();
@@ -284,7 +281,10 @@ pub fn write(
         head: snap.head.clone(),
         rows: snap.rows.len() as u64,
         parts: names,
-        older: previous.as_ref().map(|p| p.parts.clone()).unwrap_or_default(),
+        older: previous
+            .as_ref()
+            .map(|p| p.parts.clone())
+            .unwrap_or_default(),
         made_by: node,
         made_at: now,
         signer: signer.public_hex(),
@@ -365,4 +365,146 @@ pub fn read(volume: &Volume) -> Result<Option<Snapshot>, CheckpointError> {
         return Err(refused("it holds records after its own number".into()));
     }
     Ok(Some(snap))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cloud::{Cloud, MemEventLog, MemObjectStore, ObjectStore};
+    use crate::meta::Kind;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn volume() -> (Volume, Arc<MemObjectStore>) {
+        let objects = Arc::new(MemObjectStore::new());
+        let cloud = Cloud {
+            objects: objects.clone(),
+            log: Arc::new(MemEventLog::new()),
+        };
+        (Volume::attach(cloud, &KEY, true).unwrap(), objects)
+    }
+
+    fn row(rid: u64, name: &str, mivui: u64) -> RemoteRow {
+        RemoteRow {
+            rid,
+            parent: 1,
+            name: name.into(),
+            kind: Kind::File,
+            mode: 0o644,
+            size: 3,
+            mtime: 5,
+            hash: Some("ab".into()),
+            object: Some(format!("obj{rid}")),
+            target: None,
+            mivui,
+            time: 9,
+            origin: Uuid::nil(),
+            node: "n".into(),
+        }
+    }
+
+    fn snapshot(mivui: u64, rows: u64, signer: &NodeSigner, maker: Uuid) -> Snapshot {
+        let rows: Vec<RemoteRow> = (2..rows + 2).map(|r| row(r, &format!("f{r}"), r)).collect();
+        Snapshot {
+            mivui,
+            head: "11".repeat(32),
+            versions: rows
+                .iter()
+                .map(|r| {
+                    let chunks = vec![ChunkRef {
+                        name: format!("c{}", r.rid),
+                        size: 3,
+                    }];
+                    (r.object.clone().unwrap(), chunks)
+                })
+                .collect(),
+            rows,
+            entries: Vec::new(),
+            texts: vec![
+                (format!("head:{mivui}"), "11".repeat(32)),
+                (format!("sign:{maker}"), signer.public_hex()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_as_written_across_parts() {
+        let (v, _) = volume();
+        let signer = NodeSigner::generate().unwrap();
+        let maker = Uuid::new_v4();
+        assert!(read(&v).unwrap().is_none(), "no checkpoint yet");
+        let snap = snapshot(30_000, 25_000, &signer, maker);
+        let made = write(&v, &signer, maker, 1, &snap).unwrap();
+        assert_eq!((made.mivui, made.rows, made.parts), (30_000, 25_000, 4));
+        let back = read(&v).unwrap().unwrap();
+        assert_eq!(back.rows, snap.rows);
+        assert_eq!(back.versions, snap.versions);
+        assert_eq!(back.texts, snap.texts);
+        assert_eq!(newest(&v).unwrap(), 30_000);
+    }
+
+    #[test]
+    fn a_tampered_part_or_pointer_is_refused() {
+        let (v, objects) = volume();
+        let signer = NodeSigner::generate().unwrap();
+        let maker = Uuid::new_v4();
+        write(&v, &signer, maker, 1, &snapshot(10, 3, &signer, maker)).unwrap();
+        let parts: Vec<String> = objects
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n != POINTER && n != "volume")
+            .collect();
+        let mut sealed = objects.get(&parts[0]).unwrap();
+        sealed[30] ^= 1;
+        objects.put(&parts[0], &sealed).unwrap();
+        let err = read(&v).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Refused(ref w) if w.contains("does not open")),
+            "{err}"
+        );
+        objects.delete(&parts[0]).unwrap();
+        assert!(matches!(read(&v), Err(CheckpointError::Refused(w)) if w.contains("missing")));
+        let mut pointer = objects.get(POINTER).unwrap();
+        pointer[40] ^= 1;
+        objects.put(POINTER, &pointer).unwrap();
+        assert!(matches!(read(&v), Err(CheckpointError::Refused(w)) if w.contains("pointer")));
+        assert_eq!(
+            newest(&v).unwrap(),
+            0,
+            "a pointer that does not open is none"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_signed_with_another_key_than_its_makers_is_refused() {
+        let (v, _) = volume();
+        let real = NodeSigner::generate().unwrap();
+        let forger = NodeSigner::generate().unwrap();
+        let maker = Uuid::new_v4();
+        // The log knows the maker by `real`; the checkpoint is signed by
+        // another holder of the volume key claiming to be it.
+        write(&v, &forger, maker, 1, &snapshot(10, 3, &real, maker)).unwrap();
+        assert!(matches!(read(&v), Err(CheckpointError::Refused(w)) if w.contains("another key")));
+    }
+
+    #[test]
+    fn a_new_checkpoint_deletes_the_parts_of_the_one_before_the_previous() {
+        let (v, objects) = volume();
+        let signer = NodeSigner::generate().unwrap();
+        let maker = Uuid::new_v4();
+        let count = || objects.list().unwrap().len();
+        let base = count();
+        write(&v, &signer, maker, 1, &snapshot(10, 3, &signer, maker)).unwrap();
+        let one = count() - base;
+        write(&v, &signer, maker, 2, &snapshot(20, 4, &signer, maker)).unwrap();
+        let two = count() - base;
+        let made = write(&v, &signer, maker, 3, &snapshot(30, 5, &signer, maker)).unwrap();
+        // The pointer, the newest and the previous checkpoint's parts stay.
+        assert_eq!(made.deleted, one as u64 - 1);
+        assert_eq!(count() - base, two + made.parts as usize - (one - 1));
+        assert_eq!(read(&v).unwrap().unwrap().mivui, 30);
+    }
 }

@@ -169,7 +169,11 @@ impl Engine {
                 .into_iter()
                 .map(|(key, value)| Record::SetText { key, value }),
         );
-        for key in [crate::meta::HISTORY_FROM, crate::meta::CHECKPOINT_SEEN, LOG_SEEN] {
+        for key in [
+            crate::meta::HISTORY_FROM,
+            crate::meta::CHECKPOINT_SEEN,
+            LOG_SEEN,
+        ] {
             records.push(Record::SetState {
                 key: key.to_string(),
                 value: mivui,

@@ -527,6 +527,8 @@ impl Uploader {
         let i = &self.inner;
         let volume = i.volume()?;
         let _passing = lock(&i.passing);
+        // (The cursor as journaled, not only as committed.)
+        i.meta.commit_pending()?;
         i.read_log(&volume)?;
         if let Some(b) = lock(&i.status).log_breach.clone() {
             return Err(UploadError::PassFailed(b));
@@ -1288,7 +1290,9 @@ impl Inner {
         let every = self.config.checkpoint_every;
         let seen = self.meta.state(LOG_SEEN)?;
         let known = self.meta.state(CHECKPOINT_SEEN)?;
-        if every == 0 || seen < known.saturating_add(every) || lock(&self.status).log_breach.is_some()
+        if every == 0
+            || seen < known.saturating_add(every)
+            || lock(&self.status).log_breach.is_some()
         {
             return Ok(());
         }

@@ -145,6 +145,18 @@ impl Sim {
                 self.check_log()?;
                 Ok(out)
             }
+            Op::Checkpoint { node } => {
+                let i = self.node(node);
+                let Some(r) = &self.world.nodes[i].running else {
+                    return Ok("down".into());
+                };
+                let out = match r.uploader.checkpoint() {
+                    Ok(made) => format!("at {} ({} rows)", made.mivui, made.rows),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.check_log()?;
+                Ok(out)
+            }
             Op::Advance { ms } => {
                 self.world.clock.advance(ms as i64 * 1_000_000);
                 Ok(String::new())
@@ -654,6 +666,26 @@ impl Sim {
                 ));
             }
         }
+        // A node joining now (from the newest checkpoint, if any) shows
+        // the same tree.
+        let j = self.world.join();
+        let joined = self.world.nodes[j].running.as_ref().expect("up");
+        for _ in 0..3 {
+            joined
+                .uploader
+                .step()
+                .map_err(|e| format!("the joining node's pass failed: {e}"))?;
+        }
+        let from = joined.uploader.status().history_from;
+        let t = snapshot(&joined.vfs).map_err(|e| format!("joining node: {e}"))?;
+        if t != trees[0] {
+            return Err(format!(
+                "a node joining from checkpoint {from} shows another tree:\n{}",
+                diff(&trees[0], &t, j)
+            ));
+        }
+        self.check_log()?;
+        self.trace.push(format!("joined from checkpoint {from}"));
         let current: HashSet<&String> = trees[0]
             .values()
             .filter_map(|e| match e {

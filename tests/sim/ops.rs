@@ -140,6 +140,10 @@ pub enum Op {
         node: u8,
         trouble: Trouble,
     },
+    /// The node makes a checkpoint of the log (`latus log checkpoint`).
+    Checkpoint {
+        node: u8,
+    },
 }
 
 /// How a run is drawn: a few scenario-wide choices, then the steps.
@@ -199,7 +203,7 @@ fn draw(rng: &mut Rng, weight: &[u64]) -> Op {
     };
     let handle = rng.below(4) as u8;
     // Weights: local operations most, then syncs, then time and trouble.
-    match rng.weighted(&[14, 4, 4, 4, 3, 5, 3, 5, 2, 1, 2, 6, 16, 4, 1, 6]) {
+    match rng.weighted(&[14, 4, 4, 4, 3, 5, 3, 5, 2, 1, 2, 6, 16, 4, 1, 6, 1]) {
         0 => Op::Write {
             node,
             path: p,
@@ -249,6 +253,7 @@ fn draw(rng: &mut Rng, weight: &[u64]) -> Op {
             node,
             down: rng.below(12) as u8,
         },
+        16 => Op::Checkpoint { node },
         _ => Op::Fault {
             node,
             trouble: match rng.below(16) {

@@ -79,6 +79,48 @@ pub fn node_id(i: usize) -> Uuid {
     Uuid::from_u128(0x5157_0000_0000_4000_8000_0000_0000_0001 + i as u128)
 }
 
+/// Node `i`'s home, made with `init`, and its faulty connection to the
+/// cloud `raw`.
+fn make_node(
+    dir: &std::path::Path,
+    i: usize,
+    skew: i64,
+    raw: &Cloud,
+    clock: &Arc<ManualClock>,
+) -> Node {
+    let home = Home::new(dir.join(format!("n{i}")));
+    let mut config = home
+        .init(Some(format!("n{i}")), Some("mem:".into()), None)
+        .expect("init");
+    // Tie-breaks compare node ids: they must not change per run.
+    config.node_id = node_id(i);
+    home.save_config(&config).expect("config");
+    let control = FaultControl::new();
+    let cloud = Cloud {
+        objects: Arc::new(FaultyObjectStore::with_control(
+            raw.objects.clone(),
+            control.clone(),
+        )),
+        log: Arc::new(FaultyEventLog::with_control(
+            raw.log.clone(),
+            control.clone(),
+        )),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(Skewed {
+        base: clock.clone(),
+        offset: skew * 1_000_000,
+    });
+    Node {
+        home,
+        config,
+        control,
+        cloud,
+        clock,
+        running: None,
+        held: Vec::new(),
+    }
+}
+
 impl World {
     pub fn new(skew_ms: &[i64]) -> Self {
         // Homes in memory when we can: a crash here is a process's, not a
@@ -101,36 +143,7 @@ impl World {
         let nodes = skew_ms
             .iter()
             .enumerate()
-            .map(|(i, &skew)| {
-                let home = Home::new(dir.path().join(format!("n{i}")));
-                let mut config = home
-                    .init(Some(format!("n{i}")), Some("mem:".into()), None)
-                    .expect("init");
-                // Tie-breaks compare node ids: they must not change per run.
-                config.node_id = node_id(i);
-                home.save_config(&config).expect("config");
-                let control = FaultControl::new();
-                let cloud = Cloud {
-                    objects: Arc::new(FaultyObjectStore::with_control(
-                        objects.clone(),
-                        control.clone(),
-                    )),
-                    log: Arc::new(FaultyEventLog::with_control(log.clone(), control.clone())),
-                };
-                let clock: Arc<dyn Clock> = Arc::new(Skewed {
-                    base: clock.clone(),
-                    offset: skew * 1_000_000,
-                });
-                Node {
-                    home,
-                    config,
-                    control,
-                    cloud,
-                    clock,
-                    running: None,
-                    held: Vec::new(),
-                }
-            })
+            .map(|(i, &skew)| make_node(dir.path(), i, skew, &raw, &clock))
             .collect();
         let mut w = Self {
             _dir: dir,
@@ -144,6 +157,16 @@ impl World {
             w.start(i);
         }
         w
+    }
+
+    /// A new node joins the volume (a fresh home with the key) and starts;
+    /// returns its index.
+    pub fn join(&mut self) -> usize {
+        let i = self.nodes.len();
+        let node = make_node(self._dir.path(), i, 0, &self.raw, &self.clock);
+        self.nodes.push(node);
+        self.start(i);
+        i
     }
 
     /// Opens node `i` from its home, as a daemon start does.
