@@ -68,6 +68,7 @@ on_both_backends!(
     a_redirect_over_a_file_publishes_one_version,
     free_right_after_a_read_takes_the_copy,
     a_replayed_record_is_refused_and_nothing_rolls_back,
+    a_new_node_starts_from_a_checkpoint,
 );
 
 fn run_on(aws: bool, scenario: fn(&Backend)) {
@@ -2203,4 +2204,52 @@ fn after_a_removal_new_content_is_sealed_with_a_key_the_removed_node_lacks() {
         fs::read(delta.p("secret.bin")).is_ok_and(|d| d == secret)
     });
     assert_eq!(read(&delta.p("before.txt")), b"everyone reads this");
+}
+
+/// A node joining after `latus log checkpoint` starts from the checkpoint:
+/// it applies only the records after it, and ends with the same tree,
+/// including a rename, a delete and an edit made after it.
+fn a_new_node_starts_from_a_checkpoint(b: &Backend) {
+    let n = mounted_on(b, &["alpha"]);
+    let a = &n[0];
+    fs::create_dir(a.p("docs")).unwrap();
+    for k in 0..20u64 {
+        fs::write(a.p(&format!("docs/f{k}.txt")), pattern(k, 500 + k as usize)).unwrap();
+    }
+    fs::write(a.p("gone.txt"), b"soon deleted").unwrap();
+    sync_wait(a);
+    let made = json_cmd(a, &["log", "checkpoint", "--json"]);
+    let at = made["mivui"].as_u64().unwrap();
+    assert!(at > 20 && made["rows"].as_u64() >= Some(23), "{made}");
+    fs::rename(a.p("docs/f0.txt"), a.p("docs/renamed.txt")).unwrap();
+    fs::remove_file(a.p("gone.txt")).unwrap();
+    rewrite(&a.p("docs/f1.txt"), b"edited after the checkpoint");
+    sync_wait(a);
+    let end = a.status()["queue"]["log_seen"].as_u64().unwrap();
+
+    let key = export_key(a);
+    let bb = init_node(&b.url(), "beta", Some(&key));
+    bb.mount();
+    let s = converge(&[a, &bb], None, "beta joined from the checkpoint");
+    assert!(s.contains_key("docs/renamed.txt") && !s.contains_key("docs/f0.txt"));
+    assert!(!s.contains_key("gone.txt"));
+    assert_eq!(read(&bb.p("docs/f1.txt")), b"edited after the checkpoint");
+    assert_eq!(read(&bb.p("docs/f7.txt")), pattern(7, 507));
+    let q = &bb.status()["queue"];
+    assert_eq!(q["history_from"].as_u64(), Some(at), "{q}");
+    // Only what came after the checkpoint (and beta's own hello) was read.
+    let applied = q["remote_applied"].as_u64().unwrap();
+    assert!(applied <= end - at, "applied {applied}, records after the checkpoint {}", end - at);
+    // `nodes` knows alpha by name from the checkpoint.
+    let list = json_cmd(&bb, &["nodes", "--json"]);
+    assert!(
+        list.as_array().unwrap().iter().any(|e| e["name"] == "alpha"),
+        "{list:#}"
+    );
+    // The checkpoint's objects are not orphans; prune on beta, which does
+    // not know the history before the checkpoint, is refused.
+    let check = json_cmd(a, &["check", "--json"]);
+    assert_eq!(check["orphans"], 0, "{check:#}");
+    let out = bb.latus(&["prune"]);
+    assert!(!out.ok() && out.stderr.contains("checkpoint"), "{out}");
 }
