@@ -260,10 +260,7 @@ fn queue(node: &Node, key: &str) -> Result<u64> {
 }
 
 fn sync_wait(node: &Node) -> Result<()> {
-    common::run(
-        node.command()
-            .args(["sync", "--wait", "--timeout", "7200"]),
-    )
+    common::run(node.command().args(["sync", "--wait", "--timeout", "7200"]))
 }
 
 /// The daemon's resident memory in bytes.
@@ -280,7 +277,13 @@ fn rss(node: &Node) -> Result<f64> {
 
 /// A new node joins with the key and mounts; returns the seconds until it
 /// has read the log to `log_end`, and until it lists every file.
-fn join(node: &Node, cloud: &str, key: &Path, log_end: u64, options: &Options) -> Result<(f64, f64)> {
+fn join(
+    node: &Node,
+    cloud: &str,
+    key: &Path,
+    log_end: u64,
+    options: &Options,
+) -> Result<(f64, f64)> {
     common::run(
         node.command()
             .args(["init", "--cloud", cloud, "--key-file"])
@@ -294,7 +297,11 @@ fn join(node: &Node, cloud: &str, key: &Path, log_end: u64, options: &Options) -
         if queue(node, "log_seen")? >= log_end {
             break t.elapsed().as_secs_f64();
         }
-        ensure!(t.elapsed() < deadline, "still reading the log; {}", node.log_tail());
+        ensure!(
+            t.elapsed() < deadline,
+            "still reading the log; {}",
+            node.log_tail()
+        );
         thread::sleep(Duration::from_millis(100));
     };
     loop {

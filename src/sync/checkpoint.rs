@@ -25,7 +25,7 @@
 //! (`checkpoint_every` records after the last, or `latus log checkpoint`);
 //! the parts of the one before the previous are deleted then.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -34,8 +34,8 @@ use uuid::Uuid;
 use super::volume::Volume;
 use crate::cloud::CloudError;
 use crate::crypto::{NodeSigner, verify_signature};
-use crate::event::ChunkRef;
-use crate::meta::{LogEntry, MetaError, RemoteRow};
+use crate::event::{ChunkRef, Detection, Event, EventType};
+use crate::meta::{Kind, LogEntry, MetaError, RemoteRow};
 
 /// The pointer object's name.
 pub const POINTER: &str = "checkpoint";
@@ -115,15 +115,176 @@ impl Manifest {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// A remote row in a part: a tuple (no field names), its maker by index
+/// into the part's `makers`.
+type PackedRow = (
+    u64,            // rid
+    u64,            // parent
+    String,         // name
+    Kind,           // kind
+    u32,            // mode
+    u64,            // size
+    i64,            // mtime
+    Option<String>, // hash
+    Option<String>, // object
+    Option<String>, // target
+    u64,            // mivui
+    i64,            // time
+    u32,            // maker
+);
+
+#[derive(Default, Serialize, Deserialize)]
 struct Part {
-    rows: Vec<RemoteRow>,
+    /// (origin, node name) pairs the rows refer to.
     #[serde(default)]
-    versions: Vec<(String, Vec<ChunkRef>)>,
+    makers: Vec<(Uuid, String)>,
+    #[serde(default)]
+    rows: Vec<PackedRow>,
+    /// Each version's chunks as (name, size).
+    #[serde(default)]
+    versions: Vec<(String, Vec<(String, u64)>)>,
     #[serde(default)]
     entries: Vec<LogEntry>,
     #[serde(default)]
     texts: Vec<(String, String)>,
+}
+
+impl Part {
+    fn pack(&mut self, r: &RemoteRow) {
+        let maker = match self
+            .makers
+            .iter()
+            .position(|(o, n)| *o == r.origin && *n == r.node)
+        {
+            Some(i) => i,
+            None => {
+                self.makers.push((r.origin, r.node.clone()));
+                self.makers.len() - 1
+            }
+        } as u32;
+        self.rows.push((
+            r.rid,
+            r.parent,
+            r.name.clone(),
+            r.kind,
+            r.mode,
+            r.size,
+            r.mtime,
+            r.hash.clone(),
+            r.object.clone(),
+            r.target.clone(),
+            r.mivui,
+            r.time,
+            maker,
+        ));
+    }
+
+    fn unpack(self, snap: &mut Snapshot) -> Result<(), String> {
+        for (
+            rid,
+            parent,
+            name,
+            kind,
+            mode,
+            size,
+            mtime,
+            hash,
+            object,
+            target,
+            mivui,
+            time,
+            maker,
+        ) in self.rows
+        {
+            let (origin, node) =
+                self.makers.get(maker as usize).cloned().ok_or_else(|| {
+                    format!("row {rid} names maker {maker}, which it does not list")
+                })?;
+            snap.rows.push(RemoteRow {
+                rid,
+                parent,
+                name,
+                kind,
+                mode,
+                size,
+                mtime,
+                hash,
+                object,
+                target,
+                mivui,
+                time,
+                origin,
+                node,
+            });
+        }
+        snap.versions
+            .extend(self.versions.into_iter().map(|(object, chunks)| {
+                let chunks = chunks
+                    .into_iter()
+                    .map(|(name, size)| ChunkRef { name, size })
+                    .collect();
+                (object, chunks)
+            }));
+        snap.entries.extend(self.entries);
+        snap.texts.extend(self.texts);
+        Ok(())
+    }
+}
+
+/// The log entries of the current versions, made from their rows (what
+/// version history shows of a file unchanged since the checkpoint).
+fn entries_of_rows(snap: &Snapshot) -> Vec<LogEntry> {
+    let parents: HashMap<u64, (u64, &str)> = snap
+        .rows
+        .iter()
+        .map(|r| (r.rid, (r.parent, r.name.as_str())))
+        .collect();
+    let path = |rid: u64| -> Option<String> {
+        let mut parts = Vec::new();
+        let mut cur = rid;
+        while cur != super::REMOTE_ROOT {
+            let (parent, name) = parents.get(&cur)?;
+            parts.push(*name);
+            cur = *parent;
+            if parts.len() > super::remote::MAX_DEPTH {
+                return None;
+            }
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    };
+    let known: HashSet<u64> = snap.entries.iter().map(|e| e.mivui).collect();
+    let mut seen = HashSet::new();
+    snap.rows
+        .iter()
+        .filter(|r| r.kind == Kind::File && r.mivui > 0 && !known.contains(&r.mivui))
+        .filter(|r| seen.insert(r.mivui))
+        .filter_map(|r| {
+            Some(LogEntry {
+                mivui: r.mivui,
+                originator: r.origin,
+                node_name: r.node.clone(),
+                event: Event {
+                    id: 0,
+                    originator: r.origin,
+                    mivui: Some(r.mivui),
+                    detection: Detection::RemoteApply,
+                    event_type: EventType::Create,
+                    file_hash: r.hash.clone(),
+                    file_path: path(r.rid)?,
+                    mtime: r.mtime,
+                    size: r.size,
+                    src_path: None,
+                    mode: r.mode,
+                    link_target: None,
+                    base_hash: None,
+                    time: r.time,
+                    first_wins: false,
+                    object: r.object.clone(),
+                },
+            })
+        })
+        .collect()
 }
 
 /// What making a checkpoint did (`latus log checkpoint`).
@@ -223,7 +384,6 @@ pub fn write(
     };
     let versions: BTreeMap<&str, &Vec<ChunkRef>> =
         snap.versions.iter().map(|(o, c)| (o.as_str(), c)).collect();
-    let entries: BTreeMap<u64, &LogEntry> = snap.entries.iter().map(|e| (e.mivui, e)).collect();
     let mut names = Vec::new();
     let mut placed = HashSet::new();
     let mut store = |part: &Part| -> Result<(), CheckpointError> {
@@ -241,35 +401,24 @@ pub fn write(
         ..Part::default()
     })?;
     for rows in snap.rows.chunks(ROWS_PER_PART) {
-        let mut part = Part {
-            rows: rows.to_vec(),
-            ..Part::default()
-        };
+        let mut part = Part::default();
         for r in rows {
+            part.pack(r);
             if let Some(o) = &r.object
                 && let Some(c) = versions.get(o.as_str())
                 && placed.insert(o.clone())
             {
-                part.versions.push((o.clone(), (*c).clone()));
-            }
-            if let Some(e) = entries.get(&r.mivui)
-                && placed.insert(format!("log:{}", r.mivui))
-            {
-                part.entries.push((*e).clone());
+                let chunks = c.iter().map(|c| (c.name.clone(), c.size)).collect();
+                part.versions.push((o.clone(), chunks));
             }
         }
         store(&part)?;
     }
-    // Entries no row wrote (each node's newest record).
-    let rest: Vec<LogEntry> = snap
-        .entries
-        .iter()
-        .filter(|e| !placed.contains(&format!("log:{}", e.mivui)))
-        .cloned()
-        .collect();
-    if !rest.is_empty() {
+    // Each node's newest record and removals (the current versions'
+    // entries are made again from the rows by the reader).
+    if !snap.entries.is_empty() {
         store(&Part {
-            entries: rest,
+            entries: snap.entries.clone(),
             ..Part::default()
         })?;
     }
@@ -334,10 +483,8 @@ pub fn read(volume: &Volume) -> Result<Option<Snapshot>, CheckpointError> {
             .map_err(|e| refused(format!("its part {name} does not open ({e})")))?;
         let part: Part = serde_json::from_slice(&plain)
             .map_err(|e| refused(format!("its part {name} is malformed ({e})")))?;
-        snap.rows.extend(part.rows);
-        snap.versions.extend(part.versions);
-        snap.entries.extend(part.entries);
-        snap.texts.extend(part.texts);
+        part.unpack(&mut snap)
+            .map_err(|e| refused(format!("its part {name}: {e}")))?;
     }
     if snap.rows.len() as u64 != m.rows {
         return Err(refused(format!(
@@ -364,6 +511,8 @@ pub fn read(volume: &Volume) -> Result<Option<Snapshot>, CheckpointError> {
     {
         return Err(refused("it holds records after its own number".into()));
     }
+    let made = entries_of_rows(&snap);
+    snap.entries.extend(made);
     Ok(Some(snap))
 }
 
@@ -373,7 +522,6 @@ mod tests {
 
     use super::*;
     use crate::cloud::{Cloud, MemEventLog, MemObjectStore, ObjectStore};
-    use crate::meta::Kind;
 
     const KEY: [u8; 32] = [7; 32];
 

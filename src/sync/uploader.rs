@@ -1339,9 +1339,6 @@ impl Inner {
             {
                 versions.push((o.clone(), c));
             }
-            if r.mivui > 0 {
-                wanted.insert(r.mivui);
-            }
         }
         let mut texts = Vec::new();
         for prefix in ["seq:", "sign:", "box:", "removed:", "last:"] {

@@ -2239,11 +2239,27 @@ fn a_new_node_starts_from_a_checkpoint(b: &Backend) {
     assert_eq!(q["history_from"].as_u64(), Some(at), "{q}");
     // Only what came after the checkpoint (and beta's own hello) was read.
     let applied = q["remote_applied"].as_u64().unwrap();
-    assert!(applied <= end - at, "applied {applied}, records after the checkpoint {}", end - at);
+    assert!(
+        applied <= end - at,
+        "applied {applied}, records after the checkpoint {}",
+        end - at
+    );
+    // History holds each file's version at the checkpoint, and what came
+    // after it.
+    let list = json_cmd(&bb, &["versions", arg(&bb.p("docs/f7.txt")), "--json"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(list[0]["node"], "alpha");
+    assert_eq!(list[0]["size"].as_u64(), Some(507));
+    let list = json_cmd(&bb, &["versions", arg(&bb.p("docs/f1.txt")), "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
     // `nodes` knows alpha by name from the checkpoint.
     let list = json_cmd(&bb, &["nodes", "--json"]);
     assert!(
-        list.as_array().unwrap().iter().any(|e| e["name"] == "alpha"),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "alpha"),
         "{list:#}"
     );
     // The checkpoint's objects are not orphans; prune on beta, which does
