@@ -13,7 +13,8 @@
 //!   both until the whole tree is listed.
 //!
 //! `cargo build --release && cargo bench --bench scalebench -- --files 1000000`
-//! (default 100,000 files, 10 per folder).
+//! (default 100,000 files, 10 per folder, then four rounds of edits of
+//! every file, so the log holds about five records per file).
 
 #[allow(dead_code)]
 mod common;
@@ -41,6 +42,10 @@ struct Options {
     /// Files per folder (the million files have 100,000 folders).
     #[arg(long, default_value_t = 10)]
     per_dir: usize,
+    /// Rounds of edits of every file after creating them (the issue's
+    /// log holds five records per file: four rounds).
+    #[arg(long, default_value_t = 4)]
+    edits: usize,
     /// Folders per top-level folder (so no folder holds them all).
     #[arg(long, default_value_t = 1000)]
     fan_out: usize,
@@ -106,12 +111,28 @@ fn main() -> Result<()> {
     );
     let t = Instant::now();
     sync_wait(&a)?;
-    let log_end = queue(&a, "log_seen")?;
     say(
         "publish: sync --wait after the last create (s)",
         format!("{:.1}", t.elapsed().as_secs_f64()),
         "-".into(),
     );
+    if options.edits > 0 {
+        let t = Instant::now();
+        for round in 1..=options.edits {
+            edit_tree(&a.mountpoint, &options, round as u8)?;
+        }
+        sync_wait(&a)?;
+        say(
+            &format!("{} rounds of edits, published (edits/s)", options.edits),
+            format!(
+                "{:.0}",
+                (options.edits * options.files) as f64 / t.elapsed().as_secs_f64()
+            ),
+            "-".into(),
+        );
+    }
+    let log_end = queue(&a, "log_seen")?;
+    println!("(the log holds {log_end} records)");
 
     a.unmount()?;
     let t = Instant::now();
@@ -241,6 +262,32 @@ fn create_tree(root: &Path, options: &Options) -> Result<f64> {
         Ok(())
     })?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// Writes every file again (one new version each), with two writers.
+fn edit_tree(root: &Path, options: &Options, round: u8) -> Result<()> {
+    let folders = options.files.div_ceil(options.per_dir);
+    thread::scope(|s| -> Result<()> {
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                s.spawn(move || -> Result<()> {
+                    for d in (w..folders).step_by(2) {
+                        common::check_interrupted()?;
+                        let dir = folder(root, d, options);
+                        for f in d * options.per_dir..((d + 1) * options.per_dir).min(options.files)
+                        {
+                            fs::write(dir.join(format!("f{f:07}")), [f as u8, round])?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer thread")?;
+        }
+        Ok(())
+    })
 }
 
 fn status(node: &Node) -> Result<Value> {

@@ -199,6 +199,15 @@ pub fn journal_complete(path: &Path) -> Result<bool, MetaError> {
     Ok(contents.entries.first().is_some_and(|e| e.seq == 1))
 }
 
+/// redb's page cache. Its default (1 GiB) kept every page a mount's full
+/// read of the tables touched: hundreds of MB resident for a large volume.
+/// The interior pages of the B-trees are what repeated lookups need.
+const DB_CACHE: usize = 64 << 20;
+
+fn create_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(DB_CACHE).create(path)
+}
+
 /// Opens the database; one redb cannot repair (overwritten blocks, a
 /// truncated file) is moved aside and a fresh one made, to be filled from
 /// the journal and the volume's log. A lost one (no file, but a journal
@@ -208,7 +217,7 @@ fn open_or_set_aside(
     wal_path: &Path,
 ) -> Result<(Database, Option<Rebuilt>), redb::Error> {
     let lost = !path.exists() && std::fs::metadata(wal_path).is_ok_and(|m| m.len() > 0);
-    let err = match Database::create(path) {
+    let err = match create_db(path) {
         Ok(db) if lost => {
             tracing::error!(
                 "the database is missing; rebuilding it from the journal and the volume's log"
@@ -236,7 +245,7 @@ fn open_or_set_aside(
     }
     let aside = set_aside(path, "damaged")?;
     tracing::error!(error = %err, damaged_file = %aside, "the database is damaged; set it aside, rebuilding from the journal and the volume's log");
-    let db = Database::create(path)?;
+    let db = create_db(path)?;
     Ok((
         db,
         Some(Rebuilt {
@@ -363,7 +372,7 @@ impl Db {
         };
         let mut inner = lock(&self.inner);
         drop(inner.take());
-        *inner = Some(Arc::new(Database::create(path)?));
+        *inner = Some(Arc::new(create_db(path)?));
         self.broken.store(false, Ordering::Release);
         tracing::info!("database reopened after an I/O error");
         Ok(())
