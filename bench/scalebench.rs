@@ -102,6 +102,8 @@ fn main() -> Result<()> {
     let a = node("a");
     a.init(Some(&cloud))?;
     a.set_config("poll_ms", 500.into())?;
+    // No checkpoint until the bench asks for one: node c reads the whole log.
+    a.set_config("checkpoint_every", 0.into())?;
     a.mount(false)?;
     let latus_create = create_tree(&a.mountpoint, &options)?;
     say(

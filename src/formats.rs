@@ -13,7 +13,7 @@ pub struct Format {
 }
 
 /// Every format, home first.
-pub const ALL: [Format; 7] = [
+pub const ALL: [Format; 8] = [
     // `home`: layout and config.json; older homes are upgraded in place.
     Format {
         name: "home",
@@ -55,6 +55,12 @@ pub const ALL: [Format; 7] = [
         name: "volume",
         writes: crate::sync::VOLUME_FORMAT,
         reads_from: crate::sync::VOLUME_FORMAT,
+    },
+    // `sync::checkpoint`: sealed checkpoints of the log.
+    Format {
+        name: "checkpoint",
+        writes: crate::sync::checkpoint::FORMAT,
+        reads_from: crate::sync::checkpoint::FORMAT,
     },
 ];
 

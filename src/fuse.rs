@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyDirectoryPlus,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -157,7 +157,11 @@ impl Filesystem for FuseAdapter {
         // Writeback caching: the kernel gathers small writes into large
         // ones and resolves O_APPEND offsets; everything reaches the daemon
         // before FLUSH, so close still commits complete versions.
+        // READDIRPLUS (the kernel choosing when: after a listing is
+        // followed by lookups, as `ls -l` does) saves a LOOKUP per entry.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_WRITEBACK_CACHE;
@@ -460,6 +464,31 @@ impl Filesystem for FuseAdapter {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdir", ino.0, e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let _s = span!("readdirplus", req, ino.0);
+        let r = self.vfs.readdir_plus(fh.0, offset, |e, a, next| {
+            reply.add(
+                INodeNo(e.ino),
+                next,
+                &e.name,
+                &TTL,
+                &file_attr(a),
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", ino.0, e)),
         }
     }
 

@@ -2214,6 +2214,43 @@ impl Vfs {
         Ok(())
     }
 
+    /// `readdir` with each entry's attributes (READDIRPLUS: the kernel
+    /// then needs no LOOKUP per entry, as `ls -l` would send). An entry
+    /// gone since opendir is left out.
+    pub fn readdir_plus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, &Attr, u64) -> bool,
+    ) -> Result<()> {
+        let (dir, entries) = {
+            let st = lock(&self.state);
+            match st.handles.get(&fh) {
+                Some(Handle {
+                    ino,
+                    kind: HandleKind::Dir(e),
+                    ..
+                }) => (*ino, e.clone()),
+                _ => return Err(VfsError::BadHandle(fh)),
+            }
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let attr = {
+                let st = lock(&self.state);
+                let dot = e.name == "." || e.name == "..";
+                st.tree
+                    .get(e.ino)
+                    .or_else(|| st.tree.get(dir).filter(|_| dot))
+                    .map(|n| self.attr_on_disk(n))
+            };
+            let Some(attr) = attr else { continue };
+            if add(e, &attr, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub fn releasedir(&self, fh: u64) -> Result<()> {
         lock(&self.state).handles.remove(&fh);
         Ok(())

@@ -25,7 +25,7 @@
 //! (`checkpoint_every` records after the last, or `latus log checkpoint`);
 //! the parts of the one before the previous are deleted then.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -74,6 +74,8 @@ pub struct Snapshot {
     /// The log's head at `mivui` (hex).
     pub head: String,
     pub rows: Vec<RemoteRow>,
+    /// The chunks of the rows' versions (what `read` gives; `write` looks
+    /// them up itself).
     pub versions: Vec<(String, Vec<ChunkRef>)>,
     pub entries: Vec<LogEntry>,
     /// The log guard's `text` state (`seq:`, `sign:`, `box:`, `removed:`,
@@ -360,14 +362,20 @@ fn manifest(volume: &Volume) -> Result<Option<Manifest>, CheckpointError> {
     Ok(Some(m))
 }
 
-/// Stores `snap` as the volume's newest checkpoint, made by `node` at
-/// `now`, and deletes the parts of the checkpoint before the previous.
+/// The chunks of a version, by object (looked up part by part as the
+/// checkpoint is written, so they are never all in memory).
+pub type ChunksOf<'a> = &'a dyn Fn(&str) -> Result<Option<Vec<ChunkRef>>, MetaError>;
+
+/// Stores `snap` (its rows; versions come from `chunks_of`) as the
+/// volume's newest checkpoint, made by `node` at `now`, and deletes the
+/// parts of the checkpoint before the previous.
 pub fn write(
     volume: &Volume,
     signer: &NodeSigner,
     node: Uuid,
     now: i64,
     snap: &Snapshot,
+    chunks_of: ChunksOf,
 ) -> Result<Made, CheckpointError> {
     let previous = match manifest(volume) {
         Ok(m) => m,
@@ -382,8 +390,6 @@ pub fn write(
         rows: snap.rows.len() as u64,
         ..Made::default()
     };
-    let versions: BTreeMap<&str, &Vec<ChunkRef>> =
-        snap.versions.iter().map(|(o, c)| (o.as_str(), c)).collect();
     let mut names = Vec::new();
     let mut placed = HashSet::new();
     let mut store = |part: &Part| -> Result<(), CheckpointError> {
@@ -405,9 +411,10 @@ pub fn write(
         for r in rows {
             part.pack(r);
             if let Some(o) = &r.object
-                && let Some(c) = versions.get(o.as_str())
-                && placed.insert(o.clone())
+                && !placed.contains(o)
+                && let Some(c) = chunks_of(o)?
             {
+                placed.insert(o.clone());
                 let chunks = c.iter().map(|c| (c.name.clone(), c.size)).collect();
                 part.versions.push((o.clone(), chunks));
             }
@@ -551,6 +558,24 @@ mod tests {
             origin: Uuid::nil(),
             node: "n".into(),
         }
+    }
+
+    /// `write` with the snapshot's own versions.
+    fn write(
+        v: &Volume,
+        signer: &NodeSigner,
+        maker: Uuid,
+        now: i64,
+        snap: &Snapshot,
+    ) -> Result<Made, CheckpointError> {
+        let chunks_of = |o: &str| {
+            Ok(snap
+                .versions
+                .iter()
+                .find(|(object, _)| object == o)
+                .map(|(_, c)| c.clone()))
+        };
+        super::write(v, signer, maker, now, snap, &chunks_of)
     }
 
     fn snapshot(mivui: u64, rows: u64, signer: &NodeSigner, maker: Uuid) -> Snapshot {

@@ -1331,15 +1331,7 @@ impl Inner {
         let mivui = self.meta.state(LOG_SEEN)?;
         let head = super::chain::log_head(&self.meta)?.head;
         let rows = self.engine.remote_rows();
-        let mut versions = Vec::new();
         let mut wanted = std::collections::BTreeSet::new();
-        for r in &rows {
-            if let Some(o) = &r.object
-                && let Some(c) = self.meta.version_chunks(o)?
-            {
-                versions.push((o.clone(), c));
-            }
-        }
         let mut texts = Vec::new();
         for prefix in ["seq:", "sign:", "box:", "removed:", "last:"] {
             texts.extend(self.meta.texts_with_prefix(prefix)?);
@@ -1369,7 +1361,7 @@ impl Inner {
             mivui,
             head,
             rows,
-            versions,
+            versions: Vec::new(),
             entries,
             texts,
         })
@@ -1386,6 +1378,7 @@ impl Inner {
             self.config.node_id,
             self.vfs.now(),
             &snap,
+            &|o| self.meta.version_chunks(o),
         )?;
         self.meta.append(&[Record::SetState {
             key: CHECKPOINT_SEEN.to_string(),
