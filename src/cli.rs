@@ -21,7 +21,9 @@ use crate::sync::Volume;
 use std::os::unix::fs::OpenOptionsExt;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A daemon opening a large volume reads its whole tree first (about 40 s
+/// per million files here); it is waited for while it runs.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(600);
 const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 const LOG_PAGE: usize = 10_000;
 
@@ -1198,8 +1200,14 @@ fn spawn_daemon(home: &Home, mountpoint: &Path, flags: daemon::MountFlags) -> Re
     }
     let mut child = cmd.spawn().context("start the daemon")?;
     writeln!(log).ok();
-    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    let started = Instant::now();
+    let deadline = started + MOUNT_TIMEOUT;
+    let mut told = false;
     loop {
+        if !told && started.elapsed() > Duration::from_secs(10) {
+            eprintln!("latus: still opening the node (a large volume takes a while to read)...");
+            told = true;
+        }
         if let Some(status) = child.try_wait()? {
             bail!(
                 "the daemon stopped ({status}) before mounting:\n{}",

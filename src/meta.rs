@@ -798,7 +798,9 @@ impl Meta {
     /// before its hasher got to them).
     pub fn events_missing_hash(&self) -> Result<Vec<Event>, MetaError> {
         let mut out = Vec::new();
-        let mut since = 0;
+        // Published events carry their hash (the uploader hashes what it
+        // publishes): only the queue is read, not the whole journal.
+        let mut since = self.state(PUBLISHED_THROUGH)?;
         loop {
             let page = self.events_since(since, 4096)?;
             let Some(last) = page.last() else { break };

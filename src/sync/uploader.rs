@@ -131,6 +131,33 @@ impl UploadError {
     }
 }
 
+/// Opens a page of log records on every core (checking signatures is
+/// most of what applying costs); the log guard then takes them in order.
+fn open_page(
+    volume: &Volume,
+    page: &[crate::cloud::LogRecord],
+) -> Vec<Result<PublishedEvent, crate::crypto::CryptoError>> {
+    let open = |rec: &crate::cloud::LogRecord| {
+        let aad = volume.event_aad(rec.originator);
+        PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload)
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if workers < 2 || page.len() < 64 {
+        return page.iter().map(open).collect();
+    }
+    let per = page.len().div_ceil(workers);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = page
+            .chunks(per)
+            .map(|c| s.spawn(move || c.iter().map(open).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// What `latus status` shows of the upload queue.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UploaderStatus {
@@ -1076,10 +1103,20 @@ impl Inner {
             let mut skipped = Vec::new();
             let mut breach = None;
             let mut admitted = seen;
+            let mut pre_opened = open_page(volume, &page).into_iter();
+            let mut new_epoch = false;
             for rec in &page {
-                let aad = volume.event_aad(rec.originator);
-                let opened =
-                    PublishedEvent::open_record(&volume.keys, &aad, rec.originator, &rec.payload);
+                let mut opened = pre_opened.next().expect("one per record");
+                if opened.is_err() && new_epoch {
+                    // Sealed with a key epoch this page brought.
+                    let aad = volume.event_aad(rec.originator);
+                    opened = PublishedEvent::open_record(
+                        &volume.keys,
+                        &aad,
+                        rec.originator,
+                        &rec.payload,
+                    );
+                }
                 let link = opened.as_ref().ok().map(PublishedEvent::link);
                 let admitted_rec = match g.admit(
                     &self.meta,
@@ -1119,6 +1156,7 @@ impl Inner {
                 };
                 if let Some(grant) = &p.grant {
                     self.take_epoch(grant, rec.mivui)?;
+                    new_epoch = true;
                 }
                 let originator = p.event.originator;
                 let chunks = match (&p.chunks, &p.chunk_list) {
@@ -1500,12 +1538,18 @@ impl Inner {
                 mivui,
                 "found an event published just before a stop; not publishing it again"
             );
+            // The record carries the hash the journal may not have yet.
+            let hash = local
+                .file_hash
+                .is_none()
+                .then(|| p.event.file_hash.clone())
+                .flatten();
             self.vfs.published(
                 local.id,
                 mivui,
                 local.object.clone(),
                 chunks.unwrap_or_default(),
-                None,
+                hash,
             )?;
         }
         Ok((true, local.object))

@@ -384,13 +384,35 @@ impl Vfs {
             return Vec::new();
         }
         let st = lock(&self.state);
-        st.tree
+        // Only below pinned rules (most trees have none): asking the disk
+        // about every file of a large tree under the core's lock would
+        // stall every request meanwhile.
+        let mut below: Vec<Ino> = st
+            .tree
             .nodes
             .values()
-            .filter(|n| n.linked && n.row.kind == Kind::File && self.is_cloud_only(n))
-            .filter(|n| st.tree.rule_at(n.row.ino).0 == Some(Placement::Pinned))
+            .filter(|n| n.row.placement == Some(Placement::Pinned))
             .map(|n| n.row.ino)
-            .collect()
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while let Some(ino) = below.pop() {
+            let Some(n) = st.tree.get(ino) else { continue };
+            if !seen.insert(ino) {
+                continue;
+            }
+            if n.row.kind == Kind::File {
+                if n.linked
+                    && st.tree.rule_at(ino).0 == Some(Placement::Pinned)
+                    && self.is_cloud_only(n)
+                {
+                    out.push(ino);
+                }
+            } else {
+                below.extend(n.children.values().copied());
+            }
+        }
+        out
     }
 
     /// A pinned download failed: try again on a later round.
