@@ -3,8 +3,9 @@
 //! reads only the records after it.
 //!
 //! A checkpoint at `mivui` M holds what folding the log up to M gave: the
-//! remote tree's rows, the chunks of their versions, the log entries that
-//! wrote them (and each node's newest one, for `nodes`), and the log
+//! remote tree's rows, the chunks of their versions, each node's newest
+//! log entry and its removal (for `nodes`; the entries of the current
+//! versions are made again from their rows by the reader), and the log
 //! guard's state at M (each node's sequence number and keys, removals, and
 //! the heads of the last `RECENT_HEADS` records), so the chain checks of
 //! `chain` go on from M as if the node had read everything before.
