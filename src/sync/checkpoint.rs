@@ -327,16 +327,22 @@ pub fn objects(volume: &Volume) -> Result<HashSet<String>, CloudError> {
             out.extend(m.parts);
             out.extend(m.older);
         }
-        Err(CheckpointError::Cloud(e)) => return Err(e),
+        Err(CheckpointError::Cloud(e)) if e.is_retryable() => return Err(e),
         _ => {}
     }
     Ok(out)
 }
 
+/// Not there: a store with a cold folder that is not connected answers a
+/// missing object so (it looks there after the hot folder).
+fn absent(e: &CloudError) -> bool {
+    e.is_not_found() || e.kind == crate::cloud::CloudErrorKind::ColdOffline
+}
+
 fn manifest(volume: &Volume) -> Result<Option<Manifest>, CheckpointError> {
     let sealed = match volume.cloud.objects.get(POINTER) {
         Ok(s) => s,
-        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) if absent(&e) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let refused = |why: String| CheckpointError::Refused(why);
@@ -479,7 +485,7 @@ pub fn read(volume: &Volume) -> Result<Option<Snapshot>, CheckpointError> {
     };
     for name in &m.parts {
         let sealed = volume.cloud.objects.get(name).map_err(|e| {
-            if e.is_not_found() {
+            if absent(&e) {
                 refused(format!("its part {name} is missing"))
             } else {
                 e.into()

@@ -1294,12 +1294,12 @@ impl Inner {
         let snap = match checkpoint::read(volume) {
             Ok(Some(snap)) => snap,
             Ok(None) => return Ok(0),
-            Err(CheckpointError::Refused(why)) => {
-                tracing::error!(%why, "the volume's checkpoint is refused; reading the whole log instead");
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "the volume's checkpoint is refused; reading the whole log instead");
                 self.checkpoint_refused.store(true, Ordering::Release);
                 return Ok(0);
             }
-            Err(e) => return Err(e.into()),
         };
         let (mivui, rows) = (snap.mivui, snap.rows.len());
         self.engine.install_checkpoint(snap)?;
