@@ -98,14 +98,14 @@ fn main() -> Result<()> {
 
     // The plain disk first: the same tree, for the ratios.
     let plain = work.path().join("plain");
-    let plain_create = create_tree(&plain, &options)?;
+    let plain_create = write_tree(&plain, &options, 0)?;
     let a = node("a");
     a.init(Some(&cloud))?;
     a.set_config("poll_ms", 500.into())?;
     // No checkpoint until the bench asks for one: node c reads the whole log.
     a.set_config("checkpoint_every", 0.into())?;
     a.mount(false)?;
-    let latus_create = create_tree(&a.mountpoint, &options)?;
+    let latus_create = write_tree(&a.mountpoint, &options, 0)?;
     say(
         "create (files/s)",
         format!("{:.0}", options.files as f64 / latus_create),
@@ -121,7 +121,7 @@ fn main() -> Result<()> {
     if options.edits > 0 {
         let t = Instant::now();
         for round in 1..=options.edits {
-            edit_tree(&a.mountpoint, &options, round as u8)?;
+            write_tree(&a.mountpoint, &options, round as u8)?;
         }
         sync_wait(&a)?;
         say(
@@ -235,8 +235,10 @@ fn folder(root: &Path, d: usize, options: &Options) -> PathBuf {
         .join(format!("d{d:06}"))
 }
 
-/// Makes the tree under `root` with two writers; returns seconds.
-fn create_tree(root: &Path, options: &Options) -> Result<f64> {
+/// Writes every file of the tree under `root` with two writers; returns
+/// seconds. `round` 0 makes the tree (folders and 1-byte files); a later
+/// round writes each file again (one new version each).
+fn write_tree(root: &Path, options: &Options, round: u8) -> Result<f64> {
     fs::create_dir_all(root)?;
     let folders = options.files.div_ceil(options.per_dir);
     let t = Instant::now();
@@ -247,11 +249,18 @@ fn create_tree(root: &Path, options: &Options) -> Result<f64> {
                     for d in (w..folders).step_by(2) {
                         common::check_interrupted()?;
                         let dir = folder(root, d, options);
-                        fs::create_dir_all(&dir)
-                            .with_context(|| format!("creating {}", dir.display()))?;
+                        if round == 0 {
+                            fs::create_dir_all(&dir)
+                                .with_context(|| format!("creating {}", dir.display()))?;
+                        }
                         for f in d * options.per_dir..((d + 1) * options.per_dir).min(options.files)
                         {
-                            fs::write(dir.join(format!("f{f:07}")), [f as u8])?;
+                            let content: &[u8] = if round == 0 {
+                                &[f as u8]
+                            } else {
+                                &[f as u8, round]
+                            };
+                            fs::write(dir.join(format!("f{f:07}")), content)?;
                         }
                     }
                     Ok(())
@@ -264,32 +273,6 @@ fn create_tree(root: &Path, options: &Options) -> Result<f64> {
         Ok(())
     })?;
     Ok(t.elapsed().as_secs_f64())
-}
-
-/// Writes every file again (one new version each), with two writers.
-fn edit_tree(root: &Path, options: &Options, round: u8) -> Result<()> {
-    let folders = options.files.div_ceil(options.per_dir);
-    thread::scope(|s| -> Result<()> {
-        let writers: Vec<_> = (0..2)
-            .map(|w| {
-                s.spawn(move || -> Result<()> {
-                    for d in (w..folders).step_by(2) {
-                        common::check_interrupted()?;
-                        let dir = folder(root, d, options);
-                        for f in d * options.per_dir..((d + 1) * options.per_dir).min(options.files)
-                        {
-                            fs::write(dir.join(format!("f{f:07}")), [f as u8, round])?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for w in writers {
-            w.join().expect("writer thread")?;
-        }
-        Ok(())
-    })
 }
 
 fn status(node: &Node) -> Result<Value> {
